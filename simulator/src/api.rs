@@ -1,0 +1,744 @@
+//! The Tailscale API v2 routes.
+//!
+//! Every route is wrapped in [`prelude`], which counts the call under its endpoint name, adds
+//! the configured latency and applies an injected fault, all before authentication, so tests
+//! can count and fault requests that would fail anyway. Handlers then authenticate, check the
+//! `{tailnet}` segment, and act under a single acquisition of the state lock.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{self, Need};
+use crate::error::{parse_json, ApiError};
+use crate::model::{FaultKind, SimDevice, SimUser, ROLES};
+use crate::policy::{self, PolicyError};
+use crate::state::{self, AccessToken, Attribute};
+use crate::Simulator;
+
+/// Long enough that any client times out first; shutdown releases it earlier.
+const HANG: Duration = Duration::from_secs(3600);
+
+/// How an answer is labelled when it carries HuJSON text.
+const HUJSON: &str = "application/hujson";
+
+pub(crate) fn routes(sim: Simulator) -> Router {
+    // Attach the prelude for `name` to one method router.
+    let ep = |name: &'static str, route: MethodRouter<Simulator>| {
+        route.route_layer(middleware::from_fn_with_state(
+            (sim.clone(), name),
+            prelude,
+        ))
+    };
+    Router::new()
+        .route("/api/v2/oauth/token", ep("oauth.token", post(oauth_token)))
+        .route("/api/v2/tailnet/{tailnet}/users", ep("users.list", get(list_users)))
+        .route("/api/v2/users/{id}", ep("users.get", get(get_user)))
+        .route("/api/v2/users/{id}/role", ep("users.role", post(set_role)))
+        .route("/api/v2/users/{id}/suspend", ep("users.suspend", post(suspend_user)))
+        .route("/api/v2/users/{id}/restore", ep("users.restore", post(restore_user)))
+        .route("/api/v2/users/{id}/approve", ep("users.approve", post(approve_user)))
+        .route("/api/v2/users/{id}/delete", ep("users.delete", post(delete_user)))
+        .route("/api/v2/tailnet/{tailnet}/keys/{key_id}", ep("keys.get", get(get_key)))
+        .route("/api/v2/tailnet/{tailnet}/acl", ep("acl.get", get(get_acl)))
+        .route("/api/v2/tailnet/{tailnet}/acl", ep("acl.set", post(set_acl)))
+        .route(
+            "/api/v2/tailnet/{tailnet}/acl/validate",
+            ep("acl.validate", post(validate_acl)),
+        )
+        .route("/api/v2/tailnet/{tailnet}/devices", ep("devices.list", get(list_devices)))
+        .route(
+            "/api/v2/device/{id}/attributes",
+            ep("attributes.get", get(get_attributes)),
+        )
+        .route(
+            "/api/v2/device/{id}/attributes/{key}",
+            ep("attributes.set", post(set_attribute)),
+        )
+        .route(
+            "/api/v2/device/{id}/attributes/{key}",
+            ep("attributes.delete", delete(delete_attribute)),
+        )
+        .with_state(sim)
+}
+
+/// Count, delay and fault a request before its handler runs.
+async fn prelude(
+    State((sim, endpoint)): State<(Simulator, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Take the fault when the request arrives, so concurrent requests consume faults in
+    // arrival order regardless of how long their latency sleeps last.
+    let (latency, fault) = {
+        let mut st = sim.lock();
+        *st.calls.entry(endpoint.to_string()).or_default() += 1;
+        (st.latency, st.faults.take(endpoint))
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(FaultKind::Status {
+            status,
+            retry_after_secs,
+            message,
+        }) => {
+            tracing::debug!(endpoint, status, "injected status fault");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = if message.is_empty() {
+                status.canonical_reason().unwrap_or("injected fault").to_string()
+            } else {
+                message
+            };
+            let mut err = ApiError::new(status, message);
+            err.retry_after_secs = retry_after_secs;
+            return err.into_response();
+        }
+        Some(FaultKind::Hang) => {
+            tracing::debug!(endpoint, "injected hang");
+            tokio::select! {
+                _ = tokio::time::sleep(HANG) => {}
+                _ = sim.shutdown_signal() => {}
+            }
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down")
+                .into_response();
+        }
+        Some(FaultKind::Latency(delay)) => {
+            tracing::debug!(endpoint, ?delay, "injected latency");
+            tokio::time::sleep(delay).await;
+        }
+        None => {}
+    }
+    next.run(request).await
+}
+
+/// Debug-log every request: method, path, status, duration. Never headers or bodies, which
+/// carry credentials.
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+fn check_tailnet(st: &state::State, tailnet: &str) -> Result<(), ApiError> {
+    if st.is_our_tailnet(tailnet) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("tailnet not found"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    grant_type: Option<String>,
+    scope: Option<String>,
+}
+
+async fn oauth_token(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Form(form) = form?;
+    if let Some(grant) = form.grant_type.as_deref() {
+        if grant != "client_credentials" {
+            return Err(ApiError::bad_request(format!(
+                "unsupported grant_type {grant:?}; only client_credentials"
+            )));
+        }
+    }
+    // Clients may also authenticate with HTTP Basic, as OAuth 2 allows.
+    let (client_id, client_secret) = match (form.client_id, form.client_secret) {
+        (Some(id), Some(secret)) => (id, secret),
+        _ => auth::basic_pair(&headers)
+            .ok_or_else(|| ApiError::unauthorized("invalid client credentials"))?,
+    };
+
+    let mut st = sim.lock();
+    let client = st
+        .oauth_clients
+        .iter()
+        .find(|c| c.id == client_id && c.secret == client_secret)
+        .ok_or_else(|| ApiError::unauthorized("invalid client credentials"))?;
+    let scopes: Vec<String> = match form.scope.as_deref().map(str::trim) {
+        Some(requested) if !requested.is_empty() => {
+            let requested: Vec<String> = requested.split_whitespace().map(str::to_string).collect();
+            if let Some(bad) = requested.iter().find(|s| !auth::may_request(&client.scopes, s)) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid scope {bad:?}: not granted to this client"
+                )));
+            }
+            requested
+        }
+        _ => client.scopes.clone(),
+    };
+    let ttl = st.config.oauth_token_ttl;
+    let token = format!(
+        "tskey-api-{}-{}",
+        crate::model::random_id("k"),
+        crate::model::random_alnum(24)
+    );
+    st.tokens.insert(
+        token.clone(),
+        AccessToken {
+            scopes: scopes.clone(),
+            expires_at: Instant::now() + ttl,
+        },
+    );
+    Ok(Json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": ttl.as_secs(),
+        "scope": scopes.join(" "),
+    })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+fn user_json(user: &SimUser, tailnet_id: &str) -> Value {
+    let mut v = json!({
+        "id": user.id,
+        "displayName": user.display_name,
+        "loginName": user.login_name,
+        "profilePicUrl": "",
+        "tailnetId": tailnet_id,
+        "created": user.created,
+        "type": user.user_type,
+        "role": user.role,
+        "status": user.status,
+        "deviceCount": user.device_count,
+        "currentlyConnected": false,
+    });
+    if let (Some(last_seen), Some(obj)) = (&user.last_seen, v.as_object_mut()) {
+        obj.insert("lastSeen".to_string(), json!(last_seen));
+    }
+    v
+}
+
+async fn list_users(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let Query(query) = query?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let wanted_type = query.get("type").map_or("member", String::as_str);
+    if !matches!(wanted_type, "member" | "shared" | "all") {
+        return Err(ApiError::bad_request(format!(
+            "invalid type {wanted_type:?}: want member, shared or all"
+        )));
+    }
+    let role = query.get("role").filter(|r| !r.is_empty());
+    let users: Vec<Value> = st
+        .users
+        .iter()
+        .filter(|u| wanted_type == "all" || u.user_type == wanted_type)
+        .filter(|u| role.is_none_or(|r| &u.role == r))
+        .map(|u| user_json(u, &st.config.tailnet_id))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+async fn get_user(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_READ))?;
+    st.users
+        .iter()
+        .find(|u| u.id == id)
+        .map(|u| Json(user_json(u, &st.config.tailnet_id)))
+        .ok_or_else(user_not_found)
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found("user not found")
+}
+
+/// Apply `change` to user `id` after authorizing a user write; answers 200 `{}`.
+fn mutate_user(
+    sim: &Simulator,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    change: impl FnOnce(&mut SimUser) -> Result<(), ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, headers, Some(auth::USERS_WRITE))?;
+    let user = st.user_mut(&id).ok_or_else(user_not_found)?;
+    change(user)?;
+    Ok(Json(json!({})))
+}
+
+fn refuse_for_owner(user: &SimUser, what: &str) -> Result<(), ApiError> {
+    if user.role == "owner" {
+        Err(ApiError::bad_request(format!(
+            "cannot {what} the tailnet owner; transfer ownership in the admin console first"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RoleBody {
+    role: String,
+}
+
+async fn set_role(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    mutate_user(&sim, &headers, id, |user| {
+        let RoleBody { role } = parse_json(&body)?;
+        if !ROLES.contains(&role.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid role {role:?}: want one of {}",
+                ROLES.join(", ")
+            )));
+        }
+        refuse_for_owner(user, "change the role of")?;
+        if role == "owner" {
+            return Err(ApiError::bad_request(
+                "cannot make a user the owner; transfer ownership in the admin console",
+            ));
+        }
+        user.role = role;
+        Ok(())
+    })
+}
+
+async fn suspend_user(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    mutate_user(&sim, &headers, id, |user| {
+        refuse_for_owner(user, "suspend")?;
+        user.status = "suspended".to_string();
+        Ok(())
+    })
+}
+
+async fn restore_user(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    // Restoring a user who is not suspended changes nothing (idempotent, like a retry).
+    mutate_user(&sim, &headers, id, |user| {
+        if user.status == "suspended" {
+            user.status = "active".to_string();
+        }
+        Ok(())
+    })
+}
+
+async fn approve_user(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    mutate_user(&sim, &headers, id, |user| {
+        if user.status == "needs-approval" {
+            user.status = "active".to_string();
+        }
+        Ok(())
+    })
+}
+
+async fn delete_user(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_WRITE))?;
+    let user = st.users.iter().find(|u| u.id == id).ok_or_else(user_not_found)?;
+    refuse_for_owner(user, "delete")?;
+    st.remove_user_where(|u| u.id == id);
+    Ok(Json(json!({})))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+async fn get_key(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((tailnet, key_id)) = path?;
+    let st = sim.lock();
+    // Any valid credential may read key metadata (every scope may read its own key).
+    auth::authorize(&st, &headers, None)?;
+    check_tailnet(&st, &tailnet)?;
+    if let Some(key) = st.api_keys.iter().find(|k| k.id == key_id) {
+        let expiry_seconds = key.expires.duration_since(key.created).as_secs().max(0);
+        return Ok(Json(json!({
+            "id": key.id,
+            "description": "",
+            "created": state::rfc3339(key.created),
+            "expires": state::rfc3339(key.expires),
+            "expirySeconds": expiry_seconds,
+            "capabilities": {},
+            "keyType": "api",
+        })));
+    }
+    if let Some(client) = st.oauth_clients.iter().find(|c| c.id == key_id) {
+        return Ok(Json(json!({
+            "id": client.id,
+            "description": "",
+            "created": state::rfc3339(client.created),
+            "scopes": client.scopes,
+            "keyType": "client",
+        })));
+    }
+    Err(ApiError::not_found("key not found"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy file
+
+fn hujson_response(text: String, etag: &str) -> Response {
+    let mut response = (StatusCode::OK, text).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(HUJSON));
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+fn policy_error_body(err: PolicyError) -> Value {
+    if err.data.is_empty() {
+        json!({ "message": err.message })
+    } else {
+        json!({ "message": err.message, "data": err.data })
+    }
+}
+
+fn policy_error(err: PolicyError) -> ApiError {
+    if err.data.is_empty() {
+        ApiError::bad_request(err.message)
+    } else {
+        ApiError::bad_request(err.message).with_data(json!(err.data))
+    }
+}
+
+/// The request body as UTF-8 text; a policy is text.
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::bad_request("policy file is not valid UTF-8"))
+}
+
+async fn get_acl(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::POLICY_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let etag = st.policy_etag();
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    if !wants_json {
+        return Ok(hujson_response(st.policy_text.clone(), &etag));
+    }
+    // A person may have stored a broken file; Tailscale could not render it as JSON either.
+    let value = policy::parse_hujson(&st.policy_text).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored policy file is not valid HuJSON: {e}"),
+        )
+    })?;
+    let mut response = Json(value).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+async fn set_acl(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let text = body_text(&body)?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::POLICY_WRITE))?;
+    check_tailnet(&st, &tailnet)?;
+    // A scheduled human edit lands "just before" this write, making its If-Match stale.
+    if let Some(edit) = st.pending_edit.take() {
+        st.policy_text = edit;
+    }
+    if let Some(if_match) = headers.get(header::IF_MATCH) {
+        let if_match = if_match
+            .to_str()
+            .map_err(|_| ApiError::bad_request("invalid If-Match header"))?;
+        if !st.if_match_ok(if_match) {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition failed, invalid old hash",
+            ));
+        }
+    }
+    let new_text = if text.trim().is_empty() {
+        policy::DEFAULT_POLICY
+    } else {
+        text
+    };
+    policy::check(new_text, &st.directory()).map_err(policy_error)?;
+    st.policy_text = new_text.to_string();
+    Ok(hujson_response(st.policy_text.clone(), &st.policy_etag()))
+}
+
+async fn validate_acl(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::POLICY_WRITE))?;
+    check_tailnet(&st, &tailnet)?;
+    let directory = st.directory();
+    // Validation problems answer 200 with a message; only auth and routing fail otherwise.
+    let text = match body_text(&body) {
+        Ok(text) => text,
+        Err(err) => return Ok(Json(json!({ "message": err.message }))),
+    };
+    let result = if text.trim().is_empty() {
+        policy::check(policy::DEFAULT_POLICY, &directory).map(drop)
+    } else {
+        match policy::parse_hujson(text) {
+            // A bare list of tests is run against the stored policy file.
+            Ok(tests @ Value::Array(_)) => {
+                policy::check_tests_against(&st.policy_text, &tests, &directory)
+            }
+            Ok(_) => policy::check(text, &directory).map(drop),
+            Err(message) => Err(PolicyError {
+                message,
+                data: Vec::new(),
+            }),
+        }
+    };
+    Ok(Json(match result {
+        Ok(()) => json!({}),
+        Err(err) => policy_error_body(err),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices and posture attributes
+
+/// Stable addresses in Tailscale's CGNAT and ULA ranges, derived from the node id.
+fn device_addresses(id: &str) -> [String; 2] {
+    let hash = Sha256::digest(id.as_bytes());
+    let (a, b, c) = (hash[0] & 0x3f, hash[1], hash[2] % 254 + 1);
+    [
+        format!("100.{}.{b}.{c}", 64 + a),
+        format!("fd7a:115c:a1e0::{:x}{:02x}:{:x}", a, b, c),
+    ]
+}
+
+fn device_json(device: &SimDevice) -> Value {
+    let hostname = device.name.split('.').next().unwrap_or_default();
+    let mut v = json!({
+        "id": device.id,
+        "nodeId": device.id,
+        "name": device.name,
+        "hostname": hostname,
+        "user": device.user,
+        "tags": device.tags,
+        "os": device.os,
+        "authorized": device.authorized,
+        "addresses": device_addresses(&device.id),
+    });
+    if let (Some(last_seen), Some(obj)) = (&device.last_seen, v.as_object_mut()) {
+        obj.insert("lastSeen".to_string(), json!(last_seen));
+    }
+    v
+}
+
+async fn list_devices(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::DEVICES_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let devices: Vec<Value> = st.devices.iter().map(device_json).collect();
+    Ok(Json(json!({ "devices": devices })))
+}
+
+/// Authorize and look up the device for an attribute request.
+fn device_guard<'a>(
+    st: &'a mut state::State,
+    headers: &HeaderMap,
+    need: Need,
+    device_id: &str,
+) -> Result<&'a mut state::State, ApiError> {
+    auth::authorize(st, headers, Some(need))?;
+    if st.has_device(device_id) {
+        Ok(st)
+    } else {
+        Err(ApiError::not_found("device not found"))
+    }
+}
+
+async fn get_attributes(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut guard = sim.lock();
+    let st = device_guard(&mut guard, &headers, auth::ATTRIBUTES_READ, &id)?;
+    let mut attributes = Map::new();
+    let mut expiries = Map::new();
+    for (key, attr) in st.live_attributes(&id).iter() {
+        attributes.insert(key.clone(), attr.value.clone());
+        if let Some(expiry) = attr.expiry {
+            expiries.insert(key.clone(), json!(state::rfc3339(expiry)));
+        }
+    }
+    Ok(Json(json!({ "attributes": attributes, "expiries": expiries })))
+}
+
+/// Body of an attribute write. A `comment` may also be sent; Tailscale only records it in the
+/// audit log, so it is accepted and ignored (unknown fields are ignored by serde).
+#[derive(Debug, Deserialize)]
+struct SetAttribute {
+    value: Value,
+    expiry: Option<String>,
+}
+
+fn check_attribute_key(key: &str) -> Result<(), ApiError> {
+    let name = key.strip_prefix("custom:").unwrap_or_default();
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name.is_empty() || !valid_chars {
+        return Err(ApiError::bad_request(format!(
+            "invalid attribute key {key:?}: must be \"custom:\" followed by letters, digits, '_', '-' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+async fn set_attribute(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path((id, key)) = path?;
+    let mut guard = sim.lock();
+    let st = device_guard(&mut guard, &headers, auth::ATTRIBUTES_WRITE, &id)?;
+    check_attribute_key(&key)?;
+    let request: SetAttribute = parse_json(&body)?;
+    if !matches!(request.value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+        return Err(ApiError::bad_request(
+            "attribute value must be a string, number or boolean",
+        ));
+    }
+    let expiry = match request.expiry.as_deref().filter(|e| !e.is_empty()) {
+        Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
+            ApiError::bad_request(format!("invalid expiry {text:?}: {e}"))
+        })?),
+        None => None,
+    };
+    st.live_attributes(&id).insert(
+        key,
+        Attribute {
+            value: request.value,
+            expiry,
+        },
+    );
+    Ok(Json(json!({})))
+}
+
+async fn delete_attribute(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((id, key)) = path?;
+    let mut guard = sim.lock();
+    let st = device_guard(&mut guard, &headers, auth::ATTRIBUTES_WRITE, &id)?;
+    check_attribute_key(&key)?;
+    // Deleting an absent attribute succeeds: the desired end state holds.
+    st.live_attributes(&id).remove(&key);
+    Ok(Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_keys() {
+        assert!(check_attribute_key("custom:approved").is_ok());
+        assert!(check_attribute_key("custom:tk-expires_at.v1").is_ok());
+        assert!(check_attribute_key("custom:").is_err());
+        assert!(check_attribute_key("node:os").is_err());
+        assert!(check_attribute_key("custom:a b").is_err());
+    }
+
+    #[test]
+    fn device_addresses_are_stable_and_in_range() {
+        let [v4, v6] = device_addresses("nABC123CNTRL");
+        assert_eq!(device_addresses("nABC123CNTRL")[0], v4);
+        let ip: std::net::Ipv4Addr = v4.parse().expect("IPv4");
+        let [a, b, _, d] = ip.octets();
+        assert_eq!(a, 100);
+        assert!((64..128).contains(&b) && d != 0 && d != 255);
+        assert!(v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+}

@@ -1,0 +1,273 @@
+//! The simulated tailnet's mutable state and the operations on it.
+//!
+//! Everything lives behind one mutex in [`crate::Simulator`]; each API request takes the lock
+//! once and performs its checks and its change under it, so concurrent writers observe the
+//! same atomicity as against Tailscale (e.g. two policy writes with the same `If-Match`: exactly
+//! one wins). Nothing here awaits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::faults::FaultQueue;
+use crate::model::{random_id, timestamp_rfc3339, SimDevice, SimUser};
+use crate::policy::{self, Directory};
+use crate::SimConfig;
+
+/// A stored API access token.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiKeyRecord {
+    pub id: String,
+    pub key: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
+/// A stored OAuth client.
+#[derive(Debug, Clone)]
+pub(crate) struct OAuthClientRecord {
+    pub id: String,
+    pub secret: String,
+    pub scopes: Vec<String>,
+    pub created: Timestamp,
+}
+
+/// An access token issued by `POST /oauth/token`.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessToken {
+    pub scopes: Vec<String>,
+    /// Monotonic, so short TTLs in tests are exact regardless of wall-clock changes.
+    pub expires_at: Instant,
+}
+
+/// A device posture attribute.
+#[derive(Debug, Clone)]
+pub(crate) struct Attribute {
+    pub value: Value,
+    pub expiry: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: SimConfig,
+    pub users: Vec<SimUser>,
+    pub devices: Vec<SimDevice>,
+    /// Device id to its posture attributes.
+    pub attributes: HashMap<String, BTreeMap<String, Attribute>>,
+    pub api_keys: Vec<ApiKeyRecord>,
+    pub oauth_clients: Vec<OAuthClientRecord>,
+    pub tokens: HashMap<String, AccessToken>,
+    pub policy_text: String,
+    /// A human edit to apply at the start of the next policy write (deterministic 412s).
+    pub pending_edit: Option<String>,
+    pub calls: BTreeMap<String, u64>,
+    pub latency: Duration,
+    pub faults: FaultQueue,
+}
+
+impl State {
+    pub fn new(config: SimConfig) -> Self {
+        State {
+            config,
+            users: Vec::new(),
+            devices: Vec::new(),
+            attributes: HashMap::new(),
+            api_keys: Vec::new(),
+            oauth_clients: Vec::new(),
+            tokens: HashMap::new(),
+            policy_text: policy::DEFAULT_POLICY.to_string(),
+            pending_edit: None,
+            calls: BTreeMap::new(),
+            latency: Duration::ZERO,
+            faults: FaultQueue::default(),
+        }
+    }
+
+    /// Whether a `{tailnet}` path segment names this tailnet.
+    pub fn is_our_tailnet(&self, tailnet: &str) -> bool {
+        tailnet == "-" || tailnet == self.config.tailnet_name || tailnet == self.config.tailnet_id
+    }
+
+    // ---- users and devices ----
+
+    /// Insert a user, replacing any with the same login (logins are unique in a tailnet).
+    pub fn upsert_user(&mut self, mut user: SimUser) -> String {
+        user.normalize();
+        let id = user.id.clone();
+        match self
+            .users
+            .iter_mut()
+            .find(|u| u.login_name == user.login_name)
+        {
+            Some(existing) => *existing = user,
+            None => self.users.push(user),
+        }
+        id
+    }
+
+    pub fn user_mut(&mut self, id: &str) -> Option<&mut SimUser> {
+        self.users.iter_mut().find(|u| u.id == id)
+    }
+
+    /// Remove a user with their devices, as deleting a Tailscale user does.
+    pub fn remove_user_where(&mut self, pred: impl Fn(&SimUser) -> bool) -> bool {
+        let Some(index) = self.users.iter().position(pred) else {
+            return false;
+        };
+        let user = self.users.remove(index);
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.devices)
+            .into_iter()
+            .partition(|d| d.user == user.login_name);
+        self.devices = kept;
+        for device in gone {
+            self.attributes.remove(&device.id);
+        }
+        true
+    }
+
+    /// Insert a device (replacing one with the same id) and count it on its owner.
+    pub fn upsert_device(&mut self, mut device: SimDevice) -> String {
+        if device.id.is_empty() {
+            device.id = random_id("n");
+        }
+        if device.name.is_empty() {
+            let tailnet = &self.config.tailnet_name;
+            device.name = format!("{}.{tailnet}", device.id.to_ascii_lowercase());
+        }
+        let id = device.id.clone();
+        if let Some(existing) = self.devices.iter_mut().find(|d| d.id == id) {
+            *existing = device;
+        } else {
+            if let Some(owner) = self
+                .users
+                .iter_mut()
+                .find(|u| !device.user.is_empty() && u.login_name == device.user)
+            {
+                owner.device_count += 1;
+            }
+            self.devices.push(device);
+        }
+        id
+    }
+
+    pub fn has_device(&self, id: &str) -> bool {
+        self.devices.iter().any(|d| d.id == id)
+    }
+
+    /// A device's live attributes; expired ones are dropped here, i.e. expiry is server-side.
+    pub fn live_attributes(&mut self, device_id: &str) -> &mut BTreeMap<String, Attribute> {
+        let now = Timestamp::now();
+        let attrs = self.attributes.entry(device_id.to_string()).or_default();
+        attrs.retain(|_, a| a.expiry.is_none_or(|e| e > now));
+        attrs
+    }
+
+    /// What policy tests know about users: login, role, member or shared.
+    pub fn directory(&self) -> Directory {
+        let mut directory = Directory::new();
+        for user in &self.users {
+            directory.insert(&user.login_name, &user.role, &user.user_type);
+        }
+        directory
+    }
+
+    // ---- credentials ----
+
+    pub fn add_api_key(&mut self, id: String, key: String, expires_in: Duration) -> ApiKeyRecord {
+        let created = Timestamp::now();
+        let expires = created
+            .checked_add(jiff::SignedDuration::try_from(expires_in).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(Timestamp::MAX);
+        let record = ApiKeyRecord {
+            id,
+            key,
+            created,
+            expires,
+        };
+        self.api_keys.retain(|k| k.id != record.id);
+        self.api_keys.push(record.clone());
+        record
+    }
+
+    pub fn add_oauth_client(&mut self, id: String, secret: String, scopes: Vec<String>) {
+        self.oauth_clients.retain(|c| c.id != id);
+        self.oauth_clients.push(OAuthClientRecord {
+            id,
+            secret,
+            scopes,
+            created: Timestamp::now(),
+        });
+    }
+
+    // ---- policy file ----
+
+    pub fn policy_etag(&self) -> String {
+        policy::etag(&self.policy_text)
+    }
+
+    /// Does an `If-Match` value (quotes optional) match the stored file?
+    pub fn if_match_ok(&self, if_match: &str) -> bool {
+        let wanted = if_match.trim();
+        let wanted = wanted.strip_prefix("W/").unwrap_or(wanted);
+        let wanted = wanted.trim_matches('"');
+        match wanted {
+            "*" => true,
+            // `ts-default` names the untouched default file, not whatever is stored.
+            "ts-default" => self.policy_text == policy::DEFAULT_POLICY,
+            etag => etag.eq_ignore_ascii_case(&self.policy_etag()),
+        }
+    }
+}
+
+/// Render a timestamp the way the API does.
+pub(crate) fn rfc3339(ts: Timestamp) -> String {
+    timestamp_rfc3339(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State::new(SimConfig::default())
+    }
+
+    #[test]
+    fn if_match_forms() {
+        let mut st = state();
+        let etag = st.policy_etag();
+        assert!(st.if_match_ok("\"ts-default\""));
+        assert!(st.if_match_ok(&format!("\"{etag}\"")));
+        assert!(st.if_match_ok(&etag));
+        assert!(st.if_match_ok("*"));
+        assert!(!st.if_match_ok("\"0000\""));
+        st.policy_text = "{}".to_string();
+        assert!(!st.if_match_ok("ts-default"));
+    }
+
+    #[test]
+    fn deleting_a_user_removes_their_devices() {
+        let mut st = state();
+        st.upsert_user(SimUser::member("a@example.com", "member", "active"));
+        st.upsert_device(SimDevice {
+            user: "a@example.com".to_string(),
+            ..SimDevice::default()
+        });
+        assert_eq!(st.users[0].device_count, 1);
+        assert!(st.remove_user_where(|u| u.login_name == "a@example.com"));
+        assert!(st.devices.is_empty());
+        assert!(!st.remove_user_where(|u| u.login_name == "a@example.com"));
+    }
+
+    #[test]
+    fn upsert_user_replaces_by_login() {
+        let mut st = state();
+        st.upsert_user(SimUser::member("a@example.com", "member", "active"));
+        st.upsert_user(SimUser::member("a@example.com", "admin", "active"));
+        assert_eq!(st.users.len(), 1);
+        assert_eq!(st.users[0].role, "admin");
+        assert!(!st.users[0].id.is_empty());
+    }
+}

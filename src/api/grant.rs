@@ -1,0 +1,156 @@
+//! `AccessGrant`: one just-in-time grant of access to a tailnet. The types are defined here; the
+//! grant lifecycle (apply, expire, revoke) is a later addition.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalRef;
+
+/// A request for time-boxed access for one Tailscale user. The API server keeps its core fields
+/// immutable; the chart's ValidatingAdmissionPolicy checks `requestedBy` and `approval` against
+/// the requesting Kubernetes identity.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tailkeeper.io",
+    version = "v1alpha1",
+    kind = "AccessGrant",
+    namespaced,
+    status = "AccessGrantStatus",
+    shortname = "ag",
+    category = "tailkeeper",
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
+    printcolumn = r#"{"name":"Access","type":"string","jsonPath":".spec.access"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".spec.duration"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.requestedBy) || (has(self.requestedBy) && self.requestedBy == oldSelf.requestedBy)").message("requestedBy is immutable once set"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.approval) || (has(self.approval) && self.approval == oldSelf.approval)").message("approval is immutable once set"))]
+pub struct AccessGrantSpec {
+    /// The AccessPolicy (same namespace) that lists what may be granted. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("policyRef is immutable"))]
+    pub policy_ref: LocalRef,
+
+    /// The Tailscale login name receiving access, for example `alice@example.com`. Immutable.
+    #[schemars(length(min = 3, max = 320))]
+    #[x_kube(validation = Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+$')").message("user must be a Tailscale login name such as alice@example.com or alice@github"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("user is immutable: create a new AccessGrant"))]
+    pub user: String,
+
+    /// The access granted: exactly one of its fields. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("access is immutable: create a new AccessGrant"))]
+    pub access: GrantAccess,
+
+    /// How long the access lasts once active, for example `2h` (positive, at most 2160h).
+    /// Immutable.
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("duration must be positive and at most 2160h (90 days)"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("duration is immutable: create a new AccessGrant"))]
+    pub duration: String,
+
+    /// Why the access is needed (kept as evidence for access reviews).
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+
+    /// The Kubernetes user who requested the grant. Must be the creator's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+
+    /// The approval, set by an approver listed in the AccessPolicy (never the requester).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// The access a grant carries: exactly one field is set.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.group), has(self.role), has(self.rule), has(self.sshRule)].filter(x, x).size() == 1").message("set exactly one of access.group, access.role, access.rule or access.sshRule"))]
+pub struct GrantAccess {
+    /// Membership of a policy-file group listed as grantable, for example `group:prod-db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('group:')").message("access.group must start with group:"))]
+    pub group: Option<String>,
+    /// A Tailscale role listed as grantable, for example `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<super::TailscaleRole>,
+    /// The name of a network rule template of the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The name of an SSH rule template of the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_rule: Option<String>,
+}
+
+/// An approval of a grant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The approving Kubernetes user.
+    #[schemars(length(min = 1))]
+    pub approved_by: String,
+    /// An optional comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The lifecycle phase of a grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GrantPhase {
+    Pending,
+    AwaitingApproval,
+    Active,
+    Expired,
+    Revoked,
+    Denied,
+    Failed,
+}
+
+/// Observed state of an AccessGrant.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessGrantStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// kstatus conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<GrantPhase>,
+    /// A human explanation of the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the access was applied to Tailscale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<Time>,
+    /// When the access lapses (activation plus duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the access was taken away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+    /// Exactly what was changed in Tailscale, so it can be undone exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<AppliedChange>,
+}
+
+/// One change made in Tailscale on behalf of a grant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedChange {
+    /// What kind of change: `GroupMembership`, `Role`, `Rule` or `SshRule`.
+    pub kind: String,
+    /// What was changed (a group name, a user ID, a rule marker).
+    pub target: String,
+    /// The value before the change, where one existed (for example the previous role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Whether Tailkeeper added this access (false when it was already present and must be kept).
+    pub owned: bool,
+}

@@ -1,0 +1,354 @@
+//! `AccessPolicy`: the critical-system rules for one integration — the people directory, which
+//! organisational roles may hold which Tailscale roles, exemptions, and what is grantable just in
+//! time.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalRef;
+use crate::compliance::{Exemption, Person, RoleRule};
+
+fn default_max_affected_percent() -> i32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_evaluation_interval() -> String {
+    "10m".to_string()
+}
+
+/// Compliance rules for one tailnet: Tailkeeper evaluates the four checks (`UserIdentified`,
+/// `OffboardedAccessRemoved`, `AccessControlConfigured`, `UserAccessValid`) whenever the policy,
+/// its directory ConfigMaps or the integration's inventory change, and writes them to status.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tailkeeper.io",
+    version = "v1alpha1",
+    kind = "AccessPolicy",
+    namespaced,
+    status = "AccessPolicyStatus",
+    shortname = "ap",
+    category = "tailkeeper",
+    printcolumn = r#"{"name":"Integration","type":"string","jsonPath":".spec.integrationRef.name"}"#,
+    printcolumn = r#"{"name":"Checks","type":"string","description":"Checks passing","jsonPath":".status.checksPassing"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.enforcement.mode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// The TailscaleIntegration (same namespace) whose tailnet this policy governs. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("integrationRef is immutable: create a new AccessPolicy for another integration"))]
+    pub integration_ref: LocalRef,
+
+    /// The people directory: who is who, their organisational role and employment status.
+    #[serde(default)]
+    pub directory: DirectorySpec,
+
+    /// Which organisational roles may hold which Tailscale roles. The `AccessControlConfigured`
+    /// check fails while this is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleRule>,
+
+    /// Accounts identified without a directory entry (break-glass accounts, service accounts),
+    /// each with a reason. An exemption never excuses an offboarded person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemptions: Vec<Exemption>,
+
+    /// What may be granted just in time with an AccessGrant.
+    #[serde(default)]
+    pub grantable: Grantable,
+
+    /// What Tailkeeper may do about failing checks (default: only report).
+    #[serde(default)]
+    pub enforcement: Enforcement,
+
+    /// How often the checks are re-evaluated even when nothing changed (between 30s and 24h;
+    /// default `10m`). Changes to the policy, its ConfigMaps and the inventory trigger an
+    /// evaluation at once.
+    #[serde(default = "default_evaluation_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("evaluationInterval must be between 30s and 24h"))]
+    pub evaluation_interval: String,
+}
+
+/// The people directory: inline entries and/or ConfigMaps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorySpec {
+    /// People listed inline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<Person>,
+
+    /// ConfigMaps (same namespace) holding people as CSV, JSON or YAML.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_maps: Vec<ConfigMapSource>,
+}
+
+/// A ConfigMap that holds part of the directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapSource {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key to read. When empty, every key ending in `.csv`, `.json`, `.yaml` or `.yml` is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The format of the key's content; inferred from the key's extension when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DirectoryFileFormat>,
+}
+
+/// Formats a directory ConfigMap may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DirectoryFileFormat {
+    /// Comma-separated values with a header row (`loginName`, `displayName`, `orgRole`, `status`).
+    #[serde(rename = "CSV")]
+    Csv,
+    /// A JSON array of people (or `{"people": [...]}`).
+    #[serde(rename = "JSON")]
+    Json,
+    /// A YAML list of people (or `people: [...]`).
+    #[serde(rename = "YAML")]
+    Yaml,
+}
+
+/// What Tailkeeper does about failing checks.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enforcement {
+    /// `Audit` (default) only reports. `Enforce` may suspend offboarded people's accounts and
+    /// downgrade invalid roles.
+    #[serde(default)]
+    pub mode: EnforcementMode,
+    /// Refuse to act when one evaluation would touch more than this share of users (percent,
+    /// 0-100, default 10): a broken directory must never lock out the tailnet.
+    #[serde(default = "default_max_affected_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_affected_percent: i32,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Self {
+            mode: EnforcementMode::Audit,
+            max_affected_percent: default_max_affected_percent(),
+        }
+    }
+}
+
+/// Enforcement mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EnforcementMode {
+    /// Report only.
+    #[default]
+    Audit,
+    /// Act on failing checks, within the blast-radius limit.
+    Enforce,
+}
+
+/// What may be granted just in time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Grantable {
+    /// Policy-file groups a grant may add its user to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GrantableGroup>,
+    /// Tailscale roles a grant may raise its user to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<GrantableRole>,
+    /// Network rule templates (`grants` entries whose `src` is the user).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleTemplate>,
+    /// SSH rule templates (`ssh` entries whose `src` is the user).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_rules: Vec<SshRuleTemplate>,
+}
+
+/// Who may approve grants of an item.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvers {
+    /// Kubernetes user names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Kubernetes groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// The terms on which an item is granted.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantTerms {
+    /// The longest duration a grant may ask for (for example `8h`).
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("maxDuration must be positive and at most 2160h (90 days)"))]
+    pub max_duration: String,
+    /// Whether a grant needs an approval before it becomes active (default true).
+    #[serde(default = "default_true")]
+    pub approval_required: bool,
+    /// Who may approve.
+    #[serde(default)]
+    pub approvers: Approvers,
+}
+
+/// A grantable policy-file group.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantableGroup {
+    /// The group, for example `group:prod-db`.
+    #[x_kube(validation = Rule::new("self.startsWith('group:') && size(self) > 6 && !self.contains('@')").message("group must be a policy-file group such as group:prod (SCIM groups with @ cannot be edited)"))]
+    pub name: String,
+    /// Terms of the grant.
+    pub terms: GrantTerms,
+}
+
+/// A grantable Tailscale role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantableRole {
+    /// The Tailscale role.
+    pub role: TailscaleRole,
+    /// Terms of the grant.
+    pub terms: GrantTerms,
+}
+
+/// Tailscale user roles a grant may confer (`owner` cannot be granted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TailscaleRole {
+    Admin,
+    ItAdmin,
+    NetworkAdmin,
+    BillingAdmin,
+    Auditor,
+    Member,
+}
+
+/// A network rule template: a `grants` entry with `src` set to the user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleTemplate {
+    /// The template's name, referenced by grants.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Destinations (`tag:prod`, `group:x`, hosts, IPs, `*`).
+    #[schemars(length(min = 1))]
+    pub dst: Vec<String>,
+    /// Protocols and ports, for example `tcp:5432` or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip: Vec<String>,
+    /// Terms of the grant.
+    pub terms: GrantTerms,
+}
+
+/// An SSH rule template: an `ssh` entry with `src` set to the user.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshRuleTemplate {
+    /// The template's name, referenced by grants.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// `accept` or `check`.
+    pub action: SshAction,
+    /// Destinations: tags or `autogroup:self` (never `*`).
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self.all(d, d != '*')").message("ssh destinations must be tags or autogroup:self, never *"))]
+    pub dst: Vec<String>,
+    /// Host users the person may log in as (`root`, `autogroup:nonroot`, ...).
+    #[schemars(length(min = 1))]
+    pub users: Vec<String>,
+    /// Terms of the grant.
+    pub terms: GrantTerms,
+}
+
+/// Action of an SSH rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SshAction {
+    Accept,
+    Check,
+}
+
+/// Observed state of an AccessPolicy.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// kstatus conditions: `Ready`, `Reconciling`, `Stalled`, and `Compliant`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The four compliance checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub checks: Vec<CheckStatus>,
+
+    /// Checks passing out of the four, for example `3/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_passing: Option<String>,
+
+    /// Shared users (invited from other tailnets), reported apart from members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_users: Vec<String>,
+
+    /// What the directory held at the last evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryStatus>,
+}
+
+/// One compliance check's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// `UserIdentified`, `OffboardedAccessRemoved`, `AccessControlConfigured` or `UserAccessValid`.
+    pub name: String,
+    /// `Pass`, `Fail`, or `Unknown` when it could not be evaluated.
+    pub result: CheckResultValue,
+    /// A human summary.
+    pub message: String,
+    /// The users failing the check (at most 100; see `failingCount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing_users: Vec<FailingUser>,
+    /// How many users fail the check in all.
+    pub failing_count: i64,
+    /// When the check was evaluated.
+    pub evaluated_at: Time,
+}
+
+/// The result of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CheckResultValue {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+/// A user that fails a check, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingUser {
+    /// The Tailscale login name.
+    pub login_name: String,
+    /// Why the user fails the check.
+    pub reason: String,
+}
+
+/// A summary of the directory as loaded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryStatus {
+    /// People in the directory.
+    pub people: i64,
+    /// Sources read (inline entries count as one).
+    pub sources: i64,
+}

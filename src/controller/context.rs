@@ -1,0 +1,150 @@
+//! What every reconciler shares: the Kubernetes client, the event recorder, metrics, the
+//! Tailscale clients (one per integration, so OAuth tokens are reused) and the inventory cache.
+//!
+//! The inventory cache is derived state: it is rebuilt from Tailscale on every sync, so losing
+//! it (a restart) loses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::tailscale::{self, User};
+
+/// The field manager for every status write: one, stable, so server-side apply tracks ownership.
+pub const FIELD_MANAGER: &str = "tailkeeper";
+
+/// Tunables of the operator process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Retry policy for Tailscale requests.
+    pub retry: tailscale::RetryPolicy,
+    /// Timeout of one Tailscale request.
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            retry: tailscale::RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// (namespace, name) of an object.
+pub type Key = (String, String);
+
+/// The tailnet's users at the last sync.
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    pub users: Vec<User>,
+    pub devices: Option<i64>,
+    pub revision: String,
+    pub synced_at: Timestamp,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    inventories: RwLock<HashMap<Key, Arc<Inventory>>>,
+    tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "tailkeeper".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            settings,
+            inventories: RwLock::default(),
+            tailscale: RwLock::default(),
+        }
+    }
+
+    pub fn inventory(&self, key: &Key) -> Option<Arc<Inventory>> {
+        self.inventories.read().ok()?.get(key).cloned()
+    }
+
+    pub fn set_inventory(&self, key: Key, inventory: Inventory) {
+        if let Ok(mut map) = self.inventories.write() {
+            map.insert(key, Arc::new(inventory));
+        }
+    }
+
+    pub fn forget_integration(&self, key: &Key) {
+        if let Ok(mut map) = self.inventories.write() {
+            map.remove(key);
+        }
+        if let Ok(mut map) = self.tailscale.write() {
+            map.remove(key);
+        }
+    }
+
+    /// The Tailscale client for an integration, reused while its configuration (`fingerprint`:
+    /// spec and Secret version) is unchanged so that cached OAuth tokens survive reconciles.
+    pub fn tailscale_client(
+        &self,
+        key: &Key,
+        fingerprint: u64,
+        build: impl FnOnce() -> Result<tailscale::Client, tailscale::Error>,
+    ) -> Result<tailscale::Client, tailscale::Error> {
+        if let Some((fp, client)) = self.tailscale.read().ok().and_then(|m| m.get(key).cloned()) {
+            if fp == fingerprint {
+                return Ok(client);
+            }
+        }
+        let client = build()?;
+        if let Ok(mut map) = self.tailscale.write() {
+            map.insert(key.clone(), (fingerprint, client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// Publish an Event on an object. A failure to publish is logged, never fatal: events are
+    /// a courtesy, status is the record.
+    pub async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(object = %obj.meta().name.clone().unwrap_or_default(), reason, error = %e, "cannot publish event");
+        }
+    }
+}
+
+/// (namespace, name) of a namespaced object.
+pub fn key_of<K: ResourceExt>(obj: &K) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

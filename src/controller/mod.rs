@@ -1,0 +1,230 @@
+//! The Kubernetes runtime: one reconciler per kind, wired to watches, with health, metrics and
+//! graceful shutdown. Reconcilers keep I/O thin and delegate decisions to the pure modules.
+
+mod context;
+mod integration;
+mod policy;
+mod status;
+
+pub use context::{Context, Settings, FIELD_MANAGER};
+pub use policy::MAX_FAILING_USERS;
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{predicates, watcher, Predicate, WatchStreamExt};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::api::{find_condition, AccessGrant, AccessPolicy, TailscaleIntegration};
+use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
+use crate::server::{self, Health};
+
+/// Errors that make a reconcile retry with backoff. Problems a user must fix are not errors:
+/// they become conditions and Events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// How the operator process runs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Watch one namespace only (namespaced RBAC), or all when `None`.
+    pub namespace: Option<String>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: SocketAddr,
+    pub settings: Settings,
+}
+
+fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the operator until `shutdown` resolves.
+pub async fn run(client: kube::Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Health::default();
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), config.settings.clone()));
+    let shutdown = shutdown.shared();
+
+    let server = tokio::spawn(server::serve(config.listen, health.clone(), metrics.clone(), shutdown.clone()));
+
+    // Integrations: triggered by their own spec changes (not their status writes) and on timers.
+    let (integration_store, integration_writer) = reflector::store::<TailscaleIntegration>();
+    let integrations = watcher(api::<TailscaleIntegration>(&client, &config.namespace), watcher::Config::default())
+        .default_backoff()
+        .reflect(integration_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let integration_controller = Controller::for_stream(integrations, integration_store.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| timed("integration", ctx.clone(), integration::reconcile(obj, ctx)),
+            error_policy::<TailscaleIntegration>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "integration reconcile failed");
+            }
+        });
+
+    // Policies: their own spec changes; the integration's inventory or connection changing; a
+    // directory ConfigMap changing; a grant of theirs changing phase.
+    let (policy_store, policy_writer) = reflector::store::<AccessPolicy>();
+    let policies = watcher(api::<AccessPolicy>(&client, &config.namespace), watcher::Config::default())
+        .default_backoff()
+        .reflect(policy_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let integration_changes = watcher(api::<TailscaleIntegration>(&client, &config.namespace), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(inventory_or_connection, Default::default());
+    // Metadata only: a change bumps resourceVersion, and no ConfigMap's data is cached.
+    let config_map_changes = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &config.namespace), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let grant_changes = watcher(api::<AccessGrant>(&client, &config.namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(grant_phase, Default::default());
+    let (by_integration, by_config_map, by_grant) = (policy_store.clone(), policy_store.clone(), policy_store.clone());
+    let policy_controller = Controller::for_stream(policies, policy_store.clone())
+        .watches_stream(integration_changes, move |i: TailscaleIntegration| {
+            referencing(&by_integration, &i.namespace().unwrap_or_default(), |p| p.spec.integration_ref.name == i.name_any())
+        })
+        .watches_stream(config_map_changes, move |cm| {
+            let name = cm.name_any();
+            referencing(&by_config_map, &cm.namespace().unwrap_or_default(), |p| {
+                p.spec.directory.config_maps.iter().any(|s| s.name == name)
+            })
+        })
+        .watches_stream(grant_changes, move |g: AccessGrant| {
+            referencing(&by_grant, &g.namespace().unwrap_or_default(), |p| p.name_any() == g.spec.policy_ref.name)
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| timed("policy", ctx.clone(), policy::reconcile(obj, ctx)),
+            error_policy::<AccessPolicy>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "policy reconcile failed");
+            }
+        });
+
+    // Ready once both caches hold the cluster's state.
+    let readiness = {
+        let health = health.clone();
+        let (a, b) = (integration_store.clone(), policy_store.clone());
+        async move {
+            if a.wait_until_ready().await.is_ok() && b.wait_until_ready().await.is_ok() {
+                info!("caches synced; ready");
+                health.set_ready(true);
+            }
+        }
+    };
+    tokio::spawn(readiness);
+
+    info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "tailkeeper started");
+    tokio::join!(integration_controller, policy_controller);
+    health.set_ready(false);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(anyhow::anyhow!("health server task failed: {e}")),
+    }
+    info!("tailkeeper stopped");
+    Ok(())
+}
+
+/// Count and time a reconcile.
+async fn timed<F>(controller: &'static str, ctx: Arc<Context>, fut: F) -> Result<Action, Error>
+where
+    F: Future<Output = Result<Action, Error>>,
+{
+    let started = Instant::now();
+    let labels = ControllerLabels {
+        controller: controller.to_string(),
+    };
+    ctx.metrics.reconciliations.get_or_create(&labels).inc();
+    let result = fut.await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_string(),
+                reason: "KubernetesAPI".to_string(),
+            })
+            .inc();
+    }
+    result
+}
+
+fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: ResourceExt,
+{
+    warn!(object = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The policies in `namespace` that satisfy `refers`.
+fn referencing(store: &Store<AccessPolicy>, namespace: &str, refers: impl Fn(&AccessPolicy) -> bool) -> Vec<ObjectRef<AccessPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace) && refers(p))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Integration changes that matter to policies: the inventory revision and the Ready status.
+fn inventory_or_connection(i: &TailscaleIntegration) -> Option<u64> {
+    let status = i.status.as_ref()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    status.inventory.as_ref().map(|inv| inv.revision.as_str()).hash(&mut h);
+    find_condition(&status.conditions, "Ready").map(|c| c.status.as_str()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Grant changes that matter to policies: the phase (and deletion, which touched_objects shows
+/// as a final state).
+fn grant_phase(g: &AccessGrant) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    g.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).hash(&mut h);
+    g.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+// Keep the Predicate trait in scope for `predicate_filter` with plain functions.
+#[allow(dead_code)]
+fn _predicate_is_implemented() -> impl Predicate<AccessGrant> {
+    grant_phase
+}

@@ -1,0 +1,361 @@
+//! The AccessPolicy reconciler: load the directory, evaluate the four checks against the
+//! integration's inventory, and write them to status, with Events when a check changes and
+//! Prometheus gauges per check.
+//!
+//! Checks only report here: nothing is changed in Tailscale.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::{debug, instrument};
+
+use super::context::{key_of, Context, Inventory};
+use super::status::apply_status;
+use super::Error;
+use crate::api::{
+    find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus, ConditionStatus,
+    Conditions, DirectoryFileFormat, DirectoryStatus, FailingUser, GrantPhase, KState, TailscaleIntegration,
+};
+use crate::compliance::{self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant};
+use crate::duration;
+use crate::metrics::CheckLabels;
+
+/// At most this many failing users are listed per check; `failingCount` has the total.
+pub const MAX_FAILING_USERS: usize = 100;
+
+#[instrument(skip_all, fields(namespace = %obj.namespace().unwrap_or_default(), policy = %obj.name_any()))]
+pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (ns, name) = key_of(obj.as_ref());
+    let api: Api<AccessPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Timestamp::now();
+    let previous = obj.status.clone().unwrap_or_default();
+    let mut conditions = Conditions::new(&previous.conditions, obj.metadata.generation, now);
+    let interval = duration::parse(&obj.spec.evaluation_interval).unwrap_or(Duration::from_secs(600));
+
+    let integration_name = &obj.spec.integration_ref.name;
+    let integration = Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(integration_name)
+        .await?;
+    let connected = integration
+        .as_ref()
+        .and_then(|i| i.status.as_ref())
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let inventory = ctx.inventory(&(ns.clone(), integration_name.clone()));
+    let directory = load_directory(&obj, &ctx).await;
+    let role_grants = active_role_grants(&obj, &ctx).await?;
+
+    let mut requeue = interval;
+    let mut directory_status = previous.directory.clone();
+    // Checks 1, 2 and 4 need the directory and the inventory; when either is missing they are
+    // Unknown (never a false Fail: a broken directory must not report everyone as a stranger).
+    let (evaluation, unknown_reason) = match (&directory, &inventory) {
+        (Ok((dir, sources)), Some(inv)) => {
+            directory_status = Some(DirectoryStatus {
+                people: dir.len() as i64,
+                sources: *sources,
+            });
+            (evaluate(&obj, dir, inv, &role_grants, connected), None)
+        }
+        (Err(message), _) => (evaluate_without_users(&obj, connected), Some(("DirectoryInvalid", message.clone()))),
+        (Ok(_), None) => {
+            let message = match &integration {
+                None => format!("TailscaleIntegration {ns}/{integration_name} does not exist"),
+                Some(_) if !connected => format!(
+                    "TailscaleIntegration {ns}/{integration_name} is not connected: {}",
+                    ready_message(integration.as_ref())
+                ),
+                Some(_) => format!("waiting for the first inventory sync of TailscaleIntegration {ns}/{integration_name}"),
+            };
+            let reason = if integration.is_none() {
+                "IntegrationNotFound"
+            } else if connected {
+                "WaitingForInventory"
+            } else {
+                "IntegrationNotReady"
+            };
+            (evaluate_without_users(&obj, connected), Some((reason, message)))
+        }
+    };
+
+    let checks = check_statuses(&evaluation, unknown_reason.as_ref().map(|(_, m)| m.as_str()), now);
+    let passing = checks.iter().filter(|c| c.result == CheckResultValue::Pass).count();
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.result == CheckResultValue::Fail)
+        .map(|c| c.name.as_str())
+        .collect();
+
+    match &unknown_reason {
+        None => {
+            conditions.set_kstatus(KState::Ready, "Evaluated", &format!("{passing} of 4 checks pass"));
+            conditions.set(
+                "Compliant",
+                ConditionStatus::from_bool(failing.is_empty()),
+                if failing.is_empty() { "AllChecksPass" } else { "ChecksFailing" },
+                if failing.is_empty() {
+                    "All four checks pass".to_string()
+                } else {
+                    format!("Failing: {}", failing.join(", "))
+                },
+            );
+        }
+        Some((reason @ "WaitingForInventory", message)) => {
+            conditions.set_kstatus(KState::Reconciling, reason, message);
+            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+            requeue = Duration::from_secs(5);
+        }
+        Some((reason @ "DirectoryInvalid", message)) => {
+            conditions.set_kstatus(KState::Stalled, reason, message);
+            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+        }
+        Some((reason, message)) => {
+            // The integration's own status tells why; its changes re-trigger this policy.
+            conditions.set_kstatus(KState::Failing, reason, message);
+            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+        }
+    }
+
+    let status = AccessPolicyStatus {
+        observed_generation: obj.metadata.generation,
+        conditions: conditions.into_vec(),
+        checks_passing: Some(format!("{passing}/4")),
+        shared_users: evaluation.shared_users.clone(),
+        directory: directory_status,
+        checks,
+    };
+    export_metrics(&ctx, &ns, &name, &status);
+    announce_changes(&obj, &previous, &status, &unknown_reason, &ctx).await;
+    apply_status(&api, obj.as_ref(), obj.status.as_ref(), &status).await?;
+    debug!(passing, "policy evaluated");
+    Ok(Action::requeue(requeue))
+}
+
+fn evaluate(
+    obj: &AccessPolicy,
+    directory: &Directory,
+    inventory: &Inventory,
+    role_grants: &[RoleGrant],
+    connected: bool,
+) -> Evaluation {
+    let users: Vec<compliance::TailscaleUser> = inventory
+        .users
+        .iter()
+        .map(|u| compliance::TailscaleUser {
+            id: u.id.clone(),
+            login_name: u.login_name.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            status: u.status.clone(),
+            user_type: u.user_type.clone(),
+        })
+        .collect();
+    compliance::evaluate(&compliance::Inputs {
+        users: &users,
+        directory,
+        role_rules: &obj.spec.roles,
+        exemptions: &obj.spec.exemptions,
+        active_role_grants: role_grants,
+        integration_connected: connected,
+    })
+}
+
+/// `AccessControlConfigured` reads only the policy and the connection, so it is evaluated even
+/// when the users or the directory are unavailable.
+fn evaluate_without_users(obj: &AccessPolicy, connected: bool) -> Evaluation {
+    compliance::evaluate(&compliance::Inputs {
+        users: &[],
+        directory: &Directory::default(),
+        role_rules: &obj.spec.roles,
+        exemptions: &obj.spec.exemptions,
+        active_role_grants: &[],
+        integration_connected: connected,
+    })
+}
+
+/// Build the status of each check. With `unknown`, every check but `AccessControlConfigured`
+/// is Unknown with that message.
+fn check_statuses(evaluation: &Evaluation, unknown: Option<&str>, now: Timestamp
+) -> Vec<CheckStatus> {
+    CheckName::ALL
+        .iter()
+        .map(|&name| {
+            let outcome = evaluation.check(name);
+            if let (Some(message), false) = (unknown, name == CheckName::AccessControlConfigured) {
+                CheckStatus {
+                    name: name.to_string(),
+                    result: CheckResultValue::Unknown,
+                    message: format!("Not evaluated: {message}"),
+                    failing_users: Vec::new(),
+                    failing_count: 0,
+                    evaluated_at: Time(now),
+                }
+            } else {
+                CheckStatus {
+                    name: name.to_string(),
+                    result: match outcome.result {
+                        CheckResult::Pass => CheckResultValue::Pass,
+                        CheckResult::Fail => CheckResultValue::Fail,
+                    },
+                    message: outcome.message.clone(),
+                    failing_users: outcome
+                        .findings
+                        .iter()
+                        .take(MAX_FAILING_USERS)
+                        .map(|f| FailingUser {
+                            login_name: f.login_name.clone(),
+                            reason: f.reason.clone(),
+                        })
+                        .collect(),
+                    failing_count: outcome.findings.len() as i64,
+                    evaluated_at: Time(now),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Load the directory from the inline entries and the ConfigMaps. Returns the directory and the
+/// number of sources, or a message that says which source is broken and how.
+async fn load_directory(obj: &AccessPolicy, ctx: &Context) -> Result<(Directory, i64), String> {
+    let ns = obj.namespace().unwrap_or_default();
+    let mut sources: Vec<(String, Vec<Person>)> = Vec::new();
+    if !obj.spec.directory.people.is_empty() {
+        sources.push(("inline people".to_string(), obj.spec.directory.people.clone()));
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    for source in &obj.spec.directory.config_maps {
+        let cm = config_maps
+            .get_opt(&source.name)
+            .await
+            .map_err(|e| format!("cannot read ConfigMap {ns}/{}: {e}", source.name))?
+            .ok_or_else(|| format!("ConfigMap {ns}/{} does not exist", source.name))?;
+        let data = cm.data.unwrap_or_default();
+        let keys: Vec<&String> = match &source.key {
+            Some(k) => {
+                if !data.contains_key(k) {
+                    return Err(format!("ConfigMap {ns}/{} has no key {k:?}", source.name));
+                }
+                vec![k]
+            }
+            None => data.keys().filter(|k| DirectoryFormat::from_key(k).is_some()).collect(),
+        };
+        if keys.is_empty() {
+            return Err(format!(
+                "ConfigMap {ns}/{} has no key ending in .csv, .json, .yaml or .yml; name the key and its format in directory.configMaps",
+                source.name
+            ));
+        }
+        for key in keys {
+            let format = match source.format {
+                Some(DirectoryFileFormat::Csv) => DirectoryFormat::Csv,
+                Some(DirectoryFileFormat::Json) => DirectoryFormat::Json,
+                Some(DirectoryFileFormat::Yaml) => DirectoryFormat::Yaml,
+                None => DirectoryFormat::from_key(key).ok_or_else(|| {
+                    format!(
+                        "cannot tell the format of ConfigMap {ns}/{} key {key:?}: set format to CSV, JSON or YAML",
+                        source.name
+                    )
+                })?,
+            };
+            let origin = format!("ConfigMap {ns}/{} key {key}", source.name);
+            let people = compliance::parse_people(format, &data[key])
+                .map_err(|e| e.with_origin(origin.as_str()).to_string())?;
+            sources.push((origin, people));
+        }
+    }
+    let count = sources.len() as i64;
+    let directory = Directory::build(sources).map_err(|e| e.to_string())?;
+    Ok((directory, count))
+}
+
+/// Active role grants of this policy: they make a role valid while they last.
+async fn active_role_grants(obj: &AccessPolicy, ctx: &Context) -> Result<Vec<RoleGrant>, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let grants = Api::<AccessGrant>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    let name = obj.name_any();
+    Ok(grants
+        .items
+        .into_iter()
+        .filter(|g| g.spec.policy_ref.name == name)
+        .filter(|g| g.status.as_ref().and_then(|s| s.phase) == Some(GrantPhase::Active))
+        .filter_map(|g| {
+            let role = g.spec.access.role?;
+            let role = serde_json::to_value(role).ok()?.as_str()?.to_string();
+            Some(RoleGrant {
+                login_name: g.spec.user.clone(),
+                role,
+            })
+        })
+        .collect())
+}
+
+fn ready_message(integration: Option<&TailscaleIntegration>) -> String {
+    integration
+        .and_then(|i| i.status.as_ref())
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "it has not reported yet".to_string())
+}
+
+fn export_metrics(ctx: &Context, ns: &str, policy: &str, status: &AccessPolicyStatus) {
+    for check in &status.checks {
+        let labels = CheckLabels {
+            namespace: ns.to_string(),
+            policy: policy.to_string(),
+            check: check.name.clone(),
+        };
+        match check.result {
+            CheckResultValue::Unknown => {
+                ctx.metrics.check_passing.remove(&labels);
+                ctx.metrics.check_failing_users.remove(&labels);
+            }
+            result => {
+                ctx.metrics
+                    .check_passing
+                    .get_or_create(&labels)
+                    .set(i64::from(result == CheckResultValue::Pass));
+                ctx.metrics.check_failing_users.get_or_create(&labels).set(check.failing_count);
+            }
+        }
+    }
+}
+
+/// An Event per check whose result changed, and one when evaluation becomes impossible.
+async fn announce_changes(
+    obj: &AccessPolicy,
+    previous: &AccessPolicyStatus,
+    status: &AccessPolicyStatus,
+    unknown: &Option<(&str, String)>,
+    ctx: &Context,
+) {
+    for check in &status.checks {
+        let before = previous.checks.iter().find(|c| c.name == check.name).map(|c| c.result);
+        if before == Some(check.result) {
+            continue;
+        }
+        let (type_, reason) = match check.result {
+            CheckResultValue::Pass => (EventType::Normal, "CheckPassed"),
+            CheckResultValue::Fail => (EventType::Warning, "CheckFailed"),
+            CheckResultValue::Unknown => continue,
+        };
+        ctx.publish(obj, type_, reason, "Evaluate", format!("{}: {}", check.name, check.message))
+            .await;
+    }
+    if let Some((reason, message)) = unknown {
+        let was = find_condition(&previous.conditions, "Ready").map(|c| c.reason.as_str());
+        if was != Some(*reason) {
+            ctx.publish(obj, EventType::Warning, reason, "Evaluate", message.clone()).await;
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Tailkeeper: an access-governance operator for Tailscale tailnets.
+//!
+//! The crate is layered so that the module tree mirrors the architecture:
+//! - [`api`]: the custom resource types (what users write and what status says);
+//! - [`compliance`] and [`duration`]: pure logic, no I/O, unit-tested directly;
+//! - [`tailscale`]: the one HTTP path to Tailscale;
+//! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together.
+
+pub mod api;
+pub mod compliance;
+pub mod duration;
+pub mod tailscale;
+pub mod controller;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

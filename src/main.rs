@@ -1,0 +1,119 @@
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tailkeeper::controller::{self, RunConfig, Settings};
+
+/// Tailkeeper: access governance for Tailscale, as a Kubernetes operator.
+#[derive(Parser)]
+#[command(name = "tailkeeper", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or the in-cluster
+    /// service account).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
+    Crds,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (for namespaced RBAC); all namespaces when unset.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "TAILKEEPER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "TAILKEEPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Timeout of one Tailscale API request, in seconds.
+    #[arg(long, env = "TAILKEEPER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
+    /// Attempts per Tailscale request (retries on 429, 5xx and timeouts).
+    #[arg(long, env = "TAILKEEPER_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => match tailkeeper::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            tailkeeper::telemetry::init(matches!(args.log_format, LogFormat::Json));
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "tailkeeper failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig or in-cluster config): {e}"))?;
+    let mut settings = Settings::default();
+    settings.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    settings.retry.max_attempts = args.max_attempts.max(1);
+    let config = RunConfig {
+        namespace: args.watch_namespace,
+        listen: args.listen,
+        settings,
+    };
+    controller::run(client, config, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

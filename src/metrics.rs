@@ -1,0 +1,106 @@
+//! Prometheus metrics, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub namespace: String,
+    pub integration: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciliations: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// 1 while a check passes, 0 while it fails; absent while it cannot be evaluated.
+    pub check_passing: Family<CheckLabels, Gauge>,
+    /// Users failing a check.
+    pub check_failing_users: Family<CheckLabels, Gauge>,
+    pub inventory_users: Family<IntegrationLabels, Gauge>,
+    /// Unix time at which the integration's API token expires (absent for OAuth clients).
+    pub credential_expiry: Family<IntegrationLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tailkeeper");
+        let reconciliations = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        let check_passing = Family::<CheckLabels, Gauge>::default();
+        let check_failing_users = Family::<CheckLabels, Gauge>::default();
+        let inventory_users = Family::<IntegrationLabels, Gauge>::default();
+        let credential_expiry = Family::<IntegrationLabels, Gauge>::default();
+        registry.register("reconciliations", "Reconciliations by controller", reconciliations.clone());
+        registry.register("reconcile_errors", "Failed reconciliations by controller and reason", reconcile_errors.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciliations by controller",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "check_passing",
+            "Whether a compliance check passes (1) or fails (0)",
+            check_passing.clone(),
+        );
+        registry.register(
+            "check_failing_users",
+            "Users failing a compliance check",
+            check_failing_users.clone(),
+        );
+        registry.register("inventory_users", "Users in the tailnet at the last sync", inventory_users.clone());
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the integration's API token expires, as Unix time",
+            credential_expiry.clone(),
+        );
+        Self {
+            registry,
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            check_passing,
+            check_failing_users,
+            inventory_users,
+            credential_expiry,
+        }
+    }
+}
+
+impl Metrics {
+    /// Render in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,37 @@
+//! The committed CRDs are exactly what the Rust types generate, and the schema carries the
+//! validation rules users rely on.
+
+use std::path::Path;
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let generated = tailkeeper::api::crds_yaml().expect("CRDs render");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/tailkeeper.io.yaml");
+    let committed = std::fs::read_to_string(&path).expect("crds/tailkeeper.io.yaml exists");
+    assert!(
+        generated == committed,
+        "crds/tailkeeper.io.yaml is out of date: run `cargo run -- crds > crds/tailkeeper.io.yaml`"
+    );
+}
+
+#[test]
+fn schema_carries_the_cel_rules() {
+    let yaml = tailkeeper::api::crds_yaml().expect("CRDs render");
+    for rule in [
+        // durations parse and stay under limits
+        "duration(self) >= duration('10s') && duration(self) <= duration('24h')",
+        "duration(self) > duration('0s') && duration(self) <= duration('2160h')",
+        // exactly one kind of access per grant
+        "[has(self.group), has(self.role), has(self.rule), has(self.sshRule)].filter(x, x).size() == 1",
+        // e-mail-like login names
+        "self.matches('^[^@\\\\s]+@[^@\\\\s]+$')",
+        // immutable fields stay immutable
+        "tailnet is immutable",
+        "integrationRef is immutable",
+        "user is immutable",
+        "approval is immutable once set",
+    ] {
+        assert!(yaml.contains(rule), "generated CRDs lack the rule {rule:?}");
+    }
+    assert!(yaml.contains("x-kubernetes-list-type: map"), "conditions must be a list-map");
+}
