@@ -8,9 +8,9 @@
 
 pub mod api;
 pub mod compliance;
-pub mod duration;
-pub mod tailscale;
 pub mod controller;
+pub mod duration;
 pub mod metrics;
 pub mod server;
+pub mod tailscale;
 pub mod telemetry;

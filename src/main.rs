@@ -81,11 +81,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig or in-cluster config): {e}"))?;
-    let mut settings = Settings::default();
-    settings.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig or in-cluster config): {e}")
+    })?;
+    let mut settings = Settings {
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        ..Settings::default()
+    };
     settings.retry.max_attempts = args.max_attempts.max(1);
     let config = RunConfig {
         namespace: args.watch_namespace,

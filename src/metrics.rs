@@ -51,15 +51,24 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("tailkeeper");
         let reconciliations = Family::<ControllerLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-        });
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            });
         let check_passing = Family::<CheckLabels, Gauge>::default();
         let check_failing_users = Family::<CheckLabels, Gauge>::default();
         let inventory_users = Family::<IntegrationLabels, Gauge>::default();
         let credential_expiry = Family::<IntegrationLabels, Gauge>::default();
-        registry.register("reconciliations", "Reconciliations by controller", reconciliations.clone());
-        registry.register("reconcile_errors", "Failed reconciliations by controller and reason", reconcile_errors.clone());
+        registry.register(
+            "reconciliations",
+            "Reconciliations by controller",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by controller and reason",
+            reconcile_errors.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Duration of reconciliations by controller",
@@ -75,7 +84,11 @@ impl Default for Metrics {
             "Users failing a compliance check",
             check_failing_users.clone(),
         );
-        registry.register("inventory_users", "Users in the tailnet at the last sync", inventory_users.clone());
+        registry.register(
+            "inventory_users",
+            "Users in the tailnet at the last sync",
+            inventory_users.clone(),
+        );
         registry.register(
             "credential_expiry_timestamp_seconds",
             "When the integration's API token expires, as Unix time",

@@ -33,5 +33,8 @@ fn schema_carries_the_cel_rules() {
     ] {
         assert!(yaml.contains(rule), "generated CRDs lack the rule {rule:?}");
     }
-    assert!(yaml.contains("x-kubernetes-list-type: map"), "conditions must be a list-map");
+    assert!(
+        yaml.contains("x-kubernetes-list-type: map"),
+        "conditions must be a list-map"
+    );
 }

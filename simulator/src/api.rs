@@ -36,28 +36,49 @@ const HUJSON: &str = "application/hujson";
 pub(crate) fn routes(sim: Simulator) -> Router {
     // Attach the prelude for `name` to one method router.
     let ep = |name: &'static str, route: MethodRouter<Simulator>| {
-        route.route_layer(middleware::from_fn_with_state(
-            (sim.clone(), name),
-            prelude,
-        ))
+        route.route_layer(middleware::from_fn_with_state((sim.clone(), name), prelude))
     };
     Router::new()
         .route("/api/v2/oauth/token", ep("oauth.token", post(oauth_token)))
-        .route("/api/v2/tailnet/{tailnet}/users", ep("users.list", get(list_users)))
+        .route(
+            "/api/v2/tailnet/{tailnet}/users",
+            ep("users.list", get(list_users)),
+        )
         .route("/api/v2/users/{id}", ep("users.get", get(get_user)))
         .route("/api/v2/users/{id}/role", ep("users.role", post(set_role)))
-        .route("/api/v2/users/{id}/suspend", ep("users.suspend", post(suspend_user)))
-        .route("/api/v2/users/{id}/restore", ep("users.restore", post(restore_user)))
-        .route("/api/v2/users/{id}/approve", ep("users.approve", post(approve_user)))
-        .route("/api/v2/users/{id}/delete", ep("users.delete", post(delete_user)))
-        .route("/api/v2/tailnet/{tailnet}/keys/{key_id}", ep("keys.get", get(get_key)))
+        .route(
+            "/api/v2/users/{id}/suspend",
+            ep("users.suspend", post(suspend_user)),
+        )
+        .route(
+            "/api/v2/users/{id}/restore",
+            ep("users.restore", post(restore_user)),
+        )
+        .route(
+            "/api/v2/users/{id}/approve",
+            ep("users.approve", post(approve_user)),
+        )
+        .route(
+            "/api/v2/users/{id}/delete",
+            ep("users.delete", post(delete_user)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/keys/{key_id}",
+            ep("keys.get", get(get_key)),
+        )
         .route("/api/v2/tailnet/{tailnet}/acl", ep("acl.get", get(get_acl)))
-        .route("/api/v2/tailnet/{tailnet}/acl", ep("acl.set", post(set_acl)))
+        .route(
+            "/api/v2/tailnet/{tailnet}/acl",
+            ep("acl.set", post(set_acl)),
+        )
         .route(
             "/api/v2/tailnet/{tailnet}/acl/validate",
             ep("acl.validate", post(validate_acl)),
         )
-        .route("/api/v2/tailnet/{tailnet}/devices", ep("devices.list", get(list_devices)))
+        .route(
+            "/api/v2/tailnet/{tailnet}/devices",
+            ep("devices.list", get(list_devices)),
+        )
         .route(
             "/api/v2/device/{id}/attributes",
             ep("attributes.get", get(get_attributes)),
@@ -98,7 +119,10 @@ async fn prelude(
             tracing::debug!(endpoint, status, "injected status fault");
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = if message.is_empty() {
-                status.canonical_reason().unwrap_or("injected fault").to_string()
+                status
+                    .canonical_reason()
+                    .unwrap_or("injected fault")
+                    .to_string()
             } else {
                 message
             };
@@ -189,7 +213,10 @@ async fn oauth_token(
     let scopes: Vec<String> = match form.scope.as_deref().map(str::trim) {
         Some(requested) if !requested.is_empty() => {
             let requested: Vec<String> = requested.split_whitespace().map(str::to_string).collect();
-            if let Some(bad) = requested.iter().find(|s| !auth::may_request(&client.scopes, s)) {
+            if let Some(bad) = requested
+                .iter()
+                .find(|s| !auth::may_request(&client.scopes, s))
+            {
                 return Err(ApiError::bad_request(format!(
                     "invalid scope {bad:?}: not granted to this client"
                 )));
@@ -391,7 +418,11 @@ async fn delete_user(
     let Path(id) = id?;
     let mut st = sim.lock();
     auth::authorize(&st, &headers, Some(auth::USERS_WRITE))?;
-    let user = st.users.iter().find(|u| u.id == id).ok_or_else(user_not_found)?;
+    let user = st
+        .users
+        .iter()
+        .find(|u| u.id == id)
+        .ok_or_else(user_not_found)?;
     refuse_for_owner(user, "delete")?;
     st.remove_user_where(|u| u.id == id);
     Ok(Json(json!({})))
@@ -648,7 +679,9 @@ async fn get_attributes(
             expiries.insert(key.clone(), json!(state::rfc3339(expiry)));
         }
     }
-    Ok(Json(json!({ "attributes": attributes, "expiries": expiries })))
+    Ok(Json(
+        json!({ "attributes": attributes, "expiries": expiries }),
+    ))
 }
 
 /// Body of an attribute write. A `comment` may also be sent; Tailscale only records it in the
@@ -683,15 +716,19 @@ async fn set_attribute(
     let st = device_guard(&mut guard, &headers, auth::ATTRIBUTES_WRITE, &id)?;
     check_attribute_key(&key)?;
     let request: SetAttribute = parse_json(&body)?;
-    if !matches!(request.value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+    if !matches!(
+        request.value,
+        Value::String(_) | Value::Number(_) | Value::Bool(_)
+    ) {
         return Err(ApiError::bad_request(
             "attribute value must be a string, number or boolean",
         ));
     }
     let expiry = match request.expiry.as_deref().filter(|e| !e.is_empty()) {
-        Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
-            ApiError::bad_request(format!("invalid expiry {text:?}: {e}"))
-        })?),
+        Some(text) => Some(
+            text.parse::<jiff::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("invalid expiry {text:?}: {e}")))?,
+        ),
         None => None,
     };
     st.live_attributes(&id).insert(

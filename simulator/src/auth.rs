@@ -182,8 +182,14 @@ mod tests {
         assert!(scopes_grant(&scopes(&["devices:core"]), DEVICES_READ));
         assert!(scopes_grant(&scopes(&["devices:core:read"]), DEVICES_READ));
         assert!(!scopes_grant(&scopes(&["devices:core"]), ATTRIBUTES_READ));
-        assert!(scopes_grant(&scopes(&["devices:posture_attributes:read"]), ATTRIBUTES_READ));
-        assert!(!scopes_grant(&scopes(&["devices:posture_attributes:read"]), ATTRIBUTES_WRITE));
+        assert!(scopes_grant(
+            &scopes(&["devices:posture_attributes:read"]),
+            ATTRIBUTES_READ
+        ));
+        assert!(!scopes_grant(
+            &scopes(&["devices:posture_attributes:read"]),
+            ATTRIBUTES_WRITE
+        ));
         assert!(!scopes_grant(&scopes(&["policy_file"]), USERS_READ));
     }
 
@@ -203,14 +209,23 @@ mod tests {
     fn credentials_from_bearer_and_basic() {
         let mut headers = HeaderMap::new();
         assert_eq!(credential(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tskey-api-x"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tskey-api-x"),
+        );
         assert_eq!(credential(&headers).as_deref(), Some("tskey-api-x"));
         // "tskey-api-x:" in base64.
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dHNrZXktYXBpLXg6"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dHNrZXktYXBpLXg6"),
+        );
         assert_eq!(credential(&headers).as_deref(), Some("tskey-api-x"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(credential(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Digest abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Digest abc"),
+        );
         assert_eq!(credential(&headers), None);
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -28,10 +30,16 @@ pub(crate) fn routes(sim: Simulator) -> Router {
         .route("/_sim/oauth-clients", post(create_oauth_client))
         .route("/_sim/oauth/expire-tokens", post(expire_tokens))
         .route("/_sim/policy", put(set_policy))
-        .route("/_sim/policy/edit-before-next-write", post(edit_before_next_write))
+        .route(
+            "/_sim/policy/edit-before-next-write",
+            post(edit_before_next_write),
+        )
         .route("/_sim/calls", get(calls).delete(reset_calls))
         .route("/_sim/latency", put(set_latency))
-        .route("/_sim/faults", get(faults).post(inject).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(faults).post(inject).delete(clear_faults),
+        )
         .with_state(sim)
 }
 
@@ -125,9 +133,14 @@ fn text_body(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not valid UTF-8"))
 }
 
-async fn set_policy(State(sim): State<Simulator>, body: Bytes) -> Reply {
+/// Answers `{"etag": "<hex>"}` and, like the Tailscale route, a quoted `ETag` header.
+async fn set_policy(State(sim): State<Simulator>, body: Bytes) -> Result<Response, ApiError> {
     let etag = sim.set_policy_as_human(text_body(&body)?);
-    Ok(Json(json!({ "etag": etag })))
+    let mut response = Json(json!({ "etag": etag })).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
 }
 
 async fn edit_before_next_write(State(sim): State<Simulator>, body: Bytes) -> Reply {

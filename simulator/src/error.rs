@@ -67,7 +67,7 @@ impl IntoResponse for ApiError {
 }
 
 // Extractor rejections would otherwise answer plain text; Tailscale always answers JSON.
-macro_rules! rejection_to_bad_request {
+macro_rules! rejection_to_api_error {
     ($($rejection:ty),*) => {$(
         impl From<$rejection> for ApiError {
             fn from(rejection: $rejection) -> Self {
@@ -77,9 +77,10 @@ macro_rules! rejection_to_bad_request {
     )*};
 }
 
-rejection_to_bad_request!(BytesRejection, FormRejection, PathRejection, QueryRejection);
+rejection_to_api_error!(BytesRejection, FormRejection, PathRejection, QueryRejection);
 
 /// Parse a JSON request body, answering 400 with serde's reason when it does not fit.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

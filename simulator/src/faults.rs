@@ -174,10 +174,16 @@ mod tests {
             count: 1,
         });
         q.push(status_fault("acl.get", 0)); // ignored
-        assert!(matches!(q.take("users.list"), Some(FaultKind::Status { .. })));
+        assert!(matches!(
+            q.take("users.list"),
+            Some(FaultKind::Status { .. })
+        ));
         // acl.get skips the users.list fault and hits the wildcard.
         assert_eq!(q.take("acl.get"), Some(FaultKind::Hang));
-        assert!(matches!(q.take("users.list"), Some(FaultKind::Status { .. })));
+        assert!(matches!(
+            q.take("users.list"),
+            Some(FaultKind::Status { .. })
+        ));
         assert_eq!(q.take("users.list"), None);
         assert!(q.pending().is_empty());
     }

@@ -16,7 +16,10 @@ use tailscale_sim::seed::Seed;
 use tailscale_sim::{SimConfig, Simulator};
 
 #[derive(Debug, Parser)]
-#[command(name = "tailscale-sim", about = "A stateful simulator of the Tailscale API v2")]
+#[command(
+    name = "tailscale-sim",
+    about = "A stateful simulator of the Tailscale API v2"
+)]
 struct Args {
     /// Address to listen on; loopback only (e.g. 127.0.0.1:8088, or port 0 for any free port).
     #[arg(long, default_value = "127.0.0.1:8088")]

@@ -137,7 +137,10 @@ pub struct OAuthClient {
 /// "retryAfterSecs":1,"message":"rate limited","count":2}`, `{"kind":"hang",...}` or
 /// `{"kind":"latency","ms":250,...}`. `endpoint` defaults to `*` and `count` to 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "crate::faults::FaultWire", into = "crate::faults::FaultWire")]
+#[serde(
+    try_from = "crate::faults::FaultWire",
+    into = "crate::faults::FaultWire"
+)]
 pub struct Fault {
     /// Endpoint name (`users.list`, ...) or `*` for every Tailscale API endpoint.
     pub endpoint: String,
@@ -167,7 +170,16 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 pub(crate) fn timestamp_rfc3339(ts: jiff::Timestamp) -> String {
-    ts.round(jiff::Unit::Second).unwrap_or(ts).to_string()
+    whole_seconds(ts).to_string()
+}
+
+/// Truncate to whole seconds (never rounding up, so a printed expiry is never later than the
+/// real one).
+pub(crate) fn whole_seconds(ts: jiff::Timestamp) -> jiff::Timestamp {
+    let round = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Second)
+        .mode(jiff::RoundMode::Trunc);
+    ts.round(round).unwrap_or(ts)
 }
 
 /// `n` random ASCII letters and digits.

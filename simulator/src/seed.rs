@@ -65,7 +65,10 @@ impl Seed {
             .with_context(|| format!("parsing seed file {}", path.display()))?;
         if let Some(file) = seed.policy_file.take() {
             if seed.policy.is_some() {
-                bail!("seed file {}: give either \"policy\" or \"policyFile\", not both", path.display());
+                bail!(
+                    "seed file {}: give either \"policy\" or \"policyFile\", not both",
+                    path.display()
+                );
             }
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             let policy_path = base.join(file);
@@ -81,7 +84,10 @@ impl Seed {
     fn validate(&self) -> anyhow::Result<()> {
         for key in &self.api_keys {
             if key.id.is_empty() || !key.key.starts_with("tskey-api-") {
-                bail!("seed API key {:?}: needs an id and a key starting with \"tskey-api-\"", key.id);
+                bail!(
+                    "seed API key {:?}: needs an id and a key starting with \"tskey-api-\"",
+                    key.id
+                );
             }
         }
         for client in &self.oauth_clients {
@@ -115,7 +121,11 @@ impl Simulator {
             self.set_policy_as_human(policy);
         }
         for key in &seed.api_keys {
-            self.add_api_key(&key.id, &key.key, Duration::from_secs(key.expires_in_seconds));
+            self.add_api_key(
+                &key.id,
+                &key.key,
+                Duration::from_secs(key.expires_in_seconds),
+            );
         }
         for client in &seed.oauth_clients {
             let scopes: Vec<&str> = client.scopes.iter().map(String::as_str).collect();

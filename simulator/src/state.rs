@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::faults::FaultQueue;
-use crate::model::{random_id, timestamp_rfc3339, SimDevice, SimUser};
+use crate::model::{random_id, timestamp_rfc3339, whole_seconds, SimDevice, SimUser};
 use crate::policy::{self, Directory};
 use crate::SimConfig;
 
@@ -176,9 +176,12 @@ impl State {
     // ---- credentials ----
 
     pub fn add_api_key(&mut self, id: String, key: String, expires_in: Duration) -> ApiKeyRecord {
-        let created = Timestamp::now();
+        // Whole seconds, so the printed expiry is exactly the one enforced.
+        let created = whole_seconds(Timestamp::now());
         let expires = created
-            .checked_add(jiff::SignedDuration::try_from(expires_in).unwrap_or(jiff::SignedDuration::MAX))
+            .checked_add(
+                jiff::SignedDuration::try_from(expires_in).unwrap_or(jiff::SignedDuration::MAX),
+            )
             .unwrap_or(Timestamp::MAX);
         let record = ApiKeyRecord {
             id,

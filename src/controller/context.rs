@@ -115,8 +115,14 @@ impl Context {
 
     /// Publish an Event on an object. A failure to publish is logged, never fatal: events are
     /// a courtesy, status is the record.
-    pub async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn publish<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let event = Event {

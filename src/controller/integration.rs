@@ -23,8 +23,8 @@ use super::context::{key_of, Context, Inventory};
 use super::status::apply_status;
 use super::Error;
 use crate::api::{
-    find_condition, ConditionStatus, Conditions, CredentialKind, CredentialStatus, InventoryStatus, KState,
-    TailscaleIntegration, TailscaleIntegrationStatus,
+    find_condition, ConditionStatus, Conditions, CredentialKind, CredentialStatus, InventoryStatus,
+    KState, TailscaleIntegration, TailscaleIntegrationStatus,
 };
 use crate::duration;
 use crate::metrics::IntegrationLabels;
@@ -38,7 +38,10 @@ pub const CLIENT_SECRET_KEY: &str = "clientSecret";
 /// Why a sync did not happen.
 enum SyncError {
     /// The user must fix the spec or the Secret: retrying alone will not help.
-    Config { reason: &'static str, message: String },
+    Config {
+        reason: &'static str,
+        message: String,
+    },
     /// Tailscale refused or failed.
     Tailscale(tailscale::Error),
 }
@@ -61,7 +64,8 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
         ..previous.clone()
     };
     let mut conditions = Conditions::new(&previous.conditions, obj.metadata.generation, now);
-    let sync_interval = duration::parse(&obj.spec.sync_interval).unwrap_or(Duration::from_secs(300));
+    let sync_interval =
+        duration::parse(&obj.spec.sync_interval).unwrap_or(Duration::from_secs(300));
     let labels = IntegrationLabels {
         namespace: ns.clone(),
         integration: key.1.clone(),
@@ -73,14 +77,27 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
             let message = format!(
                 "Synced {} users{} from tailnet {}",
                 inv.users.len(),
-                inv.devices.map(|d| format!(" and {d} devices")).unwrap_or_default(),
+                inv.devices
+                    .map(|d| format!(" and {d} devices"))
+                    .unwrap_or_default(),
                 obj.spec.tailnet
             );
             status.inventory = Some(inventory_status(inv));
             status.last_sync_time = Some(Time(now));
             status.last_sync_duration_ms = Some(started.elapsed().as_millis() as i64);
-            ctx.metrics.inventory_users.get_or_create(&labels).set(inv.users.len() as i64);
-            let expiry_requeue = credential_expiry(&obj, &synced.credential, now, &mut conditions, &ctx, &labels).await;
+            ctx.metrics
+                .inventory_users
+                .get_or_create(&labels)
+                .set(inv.users.len() as i64);
+            let expiry_requeue = credential_expiry(
+                &obj,
+                &synced.credential,
+                now,
+                &mut conditions,
+                &ctx,
+                &labels,
+            )
+            .await;
             status.credentials = Some(synced.credential);
             conditions.set_kstatus(KState::Ready, "Synced", &message);
             ctx.set_inventory(key.clone(), synced.inventory);
@@ -89,7 +106,10 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
         Err(SyncError::Config { reason, message }) => {
             conditions.set_kstatus(KState::Stalled, reason, &message);
             keep_expiring(&previous, &mut conditions);
-            ctx.metrics.reconcile_errors.get_or_create(&error_labels(reason)).inc();
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&error_labels(reason))
+                .inc();
             Duration::from_secs(30).min(sync_interval)
         }
         Err(SyncError::Tailscale(e)) => {
@@ -103,7 +123,10 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
             let message = format!("Tailscale refused or failed the sync: {e}");
             conditions.set_kstatus(state, reason, &message);
             keep_expiring(&previous, &mut conditions);
-            ctx.metrics.reconcile_errors.get_or_create(&error_labels(reason)).inc();
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&error_labels(reason))
+                .inc();
             Duration::from_secs(15).min(sync_interval)
         }
     };
@@ -119,7 +142,13 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
     let kind = obj.spec.credentials.kind;
     let key_id = credentials.api_key_id();
     let mut fingerprint = DefaultHasher::new();
-    (&obj.spec.api_url, &obj.spec.tailnet, kind.to_string(), &obj.spec.credentials.oauth_scopes, secret_version)
+    (
+        &obj.spec.api_url,
+        &obj.spec.tailnet,
+        kind.to_string(),
+        &obj.spec.credentials.oauth_scopes,
+        secret_version,
+    )
         .hash(&mut fingerprint);
     let client = ctx
         .tailscale_client(&key, fingerprint.finish(), || {
@@ -133,7 +162,10 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
             message: e.to_string(),
         })?;
 
-    let users = client.list_users(UserType::All).await.map_err(SyncError::Tailscale)?;
+    let users = client
+        .list_users(UserType::All)
+        .await
+        .map_err(SyncError::Tailscale)?;
     // Device counts are informative: a credential without the devices scope still syncs users.
     let devices = match client.list_devices().await {
         Ok(d) => Some(d.len() as i64),
@@ -166,7 +198,10 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
 }
 
 /// Read the credentials from the integration's Secret, with errors that say what to fix.
-async fn read_credentials(obj: &TailscaleIntegration, ctx: &Context) -> Result<(Credentials, String), SyncError> {
+async fn read_credentials(
+    obj: &TailscaleIntegration,
+    ctx: &Context,
+) -> Result<(Credentials, String), SyncError> {
     let ns = obj.namespace().unwrap_or_default();
     let spec = &obj.spec.credentials;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -175,7 +210,10 @@ async fn read_credentials(obj: &TailscaleIntegration, ctx: &Context) -> Result<(
         Ok(None) => {
             return Err(SyncError::Config {
                 reason: "SecretNotFound",
-                message: format!("Secret {ns}/{} does not exist: create it with the credentials", spec.secret_name),
+                message: format!(
+                    "Secret {ns}/{} does not exist: create it with the credentials",
+                    spec.secret_name
+                ),
             })
         }
         Err(e) => {
@@ -191,7 +229,13 @@ async fn read_credentials(obj: &TailscaleIntegration, ctx: &Context) -> Result<(
             .as_ref()
             .and_then(|d| d.get(k))
             .map(|b| b.0.clone())
-            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).map(|s| s.clone().into_bytes()));
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|s| s.clone().into_bytes())
+            });
         let text = bytes
             .and_then(|b| String::from_utf8(b).ok())
             .map(|s| s.trim().to_string())
@@ -234,8 +278,12 @@ async fn credential_expiry(
         ctx.metrics.credential_expiry.remove(labels);
         return None;
     };
-    ctx.metrics.credential_expiry.get_or_create(labels).set(expires.as_second());
-    let window = duration::parse(&obj.spec.credential_expiry_warning).unwrap_or(Duration::from_secs(14 * 86400));
+    ctx.metrics
+        .credential_expiry
+        .get_or_create(labels)
+        .set(expires.as_second());
+    let window = duration::parse(&obj.spec.credential_expiry_warning)
+        .unwrap_or(Duration::from_secs(14 * 86400));
     let window = SignedDuration::try_from(window).unwrap_or(SignedDuration::from_hours(336));
     let left = expires.duration_since(now);
     if left <= window {
@@ -250,9 +298,21 @@ async fn credential_expiry(
             .as_ref()
             .and_then(|s| find_condition(&s.conditions, "CredentialsExpiring"))
             .is_some_and(|c| c.status == "True");
-        conditions.set("CredentialsExpiring", ConditionStatus::True, "TokenExpiresSoon", message.clone());
+        conditions.set(
+            "CredentialsExpiring",
+            ConditionStatus::True,
+            "TokenExpiresSoon",
+            message.clone(),
+        );
         if !was {
-            ctx.publish(obj, EventType::Warning, "CredentialsExpiring", "CheckCredentials", message).await;
+            ctx.publish(
+                obj,
+                EventType::Warning,
+                "CredentialsExpiring",
+                "CheckCredentials",
+                message,
+            )
+            .await;
         }
         None
     } else {
@@ -264,7 +324,12 @@ async fn credential_expiry(
 /// Keep a raised expiry warning while a sync fails (the failure does not make it less true).
 fn keep_expiring(previous: &TailscaleIntegrationStatus, conditions: &mut Conditions) {
     if let Some(c) = find_condition(&previous.conditions, "CredentialsExpiring") {
-        conditions.set("CredentialsExpiring", ConditionStatus::True, &c.reason, c.message.clone());
+        conditions.set(
+            "CredentialsExpiring",
+            ConditionStatus::True,
+            &c.reason,
+            c.message.clone(),
+        );
     }
 }
 
@@ -286,10 +351,24 @@ async fn announce_ready_change(
     }
     if new.status == "True" {
         info!(message = %new.message, "integration connected");
-        ctx.publish(obj, EventType::Normal, "Connected", "Sync", new.message.clone()).await;
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "Connected",
+            "Sync",
+            new.message.clone(),
+        )
+        .await;
     } else {
         info!(reason = %new.reason, message = %new.message, "integration not ready");
-        ctx.publish(obj, EventType::Warning, &new.reason, "Sync", new.message.clone()).await;
+        ctx.publish(
+            obj,
+            EventType::Warning,
+            &new.reason,
+            "Sync",
+            new.message.clone(),
+        )
+        .await;
     }
 }
 
@@ -319,7 +398,16 @@ fn inventory_status(inv: &Inventory) -> InventoryStatus {
 fn revision(users: &[tailscale::User]) -> String {
     let mut lines: Vec<String> = users
         .iter()
-        .map(|u| format!("{}\t{}\t{}\t{}\t{}", u.id, u.login_name.to_lowercase(), u.role, u.status, u.user_type))
+        .map(|u| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                u.id,
+                u.login_name.to_lowercase(),
+                u.role,
+                u.status,
+                u.user_type
+            )
+        })
         .collect();
     lines.sort();
     let digest = Sha256::digest(lines.join("\n").as_bytes());
@@ -373,7 +461,11 @@ mod tests {
         let mut shared = user("3", "guest@y", "member");
         shared.user_type = "shared".into();
         let inv = Inventory {
-            users: vec![user("1", "a@x", "member"), user("2", "b@x", "admin"), shared],
+            users: vec![
+                user("1", "a@x", "member"),
+                user("2", "b@x", "admin"),
+                shared,
+            ],
             devices: Some(4),
             revision: "r".into(),
             synced_at: Timestamp::UNIX_EPOCH,

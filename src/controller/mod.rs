@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{predicates, watcher, Predicate, WatchStreamExt};
 use kube::ResourceExt;
 use tracing::{info, warn};
@@ -61,21 +61,37 @@ where
 }
 
 /// Run the operator until `shutdown` resolves.
-pub async fn run(client: kube::Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: kube::Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let health = Health::default();
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), config.settings.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        config.settings.clone(),
+    ));
     let shutdown = shutdown.shared();
 
-    let server = tokio::spawn(server::serve(config.listen, health.clone(), metrics.clone(), shutdown.clone()));
+    let server = tokio::spawn(server::serve(
+        config.listen,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     // Integrations: triggered by their own spec changes (not their status writes) and on timers.
     let (integration_store, integration_writer) = reflector::store::<TailscaleIntegration>();
-    let integrations = watcher(api::<TailscaleIntegration>(&client, &config.namespace), watcher::Config::default())
-        .default_backoff()
-        .reflect(integration_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let integrations = watcher(
+        api::<TailscaleIntegration>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(integration_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
     let integration_controller = Controller::for_stream(integrations, integration_store.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -92,27 +108,45 @@ pub async fn run(client: kube::Client, config: RunConfig, shutdown: impl Future<
     // Policies: their own spec changes; the integration's inventory or connection changing; a
     // directory ConfigMap changing; a grant of theirs changing phase.
     let (policy_store, policy_writer) = reflector::store::<AccessPolicy>();
-    let policies = watcher(api::<AccessPolicy>(&client, &config.namespace), watcher::Config::default())
-        .default_backoff()
-        .reflect(policy_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let integration_changes = watcher(api::<TailscaleIntegration>(&client, &config.namespace), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(inventory_or_connection, Default::default());
+    let policies = watcher(
+        api::<AccessPolicy>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(policy_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let integration_changes = watcher(
+        api::<TailscaleIntegration>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(inventory_or_connection, Default::default());
     // Metadata only: a change bumps resourceVersion, and no ConfigMap's data is cached.
-    let config_map_changes = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &config.namespace), watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
-    let grant_changes = watcher(api::<AccessGrant>(&client, &config.namespace), watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(grant_phase, Default::default());
-    let (by_integration, by_config_map, by_grant) = (policy_store.clone(), policy_store.clone(), policy_store.clone());
+    let config_map_changes = watcher(
+        api::<PartialObjectMeta<ConfigMap>>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let grant_changes = watcher(
+        api::<AccessGrant>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(grant_phase, Default::default());
+    let (by_integration, by_config_map, by_grant) = (
+        policy_store.clone(),
+        policy_store.clone(),
+        policy_store.clone(),
+    );
     let policy_controller = Controller::for_stream(policies, policy_store.clone())
         .watches_stream(integration_changes, move |i: TailscaleIntegration| {
-            referencing(&by_integration, &i.namespace().unwrap_or_default(), |p| p.spec.integration_ref.name == i.name_any())
+            referencing(&by_integration, &i.namespace().unwrap_or_default(), |p| {
+                p.spec.integration_ref.name == i.name_any()
+            })
         })
         .watches_stream(config_map_changes, move |cm| {
             let name = cm.name_any();
@@ -121,7 +155,9 @@ pub async fn run(client: kube::Client, config: RunConfig, shutdown: impl Future<
             })
         })
         .watches_stream(grant_changes, move |g: AccessGrant| {
-            referencing(&by_grant, &g.namespace().unwrap_or_default(), |p| p.name_any() == g.spec.policy_ref.name)
+            referencing(&by_grant, &g.namespace().unwrap_or_default(), |p| {
+                p.name_any() == g.spec.policy_ref.name
+            })
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -148,7 +184,10 @@ pub async fn run(client: kube::Client, config: RunConfig, shutdown: impl Future<
     };
     tokio::spawn(readiness);
 
-    info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "tailkeeper started");
+    info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        "tailkeeper started"
+    );
     tokio::join!(integration_controller, policy_controller);
     health.set_ready(false);
     match server.await {
@@ -196,7 +235,11 @@ where
 }
 
 /// The policies in `namespace` that satisfy `refers`.
-fn referencing(store: &Store<AccessPolicy>, namespace: &str, refers: impl Fn(&AccessPolicy) -> bool) -> Vec<ObjectRef<AccessPolicy>> {
+fn referencing(
+    store: &Store<AccessPolicy>,
+    namespace: &str,
+    refers: impl Fn(&AccessPolicy) -> bool,
+) -> Vec<ObjectRef<AccessPolicy>> {
     store
         .state()
         .iter()
@@ -209,8 +252,14 @@ fn referencing(store: &Store<AccessPolicy>, namespace: &str, refers: impl Fn(&Ac
 fn inventory_or_connection(i: &TailscaleIntegration) -> Option<u64> {
     let status = i.status.as_ref()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    status.inventory.as_ref().map(|inv| inv.revision.as_str()).hash(&mut h);
-    find_condition(&status.conditions, "Ready").map(|c| c.status.as_str()).hash(&mut h);
+    status
+        .inventory
+        .as_ref()
+        .map(|inv| inv.revision.as_str())
+        .hash(&mut h);
+    find_condition(&status.conditions, "Ready")
+        .map(|c| c.status.as_str())
+        .hash(&mut h);
     Some(h.finish())
 }
 
@@ -218,7 +267,11 @@ fn inventory_or_connection(i: &TailscaleIntegration) -> Option<u64> {
 /// as a final state).
 fn grant_phase(g: &AccessGrant) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    g.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).hash(&mut h);
+    g.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .hash(&mut h);
     g.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
 }

@@ -20,10 +20,13 @@ use super::context::{key_of, Context, Inventory};
 use super::status::apply_status;
 use super::Error;
 use crate::api::{
-    find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus, ConditionStatus,
-    Conditions, DirectoryFileFormat, DirectoryStatus, FailingUser, GrantPhase, KState, TailscaleIntegration,
+    find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus,
+    ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, FailingUser, GrantPhase,
+    KState, TailscaleIntegration,
 };
-use crate::compliance::{self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant};
+use crate::compliance::{
+    self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant,
+};
 use crate::duration;
 use crate::metrics::CheckLabels;
 
@@ -37,7 +40,8 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     let now = Timestamp::now();
     let previous = obj.status.clone().unwrap_or_default();
     let mut conditions = Conditions::new(&previous.conditions, obj.metadata.generation, now);
-    let interval = duration::parse(&obj.spec.evaluation_interval).unwrap_or(Duration::from_secs(600));
+    let interval =
+        duration::parse(&obj.spec.evaluation_interval).unwrap_or(Duration::from_secs(600));
 
     let integration_name = &obj.spec.integration_ref.name;
     let integration = Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
@@ -64,7 +68,10 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             });
             (evaluate(&obj, dir, inv, &role_grants, connected), None)
         }
-        (Err(message), _) => (evaluate_without_users(&obj, connected), Some(("DirectoryInvalid", message.clone()))),
+        (Err(message), _) => (
+            evaluate_without_users(&obj, connected),
+            Some(("DirectoryInvalid", message.clone())),
+        ),
         (Ok(_), None) => {
             let message = match &integration {
                 None => format!("TailscaleIntegration {ns}/{integration_name} does not exist"),
@@ -81,12 +88,22 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             } else {
                 "IntegrationNotReady"
             };
-            (evaluate_without_users(&obj, connected), Some((reason, message)))
+            (
+                evaluate_without_users(&obj, connected),
+                Some((reason, message)),
+            )
         }
     };
 
-    let checks = check_statuses(&evaluation, unknown_reason.as_ref().map(|(_, m)| m.as_str()), now);
-    let passing = checks.iter().filter(|c| c.result == CheckResultValue::Pass).count();
+    let checks = check_statuses(
+        &evaluation,
+        unknown_reason.as_ref().map(|(_, m)| m.as_str()),
+        now,
+    );
+    let passing = checks
+        .iter()
+        .filter(|c| c.result == CheckResultValue::Pass)
+        .count();
     let failing: Vec<&str> = checks
         .iter()
         .filter(|c| c.result == CheckResultValue::Fail)
@@ -95,11 +112,19 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
 
     match &unknown_reason {
         None => {
-            conditions.set_kstatus(KState::Ready, "Evaluated", &format!("{passing} of 4 checks pass"));
+            conditions.set_kstatus(
+                KState::Ready,
+                "Evaluated",
+                &format!("{passing} of 4 checks pass"),
+            );
             conditions.set(
                 "Compliant",
                 ConditionStatus::from_bool(failing.is_empty()),
-                if failing.is_empty() { "AllChecksPass" } else { "ChecksFailing" },
+                if failing.is_empty() {
+                    "AllChecksPass"
+                } else {
+                    "ChecksFailing"
+                },
                 if failing.is_empty() {
                     "All four checks pass".to_string()
                 } else {
@@ -109,17 +134,32 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         }
         Some((reason @ "WaitingForInventory", message)) => {
             conditions.set_kstatus(KState::Reconciling, reason, message);
-            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+            conditions.set(
+                "Compliant",
+                ConditionStatus::Unknown,
+                reason,
+                message.clone(),
+            );
             requeue = Duration::from_secs(5);
         }
         Some((reason @ "DirectoryInvalid", message)) => {
             conditions.set_kstatus(KState::Stalled, reason, message);
-            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+            conditions.set(
+                "Compliant",
+                ConditionStatus::Unknown,
+                reason,
+                message.clone(),
+            );
         }
         Some((reason, message)) => {
             // The integration's own status tells why; its changes re-trigger this policy.
             conditions.set_kstatus(KState::Failing, reason, message);
-            conditions.set("Compliant", ConditionStatus::Unknown, reason, message.clone());
+            conditions.set(
+                "Compliant",
+                ConditionStatus::Unknown,
+                reason,
+                message.clone(),
+            );
         }
     }
 
@@ -182,7 +222,10 @@ fn evaluate_without_users(obj: &AccessPolicy, connected: bool) -> Evaluation {
 
 /// Build the status of each check. With `unknown`, every check but `AccessControlConfigured`
 /// is Unknown with that message.
-fn check_statuses(evaluation: &Evaluation, unknown: Option<&str>, now: Timestamp
+fn check_statuses(
+    evaluation: &Evaluation,
+    unknown: Option<&str>,
+    now: Timestamp,
 ) -> Vec<CheckStatus> {
     CheckName::ALL
         .iter()
@@ -228,7 +271,10 @@ async fn load_directory(obj: &AccessPolicy, ctx: &Context) -> Result<(Directory,
     let ns = obj.namespace().unwrap_or_default();
     let mut sources: Vec<(String, Vec<Person>)> = Vec::new();
     if !obj.spec.directory.people.is_empty() {
-        sources.push(("inline people".to_string(), obj.spec.directory.people.clone()));
+        sources.push((
+            "inline people".to_string(),
+            obj.spec.directory.people.clone(),
+        ));
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     for source in &obj.spec.directory.config_maps {
@@ -245,7 +291,10 @@ async fn load_directory(obj: &AccessPolicy, ctx: &Context) -> Result<(Directory,
                 }
                 vec![k]
             }
-            None => data.keys().filter(|k| DirectoryFormat::from_key(k).is_some()).collect(),
+            None => data
+                .keys()
+                .filter(|k| DirectoryFormat::from_key(k).is_some())
+                .collect(),
         };
         if keys.is_empty() {
             return Err(format!(
@@ -325,7 +374,10 @@ fn export_metrics(ctx: &Context, ns: &str, policy: &str, status: &AccessPolicySt
                     .check_passing
                     .get_or_create(&labels)
                     .set(i64::from(result == CheckResultValue::Pass));
-                ctx.metrics.check_failing_users.get_or_create(&labels).set(check.failing_count);
+                ctx.metrics
+                    .check_failing_users
+                    .get_or_create(&labels)
+                    .set(check.failing_count);
             }
         }
     }
@@ -340,7 +392,11 @@ async fn announce_changes(
     ctx: &Context,
 ) {
     for check in &status.checks {
-        let before = previous.checks.iter().find(|c| c.name == check.name).map(|c| c.result);
+        let before = previous
+            .checks
+            .iter()
+            .find(|c| c.name == check.name)
+            .map(|c| c.result);
         if before == Some(check.result) {
             continue;
         }
@@ -349,13 +405,20 @@ async fn announce_changes(
             CheckResultValue::Fail => (EventType::Warning, "CheckFailed"),
             CheckResultValue::Unknown => continue,
         };
-        ctx.publish(obj, type_, reason, "Evaluate", format!("{}: {}", check.name, check.message))
-            .await;
+        ctx.publish(
+            obj,
+            type_,
+            reason,
+            "Evaluate",
+            format!("{}: {}", check.name, check.message),
+        )
+        .await;
     }
     if let Some((reason, message)) = unknown {
         let was = find_condition(&previous.conditions, "Ready").map(|c| c.reason.as_str());
         if was != Some(*reason) {
-            ctx.publish(obj, EventType::Warning, reason, "Evaluate", message.clone()).await;
+            ctx.publish(obj, EventType::Warning, reason, "Evaluate", message.clone())
+                .await;
         }
     }
 }

@@ -37,7 +37,11 @@ struct DeviceList {
 impl Client {
     /// List the tailnet's devices.
     pub async fn list_devices(&self) -> Result<Vec<Device>, Error> {
-        let req = Request::new("devices.list", Method::GET, &self.tailnet_path(&["devices"]));
+        let req = Request::new(
+            "devices.list",
+            Method::GET,
+            &self.tailnet_path(&["devices"]),
+        );
         let list: DeviceList = self.send(&req).await?.json("devices.list")?;
         Ok(list.devices)
     }

@@ -22,7 +22,10 @@ pub enum Error {
     },
     /// No answer within the request timeout.
     #[error("Tailscale API {endpoint}: no answer within {seconds:.1}s")]
-    Timeout { endpoint: &'static str, seconds: f64 },
+    Timeout {
+        endpoint: &'static str,
+        seconds: f64,
+    },
     /// A retryable failure persisted through every attempt.
     #[error("Tailscale API {endpoint}: gave up after {attempts} attempts; last error: {last}")]
     RetriesExhausted {

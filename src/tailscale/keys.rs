@@ -22,7 +22,11 @@ pub struct Key {
 impl Client {
     /// Read a key's metadata (every scope may read its own key).
     pub async fn get_key(&self, key_id: &str) -> Result<Key, Error> {
-        let req = Request::new("keys.get", Method::GET, &self.tailnet_path(&["keys", key_id]));
+        let req = Request::new(
+            "keys.get",
+            Method::GET,
+            &self.tailnet_path(&["keys", key_id]),
+        );
         self.send(&req).await?.json("keys.get")
     }
 }

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -60,7 +62,9 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1`: exponential, capped, with "equal jitter" (half
     /// fixed, half random) so that many clients throttled together do not retry together.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
@@ -81,7 +85,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(api_url: impl Into<String>, tailnet: impl Into<String>, credentials: Credentials) -> Self {
+    pub fn new(
+        api_url: impl Into<String>,
+        tailnet: impl Into<String>,
+        credentials: Credentials,
+    ) -> Self {
         Self {
             api_url: api_url.into(),
             tailnet: tailnet.into(),
@@ -197,7 +205,9 @@ impl Client {
             base.set_path(&format!("{}/", base.path()));
         }
         if config.tailnet.is_empty() {
-            return Err(Error::Config("tailnet must not be empty (use - for the credential's own tailnet)".into()));
+            return Err(Error::Config(
+                "tailnet must not be empty (use - for the credential's own tailnet)".into(),
+            ));
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("tailkeeper/", env!("CARGO_PKG_VERSION")))
@@ -234,7 +244,8 @@ impl Client {
             }
         }
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         url
     }
@@ -250,23 +261,34 @@ impl Client {
             let started = Instant::now();
             let outcome = self.attempt(req).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            let (err, retry_after) = match outcome {
+            let (err, retry_after, from_token_endpoint) = match outcome {
                 Ok(response) => {
-                    debug!(endpoint = req.endpoint, attempt, elapsed_ms, "tailscale request succeeded");
+                    debug!(
+                        endpoint = req.endpoint,
+                        attempt, elapsed_ms, "tailscale request succeeded"
+                    );
                     return Ok(response);
                 }
-                Err(Failure { error, retry_after }) => (error, retry_after),
+                Err(Failure {
+                    error,
+                    retry_after,
+                    from_token_endpoint,
+                }) => (error, retry_after, from_token_endpoint),
             };
             // An OAuth access token may be revoked or lapse early: fetch a new one once and
             // retry at once; a second 401 is the credential's fault.
             if err.is_unauthorized()
                 && !refreshed_after_401
                 && matches!(self.inner.credentials, Credentials::OAuthClient { .. })
+                && !from_token_endpoint
                 && req.endpoint != "oauth.token"
             {
                 refreshed_after_401 = true;
                 *self.inner.tokens.slot.lock().await = None;
-                debug!(endpoint = req.endpoint, "access token refused; fetching a new one");
+                debug!(
+                    endpoint = req.endpoint,
+                    "access token refused; fetching a new one"
+                );
                 attempt -= 1;
                 continue;
             }
@@ -298,9 +320,19 @@ impl Client {
             .request(req.method.clone(), url)
             .timeout(self.inner.timeout);
         if req.endpoint != "oauth.token" {
-            let token = self.access_token().await.map_err(Failure::from)?;
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| Failure::from(Error::Config("the credential contains characters not allowed in an HTTP header".into())))?;
+            // A refused token request is the credential's fault: flag it so that `send` does
+            // not answer it by fetching yet another token.
+            let token = self.access_token().await.map_err(|error| Failure {
+                error,
+                retry_after: None,
+                from_token_endpoint: true,
+            })?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    Failure::from(Error::Config(
+                        "the credential contains characters not allowed in an HTTP header".into(),
+                    ))
+                })?;
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
@@ -313,10 +345,15 @@ impl Client {
         builder = match &req.body {
             Body::Empty => builder,
             Body::Json(v) => builder.json(v),
-            Body::HuJson(text) => builder.header(CONTENT_TYPE, "application/hujson").body(text.clone()),
+            Body::HuJson(text) => builder
+                .header(CONTENT_TYPE, "application/hujson")
+                .body(text.clone()),
             Body::Form(fields) => builder.form(fields),
         };
-        let response = builder.send().await.map_err(|e| Failure::from(self.transport_error(req.endpoint, e)))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| Failure::from(self.transport_error(req.endpoint, e)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
@@ -349,6 +386,7 @@ impl Client {
                 data,
             },
             retry_after,
+            from_token_endpoint: false,
         })
     }
 
@@ -427,6 +465,7 @@ impl Client {
 struct Failure {
     error: Error,
     retry_after: Option<Duration>,
+    from_token_endpoint: bool,
 }
 
 impl From<Error> for Failure {
@@ -434,6 +473,7 @@ impl From<Error> for Failure {
         Failure {
             error,
             retry_after: None,
+            from_token_endpoint: false,
         }
     }
 }
@@ -441,13 +481,22 @@ impl From<Error> for Failure {
 /// `Retry-After` as seconds (the HTTP-date form is rare for APIs and treated as absent).
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    value.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// The ETag header without its quotes.
 pub(crate) fn etag(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(reqwest::header::ETAG)?.to_str().ok()?;
-    Some(raw.trim().trim_start_matches("W/").trim_matches('"').to_string())
+    Some(
+        raw.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -463,8 +512,12 @@ mod tests {
         };
         for attempt in 1..10 {
             let d = policy.backoff(attempt);
-            let ceiling = (Duration::from_millis(100) * 2u32.pow(attempt - 1)).min(Duration::from_secs(1));
-            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?} vs {ceiling:?}");
+            let ceiling =
+                (Duration::from_millis(100) * 2u32.pow(attempt - 1)).min(Duration::from_secs(1));
+            assert!(
+                d <= ceiling && d >= ceiling / 2,
+                "attempt {attempt}: {d:?} vs {ceiling:?}"
+            );
         }
     }
 
@@ -476,16 +529,33 @@ mod tests {
             Credentials::ApiToken(Secret::new("t")),
         ))
         .unwrap();
-        let segments: Vec<String> = client.tailnet_path(&["users"]).iter().map(|s| s.to_string()).collect();
+        let segments: Vec<String> = client
+            .tailnet_path(&["users"])
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let url = client.url(&segments, &[("type", "all".into())]);
-        assert_eq!(url.as_str(), "http://127.0.0.1:1/base/api/v2/tailnet/my%20org%2Fx/users?type=all");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/base/api/v2/tailnet/my%20org%2Fx/users?type=all"
+        );
     }
 
     #[test]
     fn bad_configuration_is_refused_with_a_reason() {
-        let err = Client::new(ClientConfig::new("not a url", "-", Credentials::ApiToken(Secret::new("t")))).unwrap_err();
+        let err = Client::new(ClientConfig::new(
+            "not a url",
+            "-",
+            Credentials::ApiToken(Secret::new("t")),
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("not a URL"), "{err}");
-        let err = Client::new(ClientConfig::new("ftp://x", "-", Credentials::ApiToken(Secret::new("t")))).unwrap_err();
+        let err = Client::new(ClientConfig::new(
+            "ftp://x",
+            "-",
+            Credentials::ApiToken(Secret::new("t")),
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("http(s)"), "{err}");
     }
 }

@@ -30,7 +30,11 @@ pub struct Validation {
 
 impl Validation {
     pub fn is_valid(&self) -> bool {
-        self.message.is_empty() && self.data.as_ref().is_none_or(|d| d.is_null() || d.as_array().is_some_and(|a| a.is_empty()))
+        self.message.is_empty()
+            && self
+                .data
+                .as_ref()
+                .is_none_or(|d| d.is_null() || d.as_array().is_some_and(|a| a.is_empty()))
     }
 }
 
@@ -50,7 +54,11 @@ impl Client {
 
     /// Replace the policy file. With `if_match`, Tailscale refuses with 412 when the file changed
     /// since that ETag was read ([`Error::is_precondition_failed`]); re-read and re-apply then.
-    pub async fn set_policy_file(&self, text: &str, if_match: Option<&str>) -> Result<PolicyFile, Error> {
+    pub async fn set_policy_file(
+        &self,
+        text: &str,
+        if_match: Option<&str>,
+    ) -> Result<PolicyFile, Error> {
         let mut req = Request::new("acl.set", Method::POST, &self.tailnet_path(&["acl"]));
         req.accept = Some("application/hujson");
         req.body = Body::HuJson(text.to_string());
@@ -59,7 +67,11 @@ impl Client {
         let stored = response.text("acl.set")?;
         let etag = etag(&response.headers).unwrap_or_default();
         Ok(PolicyFile {
-            text: if stored.is_empty() { text.to_string() } else { stored },
+            text: if stored.is_empty() {
+                text.to_string()
+            } else {
+                stored
+            },
             etag,
         })
     }
@@ -67,7 +79,11 @@ impl Client {
     /// Ask Tailscale whether a policy is valid (its `tests` included). Tailscale answers 200
     /// either way; a failure is a non-empty message or data.
     pub async fn validate_policy_file(&self, text: &str) -> Result<Validation, Error> {
-        let mut req = Request::new("acl.validate", Method::POST, &self.tailnet_path(&["acl", "validate"]));
+        let mut req = Request::new(
+            "acl.validate",
+            Method::POST,
+            &self.tailnet_path(&["acl", "validate"]),
+        );
         req.body = Body::HuJson(text.to_string());
         let response = self.send(&req).await?;
         if response.body.iter().all(|b| b.is_ascii_whitespace()) {

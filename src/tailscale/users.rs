@@ -98,7 +98,12 @@ impl Client {
         self.user_action("users.delete", id, "delete").await
     }
 
-    async fn user_action(&self, endpoint: &'static str, id: &str, action: &str) -> Result<(), Error> {
+    async fn user_action(
+        &self,
+        endpoint: &'static str,
+        id: &str,
+        action: &str,
+    ) -> Result<(), Error> {
         let req = Request::new(endpoint, Method::POST, &["users", id, action]);
         self.send(&req).await.map(|_| ())
     }

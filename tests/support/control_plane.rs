@@ -654,7 +654,10 @@ async fn wait_ready(client: &Client, log: &Path) -> anyhow::Result<()> {
 }
 
 fn log_list(logs: &[(&'static str, PathBuf)]) -> String {
-    logs.iter().map(|(n, p)| format!("  {n}: {}", p.display())).collect::<Vec<_>>().join("\n")
+    logs.iter()
+        .map(|(n, p)| format!("  {n}: {}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {

@@ -127,7 +127,11 @@ impl Evaluator<'_> {
                 } else {
                     p.selectors.insert("autogroup:member".to_string());
                 }
-                p.selectors.insert(format!("autogroup:{}", user.role));
+                // `autogroup:member` means "not shared", not the `member` role, so only the
+                // privileged roles map to an autogroup of their own.
+                if user.role != "member" {
+                    p.selectors.insert(format!("autogroup:{}", user.role));
+                }
             }
             None => {
                 p.selectors.insert("autogroup:member".to_string());
@@ -210,9 +214,10 @@ impl Evaluator<'_> {
             };
             proto_ok
                 && rule.src.iter().any(|s| self.matches(s, src))
-                && rule.dst.iter().any(|d| {
-                    d.ports.contains(port) && self.matches_dst(&d.host, src, dst)
-                })
+                && rule
+                    .dst
+                    .iter()
+                    .any(|d| d.ports.contains(port) && self.matches_dst(&d.host, src, dst))
         });
         acl || self.policy.grants.iter().any(|grant| {
             grant.src.iter().any(|s| self.matches(s, src))
@@ -227,7 +232,10 @@ impl Evaluator<'_> {
         let rule = self.policy.ssh.iter().find(|rule| {
             rule.src.iter().any(|s| self.matches(s, src))
                 && rule.dst.iter().any(|d| self.matches_dst(d, src, dst))
-                && rule.users.iter().any(|u| ssh_user_matches(u, ssh_user, src))
+                && rule
+                    .users
+                    .iter()
+                    .any(|u| ssh_user_matches(u, ssh_user, src))
         });
         match rule.map(|r| r.action) {
             Some(SshAction::Accept) => Verdict::Accept,
@@ -354,7 +362,11 @@ pub fn run_tests(policy: &Policy, tests: &[AclTest], directory: &Directory) -> V
 }
 
 /// Evaluate `sshTests` entries; one [`TestFailure`] per failing entry.
-pub fn run_ssh_tests(policy: &Policy, tests: &[SshTest], directory: &Directory) -> Vec<TestFailure> {
+pub fn run_ssh_tests(
+    policy: &Policy,
+    tests: &[SshTest],
+    directory: &Directory,
+) -> Vec<TestFailure> {
     let eval = Evaluator { policy, directory };
     let mut failures = Vec::new();
     for test in tests {
@@ -588,7 +600,10 @@ mod tests {
         assert!(prefix_contains("10.0.0.0/8", ip("10.9.8.7")));
         assert!(!prefix_contains("10.0.0.0/8", ip("11.0.0.1")));
         assert!(prefix_contains("0.0.0.0/0", ip("1.2.3.4")));
-        assert!(prefix_contains("fd7a:115c:a1e0::/48", ip("fd7a:115c:a1e0::1")));
+        assert!(prefix_contains(
+            "fd7a:115c:a1e0::/48",
+            ip("fd7a:115c:a1e0::1")
+        ));
         assert!(!prefix_contains("fd7a:115c:a1e0::/48", ip("1.2.3.4")));
         assert!(!prefix_contains("tag:x", ip("1.2.3.4")));
     }

@@ -11,6 +11,7 @@
 //! See [`eval`] for the subset of Tailscale's access semantics the evaluation supports.
 
 pub mod eval;
+mod hujson;
 pub mod validate;
 
 use serde::Serialize;
@@ -100,27 +101,13 @@ impl PolicyError {
     }
 }
 
-/// Parse HuJSON into a JSON value.
+/// Parse HuJSON into a JSON value; errors read `line N, column M: <reason>`.
 ///
-/// Object keys must be quoted strings (HuJSON, unlike JSON5, has no bare keys). Text with no
-/// value at all (empty or only comments) is an error too; callers that give an empty body a
-/// meaning (reset to default) check for it before calling.
+/// Object keys must be quoted strings (HuJSON, unlike JSON5, has no bare keys) and entries
+/// must be separated by commas. Text with no value at all (empty or only comments) is an
+/// error too; callers that give an empty body a meaning (reset to default) check for it first.
 pub fn parse_hujson(text: &str) -> Result<serde_json::Value, String> {
-    let options = jsonc_parser::ParseOptions {
-        allow_comments: true,
-        allow_loose_object_property_names: false,
-        allow_trailing_commas: true,
-    };
-    match jsonc_parser::parse_to_serde_value(text, &options) {
-        Ok(Some(value)) => Ok(value),
-        Ok(None) => Err("line 1, column 1: policy file is empty".to_string()),
-        Err(err) => Err(format!(
-            "line {}, column {}: {}",
-            err.line_display(),
-            err.column_display(),
-            err.kind()
-        )),
-    }
+    hujson::parse(text)
 }
 
 /// Parse, validate and run the tests of a whole policy file, as a write does.

@@ -235,7 +235,9 @@ fn parse_tag_owners(key: &str, value: &Value) -> Result<(), String> {
         .ok_or_else(|| format!("{key}: must be an object"))?;
     for (tag, owners) in map {
         if !tag.starts_with("tag:") || tag.len() == "tag:".len() {
-            return Err(format!("tagOwners: {tag:?}: tag names must start with \"tag:\""));
+            return Err(format!(
+                "tagOwners: {tag:?}: tag names must start with \"tag:\""
+            ));
         }
         string_list(&format!("{key}[{tag:?}]"), owners)?;
     }
@@ -510,14 +512,22 @@ fn optional_list(path: &str, obj: &Map<String, Value>, field: &str) -> Result<Ve
     }
 }
 
-fn required_str<'a>(path: &str, obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
+fn required_str<'a>(
+    path: &str,
+    obj: &'a Map<String, Value>,
+    field: &str,
+) -> Result<&'a str, String> {
     obj.get(field)
         .ok_or_else(|| format!("{path}: missing {field:?}"))?
         .as_str()
         .ok_or_else(|| format!("{path}.{field}: must be a string"))
 }
 
-fn optional_str(path: &str, obj: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+fn optional_str(
+    path: &str,
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, String> {
     match obj.get(field) {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -570,12 +580,21 @@ mod tests {
         );
         assert!(err(json!({"grants": [{"dst": ["*"], "ip": ["*"]}]})).contains("\"src\""));
         assert!(err(json!({"grants": [{"src": ["*"], "ip": ["*"]}]})).contains("\"dst\""));
-        assert!(err(json!({"grants": [{"src": ["*"], "dst": ["*"]}]})).contains("\"ip\" or \"app\""));
-        assert!(err(json!({"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": ["root"]}]}))
-            .contains("not allowed"));
-        assert!(err(json!({"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}))
-            .contains("group \"group:nope\" is not defined"));
-        assert!(err(json!({"tests": [{"src": "a@b.c", "accept": ["tag:x:*"]}]})).contains("single port"));
+        assert!(
+            err(json!({"grants": [{"src": ["*"], "dst": ["*"]}]})).contains("\"ip\" or \"app\"")
+        );
+        assert!(err(
+            json!({"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": ["root"]}]})
+        )
+        .contains("not allowed"));
+        assert!(err(
+            json!({"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]})
+        )
+        .contains("group \"group:nope\" is not defined"));
+        assert!(
+            err(json!({"tests": [{"src": "a@b.c", "accept": ["tag:x:*"]}]}))
+                .contains("single port")
+        );
     }
 
     #[test]

@@ -1,0 +1,110 @@
+{{/*
+Chart name, truncated to the 63 characters of a DNS label.
+*/}}
+{{- define "tailkeeper.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or the release name when it already contains the chart name.
+*/}}
+{{- define "tailkeeper.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tailkeeper.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "tailkeeper.labels" -}}
+helm.sh/chart: {{ include "tailkeeper.chart" . }}
+{{ include "tailkeeper.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tailkeeper
+{{- end }}
+
+{{/*
+Selector labels (stable across upgrades).
+*/}}
+{{- define "tailkeeper.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tailkeeper.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the operator runs as.
+*/}}
+{{- define "tailkeeper.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tailkeeper.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference; the tag defaults to the appVersion.
+*/}}
+{{- define "tailkeeper.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Name of the operator's (Cluster)Role and its binding.
+*/}}
+{{- define "tailkeeper.operatorRoleName" -}}
+{{- include "tailkeeper.fullname" . }}
+{{- end }}
+
+{{/*
+Name of the leader-election Role and its binding (release namespace).
+*/}}
+{{- define "tailkeeper.leaderElectionRoleName" -}}
+{{- printf "%s-leader-election" (include "tailkeeper.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The rules the operator needs, in one place for the ClusterRole and the namespaced Role.
+*/}}
+{{- define "tailkeeper.operatorRules" -}}
+# Read the three kinds (watch-driven reconcilers).
+- apiGroups: ["tailkeeper.io"]
+  resources: ["tailscaleintegrations", "accesspolicies", "accessgrants"]
+  verbs: ["get", "list", "watch"]
+# Write status through the status subresource (server-side apply).
+- apiGroups: ["tailkeeper.io"]
+  resources: ["tailscaleintegrations/status", "accesspolicies/status", "accessgrants/status"]
+  verbs: ["get", "patch", "update"]
+# Add and remove the revocation finalizer of grants. Never a user's spec otherwise.
+- apiGroups: ["tailkeeper.io"]
+  resources: ["accessgrants"]
+  verbs: ["patch", "update"]
+# Tailscale credentials: read only the Secret an integration names; never list or watch Secrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# People directories held in ConfigMaps.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
+# Events on every change in Tailscale and every failure (a repeat is a PATCH).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
