@@ -35,7 +35,7 @@ TOOLS_DIR="${TAILKEEPER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tailkeeper/to
 log() { printf '[k8s-tools] %s\n' "$*" >&2; }
 die() { printf '[k8s-tools] ERROR: %s\n' "$*" >&2; exit 1; }
 
-command -v go >/dev/null 2>&1 || die "go is required (to build the tools) but not on PATH"
+need_go() { command -v go >/dev/null 2>&1 || die "go is required to build the tools but is not on PATH"; }
 
 mkdir -p "$TOOLS_DIR"
 exec 9>"$TOOLS_DIR/.lock"
@@ -67,6 +67,7 @@ have_all() { # dir bin...
 # --- kubernetes: kube-apiserver, kube-controller-manager, kubectl -----------------
 build_kubernetes() { # bins...
   local bins=("$@")
+  need_go
   local src="$TOOLS_DIR/src/kubernetes-$K8S_VERSION"
   mkdir -p "$src" "$K8S_OUT"
 
@@ -124,6 +125,7 @@ EOF
 
 # --- etcd ----------------------------------------------------------------------------
 build_etcd() {
+  need_go
   local src="$TOOLS_DIR/src/etcd-$ETCD_VERSION"
   mkdir -p "$src" "$ETCD_OUT"
   cat >"$src/go.mod" <<EOF
@@ -158,12 +160,13 @@ EOF
 }
 
 # --- go install'able tools --------------------------------------------------------------
-go_install() { # outdir binary pkg@version
-  local out=$1 bin=$2 pkg=$3
+go_install() { # outdir binary pkg@version [extra ldflags]
+  local out=$1 bin=$2 pkg=$3 extra=${4:-}
+  need_go
   mkdir -p "$out"
   log "go install $pkg"
   local start=$SECONDS
-  GOBIN="$out" go install -p "$GO_P" -trimpath -ldflags "-s -w" "$pkg" >&2
+  GOBIN="$out" go install -p "$GO_P" -trimpath -ldflags "-s -w $extra" "$pkg" >&2
   [[ -x "$out/$bin" ]] || die "go install $pkg did not produce $out/$bin"
   log "built $bin in $((SECONDS - start))s"
 }
@@ -210,9 +213,11 @@ else
 fi
 
 [[ -x "$HELM_OUT/helm" ]] && log "helm $HELM_VERSION: cached" \
-  || go_install "$HELM_OUT" helm "helm.sh/helm/v${HELM_VERSION:1:1}/cmd/helm@$HELM_VERSION"
+  || go_install "$HELM_OUT" helm "helm.sh/helm/v${HELM_VERSION:1:1}/cmd/helm@$HELM_VERSION" \
+       "-X helm.sh/helm/v${HELM_VERSION:1:1}/internal/version.version=$HELM_VERSION"
 [[ -x "$KUBECONFORM_OUT/kubeconform" ]] && log "kubeconform $KUBECONFORM_VERSION: cached" \
-  || go_install "$KUBECONFORM_OUT" kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  || go_install "$KUBECONFORM_OUT" kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
+       "-X main.version=$KUBECONFORM_VERSION"
 SRC[helm]="$HELM_OUT/helm"
 SRC[kubeconform]="$KUBECONFORM_OUT/kubeconform"
 

@@ -42,7 +42,11 @@ impl Operator {
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,tailkeeper=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("TAILKEEPER_TEST_LOG")
+                    .unwrap_or_else(|_| "info,tailkeeper=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -332,9 +336,26 @@ async fn examples_reach_ready_and_report_the_four_checks() {
     assert!(table.contains("CHECKS") && table.contains("1/4"), "{table}");
 
     // A check that fails publishes an Event, and the gauges are exported.
-    eventually("CheckFailed events", CONVERGE, || async {
-        (env.events("CheckFailed").await.len() >= 3).then_some(())
-    })
+    eventually(
+        "a CheckFailed event per failing check",
+        CONVERGE,
+        || async {
+            let messages: Vec<String> = env
+                .events("CheckFailed")
+                .await
+                .into_iter()
+                .filter_map(|e| e.message)
+                .collect();
+            [
+                "UserIdentified:",
+                "OffboardedAccessRemoved:",
+                "UserAccessValid:",
+            ]
+            .iter()
+            .all(|check| messages.iter().any(|m| m.starts_with(check)))
+            .then_some(())
+        },
+    )
     .await;
     let metrics = env.operator.metrics().await;
     assert!(

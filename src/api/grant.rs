@@ -47,7 +47,10 @@ pub struct AccessGrantSpec {
 
     /// How long the access lasts once active, for example `2h` (positive, at most 2160h).
     /// Immutable.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("duration must be positive and at most 2160h (90 days)"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("duration is immutable: create a new AccessGrant"))]
     pub duration: String,
@@ -58,6 +61,7 @@ pub struct AccessGrantSpec {
 
     /// The Kubernetes user who requested the grant. Must be the creator's own identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub requested_by: Option<String>,
 
     /// The approval, set by an approver listed in the AccessPolicy (never the requester).
@@ -68,10 +72,11 @@ pub struct AccessGrantSpec {
 /// The access a grant carries: exactly one field is set.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.group), has(self.role), has(self.rule), has(self.sshRule)].filter(x, x).size() == 1").message("set exactly one of access.group, access.role, access.rule or access.sshRule"))]
+#[x_kube(validation = Rule::new("[has(self.group), has(self.role), has(self.rule), has(self.sshRule), has(self.postureAttribute)].filter(x, x).size() == 1").message("set exactly one of access.group, access.role, access.rule, access.sshRule or access.postureAttribute"))]
 pub struct GrantAccess {
     /// Membership of a policy-file group listed as grantable, for example `group:prod-db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.startsWith('group:')").message("access.group must start with group:"))]
     pub group: Option<String>,
     /// A Tailscale role listed as grantable, for example `admin`.
@@ -79,10 +84,18 @@ pub struct GrantAccess {
     pub role: Option<super::TailscaleRole>,
     /// The name of a network rule template of the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub rule: Option<String>,
     /// The name of an SSH rule template of the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub ssh_rule: Option<String>,
+    /// The name of a posture attribute template of the policy: the attribute is set on each of
+    /// the user's devices with Tailscale's own expiry, so access ends on time even if the
+    /// operator is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub posture_attribute: Option<String>,
 }
 
 /// An approval of a grant.
@@ -90,10 +103,11 @@ pub struct GrantAccess {
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
     /// The approving Kubernetes user.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
     /// An optional comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub comment: Option<String>,
 }
 
@@ -144,13 +158,33 @@ pub struct AccessGrantStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedChange {
-    /// What kind of change: `GroupMembership`, `Role`, `Rule` or `SshRule`.
-    pub kind: String,
-    /// What was changed (a group name, a user ID, a rule marker).
+    /// What kind of change.
+    pub kind: ChangeKind,
+    /// What was changed: a group name, a policy-file section (`grants`, `acls`, `ssh`), a user
+    /// ID, or a device ID.
     pub target: String,
+    /// What was set: the member's login, the policy-file entry as JSON, the granted role, or the
+    /// attribute key and value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     /// The value before the change, where one existed (for example the previous role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
     /// Whether Tailkeeper added this access (false when it was already present and must be kept).
     pub owned: bool,
+}
+
+/// Kinds of change a grant makes in Tailscale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ChangeKind {
+    /// A member added to a policy-file group.
+    GroupMembership,
+    /// A Tailscale role change.
+    Role,
+    /// A `grants` or `acls` entry.
+    Rule,
+    /// An `ssh` entry.
+    SshRule,
+    /// A device posture attribute.
+    PostureAttribute,
 }

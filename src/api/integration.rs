@@ -53,6 +53,7 @@ pub struct TailscaleIntegrationSpec {
     /// Base URL of the Tailscale API. Defaults to Tailscale's; plain `http` is accepted only for a
     /// loopback address (a local simulator), so credentials never cross a network in clear text.
     #[serde(default = "default_api_url")]
+    #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))").message("apiUrl must be an https URL (plain http only for 127.0.0.1, localhost or ::1)"))]
     pub api_url: String,
 
@@ -62,14 +63,20 @@ pub struct TailscaleIntegrationSpec {
     /// How often the inventory is synced from Tailscale, as a duration between 10s and 24h
     /// (for example `5m`, the default).
     #[serde(default = "default_sync_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("syncInterval must be between 10s and 24h"))]
     pub sync_interval: String,
 
     /// How long before an API access token expires the `CredentialsExpiring` warning is raised
     /// (default `336h`, 14 days). Ignored for OAuth clients, which do not expire.
     #[serde(default = "default_expiry_warning")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1h') && duration(self) <= duration('2160h')").message("credentialExpiryWarning must be between 1h and 2160h (90 days)"))]
     pub credential_expiry_warning: String,
 }

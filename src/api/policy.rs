@@ -70,9 +70,22 @@ pub struct AccessPolicySpec {
     /// default `10m`). Changes to the policy, its ConfigMaps and the inventory trigger an
     /// evaluation at once.
     #[serde(default = "default_evaluation_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("evaluationInterval must be between 30s and 24h"))]
     pub evaluation_interval: String,
+
+    /// How long grants of this policy that ended (Expired, Revoked, Denied, Failed) are kept as
+    /// a record before they are deleted, for example `720h`. Unset keeps them until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("grantRetention must be at least 1m"))]
+    pub grant_retention: Option<String>,
 }
 
 /// The people directory: inline entries and/or ConfigMaps.
@@ -157,16 +170,49 @@ pub enum EnforcementMode {
 pub struct Grantable {
     /// Policy-file groups a grant may add its user to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub groups: Vec<GrantableGroup>,
     /// Tailscale roles a grant may raise its user to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub roles: Vec<GrantableRole>,
     /// Network rule templates (`grants` entries whose `src` is the user).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub rules: Vec<RuleTemplate>,
     /// SSH rule templates (`ssh` entries whose `src` is the user).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub ssh_rules: Vec<SshRuleTemplate>,
+    /// Device posture attributes set on the user's devices with Tailscale's own expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub posture_attributes: Vec<PostureAttributeTemplate>,
+}
+
+/// A device posture attribute a grant sets on each of the user's devices, with Tailscale's own
+/// expiry at the grant's end (fail-closed: access ends on time even if the operator is down).
+/// Policy-file postures such as `custom:jit-prod == true` then decide what it unlocks.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostureAttributeTemplate {
+    /// The template's name, referenced by grants.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The attribute key; custom attributes start with `custom:`.
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self.startsWith('custom:') && size(self) > 7").message("key must be a custom posture attribute such as custom:jit-prod"))]
+    pub key: String,
+    /// The value to set (a string; `true` is typical).
+    #[serde(default = "default_attribute_value")]
+    #[schemars(length(max = 256))]
+    pub value: String,
+    /// Terms of the grant.
+    pub terms: GrantTerms,
+}
+
+fn default_attribute_value() -> String {
+    "true".to_string()
 }
 
 /// Who may approve grants of an item.
@@ -175,9 +221,11 @@ pub struct Grantable {
 pub struct Approvers {
     /// Kubernetes user names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub users: Vec<String>,
     /// Kubernetes groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub groups: Vec<String>,
 }
 
@@ -186,7 +234,10 @@ pub struct Approvers {
 #[serde(rename_all = "camelCase")]
 pub struct GrantTerms {
     /// The longest duration a grant may ask for (for example `8h`).
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("maxDuration must be positive and at most 2160h (90 days)"))]
     pub max_duration: String,
     /// Whether a grant needs an approval before it becomes active (default true).
@@ -202,6 +253,7 @@ pub struct GrantTerms {
 #[serde(rename_all = "camelCase")]
 pub struct GrantableGroup {
     /// The group, for example `group:prod-db`.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.startsWith('group:') && size(self) > 6 && !self.contains('@')").message("group must be a policy-file group such as group:prod (SCIM groups with @ cannot be edited)"))]
     pub name: String,
     /// Terms of the grant.
@@ -238,10 +290,11 @@ pub struct RuleTemplate {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Destinations (`tag:prod`, `group:x`, hosts, IPs, `*`).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 253)))]
     pub dst: Vec<String>,
     /// Protocols and ports, for example `tcp:5432` or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
     pub ip: Vec<String>,
     /// Terms of the grant.
     pub terms: GrantTerms,
@@ -257,11 +310,11 @@ pub struct SshRuleTemplate {
     /// `accept` or `check`.
     pub action: SshAction,
     /// Destinations: tags or `autogroup:self` (never `*`).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new("self.all(d, d != '*')").message("ssh destinations must be tags or autogroup:self, never *"))]
     pub dst: Vec<String>,
     /// Host users the person may log in as (`root`, `autogroup:nonroot`, ...).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 64)))]
     pub users: Vec<String>,
     /// Terms of the grant.
     pub terms: GrantTerms,

@@ -13,6 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use super::writer::{BatchWindow, Writers};
 use crate::metrics::Metrics;
 use crate::tailscale::{self, User};
 
@@ -26,6 +27,8 @@ pub struct Settings {
     pub retry: tailscale::RetryPolicy,
     /// Timeout of one Tailscale request.
     pub request_timeout: Duration,
+    /// How the policy writer batches changes.
+    pub batch_window: BatchWindow,
 }
 
 impl Default for Settings {
@@ -33,6 +36,7 @@ impl Default for Settings {
         Self {
             retry: tailscale::RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
+            batch_window: BatchWindow::default(),
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// The policy writers, one per tailnet.
+    pub writers: Writers,
     inventories: RwLock<HashMap<Key, Arc<Inventory>>>,
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
 }
@@ -68,6 +74,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            writers: Writers::new(settings.batch_window),
             settings,
             inventories: RwLock::default(),
             tailscale: RwLock::default(),

@@ -3,14 +3,11 @@
 //!
 //! It only reads from Tailscale; it never changes anything there.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -19,6 +16,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
+use super::connection::{connect, ConnectError, Connection};
 use super::context::{key_of, Context, Inventory};
 use super::status::apply_status;
 use super::Error;
@@ -28,12 +26,7 @@ use crate::api::{
 };
 use crate::duration;
 use crate::metrics::IntegrationLabels;
-use crate::tailscale::{self, ClientConfig, Credentials, Secret as Credential, UserType};
-
-/// Secret keys.
-pub const API_TOKEN_KEY: &str = "apiToken";
-pub const CLIENT_ID_KEY: &str = "clientId";
-pub const CLIENT_SECRET_KEY: &str = "clientSecret";
+use crate::tailscale::{self, UserType};
 
 /// Why a sync did not happen.
 enum SyncError {
@@ -44,6 +37,15 @@ enum SyncError {
     },
     /// Tailscale refused or failed.
     Tailscale(tailscale::Error),
+}
+
+impl From<ConnectError> for SyncError {
+    fn from(e: ConnectError) -> Self {
+        SyncError::Config {
+            reason: e.reason,
+            message: e.message,
+        }
+    }
 }
 
 struct Synced {
@@ -137,30 +139,8 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
 }
 
 async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncError> {
-    let key = key_of(obj);
-    let (credentials, secret_version) = read_credentials(obj, ctx).await?;
+    let Connection { client, key_id, .. } = connect(obj, ctx).await?;
     let kind = obj.spec.credentials.kind;
-    let key_id = credentials.api_key_id();
-    let mut fingerprint = DefaultHasher::new();
-    (
-        &obj.spec.api_url,
-        &obj.spec.tailnet,
-        kind.to_string(),
-        &obj.spec.credentials.oauth_scopes,
-        secret_version,
-    )
-        .hash(&mut fingerprint);
-    let client = ctx
-        .tailscale_client(&key, fingerprint.finish(), || {
-            let mut config = ClientConfig::new(&obj.spec.api_url, &obj.spec.tailnet, credentials);
-            config.retry = ctx.settings.retry.clone();
-            config.request_timeout = ctx.settings.request_timeout;
-            tailscale::Client::new(config)
-        })
-        .map_err(|e| SyncError::Config {
-            reason: "InvalidSpec",
-            message: e.to_string(),
-        })?;
 
     let users = client
         .list_users(UserType::All)
@@ -195,72 +175,6 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
             expires_at: expires_at.map(Time),
         },
     })
-}
-
-/// Read the credentials from the integration's Secret, with errors that say what to fix.
-async fn read_credentials(
-    obj: &TailscaleIntegration,
-    ctx: &Context,
-) -> Result<(Credentials, String), SyncError> {
-    let ns = obj.namespace().unwrap_or_default();
-    let spec = &obj.spec.credentials;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = match secrets.get_opt(&spec.secret_name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err(SyncError::Config {
-                reason: "SecretNotFound",
-                message: format!(
-                    "Secret {ns}/{} does not exist: create it with the credentials",
-                    spec.secret_name
-                ),
-            })
-        }
-        Err(e) => {
-            return Err(SyncError::Config {
-                reason: "SecretUnreadable",
-                message: format!("cannot read Secret {ns}/{}: {e}", spec.secret_name),
-            })
-        }
-    };
-    let value = |k: &str| -> Result<String, SyncError> {
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|s| s.clone().into_bytes())
-            });
-        let text = bytes
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        if text.is_empty() {
-            Err(SyncError::Config {
-                reason: "SecretKeyMissing",
-                message: format!(
-                    "Secret {ns}/{} has no key {k:?}, which credentials of type {} need",
-                    spec.secret_name, spec.kind
-                ),
-            })
-        } else {
-            Ok(text)
-        }
-    };
-    let credentials = match spec.kind {
-        CredentialKind::ApiToken => Credentials::ApiToken(Credential::new(value(API_TOKEN_KEY)?)),
-        CredentialKind::OAuthClient => Credentials::OAuthClient {
-            client_id: value(CLIENT_ID_KEY)?,
-            client_secret: Credential::new(value(CLIENT_SECRET_KEY)?),
-            scopes: spec.oauth_scopes.clone().unwrap_or_default(),
-        },
-    };
-    Ok((credentials, secret.resource_version().unwrap_or_default()))
 }
 
 /// Raise or clear `CredentialsExpiring`; returns when to look again so the warning appears on

@@ -1,10 +1,13 @@
 //! The Kubernetes runtime: one reconciler per kind, wired to watches, with health, metrics and
 //! graceful shutdown. Reconcilers keep I/O thin and delegate decisions to the pure modules.
 
+mod connection;
 mod context;
+mod grant;
 mod integration;
 mod policy;
 mod status;
+mod writer;
 
 pub use context::{Context, Settings, FIELD_MANAGER};
 pub use policy::MAX_FAILING_USERS;
@@ -21,11 +24,11 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{predicates, watcher, Predicate, WatchStreamExt};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use crate::api::{find_condition, AccessGrant, AccessPolicy, TailscaleIntegration};
+use crate::api::{find_condition, AccessGrant, AccessPolicy, GrantPhase, TailscaleIntegration};
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
 use crate::server::{self, Health};
 
@@ -35,6 +38,8 @@ use crate::server::{self, Health};
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<kube::Error>>),
 }
 
 /// How the operator process runs.
@@ -171,14 +176,76 @@ pub async fn run(
             }
         });
 
-    // Ready once both caches hold the cluster's state.
+    // Grants: their spec (an approval), finalizers and deletion; their policy appearing or
+    // changing; and timers for the exact expiry instant.
+    let (grant_store, grant_writer) = reflector::store::<AccessGrant>();
+    let grants = watcher(
+        api::<AccessGrant>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(grant_writer)
+    .applied_objects()
+    .predicate_filter(spec_or_lifecycle, Default::default());
+    let policy_changes = watcher(
+        api::<AccessPolicy>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let by_policy = grant_store.clone();
+    let grant_controller = Controller::for_stream(grants, grant_store.clone())
+        .watches_stream(policy_changes, move |p: AccessPolicy| {
+            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            by_policy
+                .state()
+                .iter()
+                .filter(|g| {
+                    g.namespace().as_deref() == Some(ns.as_str()) && g.spec.policy_ref.name == name
+                })
+                .filter(|g| {
+                    matches!(
+                        g.status.as_ref().and_then(|s| s.phase),
+                        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)
+                    )
+                })
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| timed("grant", ctx.clone(), grant::reconcile(obj, ctx)),
+            error_policy::<AccessGrant>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "grant reconcile failed");
+            }
+        });
+
+    // Ready once every cache holds the cluster's state. Polled rather than awaited: a store's
+    // readiness signal wakes only its latest waiter, and the controllers wait on it too.
     let readiness = {
         let health = health.clone();
-        let (a, b) = (integration_store.clone(), policy_store.clone());
+        let (a, b, c) = (
+            integration_store.clone(),
+            policy_store.clone(),
+            grant_store.clone(),
+        );
         async move {
-            if a.wait_until_ready().await.is_ok() && b.wait_until_ready().await.is_ok() {
-                info!("caches synced; ready");
-                health.set_ready(true);
+            loop {
+                let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+                if ready(a.wait_until_ready().now_or_never())
+                    && ready(b.wait_until_ready().now_or_never())
+                    && ready(c.wait_until_ready().now_or_never())
+                {
+                    info!("caches synced; ready");
+                    health.set_ready(true);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
@@ -188,7 +255,7 @@ pub async fn run(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "tailkeeper started"
     );
-    tokio::join!(integration_controller, policy_controller);
+    tokio::join!(integration_controller, policy_controller, grant_controller);
     health.set_ready(false);
     match server.await {
         Ok(Ok(())) => {}
@@ -276,8 +343,13 @@ fn grant_phase(g: &AccessGrant) -> Option<u64> {
     Some(h.finish())
 }
 
-// Keep the Predicate trait in scope for `predicate_filter` with plain functions.
-#[allow(dead_code)]
-fn _predicate_is_implemented() -> impl Predicate<AccessGrant> {
-    grant_phase
+/// Grant changes the grant reconciler acts on: the spec (generation), finalizers (kube's
+/// finalizer helper waits for the event that adds its own) and deletion. Its own status writes
+/// are not among them.
+fn spec_or_lifecycle(g: &AccessGrant) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    g.metadata.generation.hash(&mut h);
+    g.metadata.finalizers.hash(&mut h);
+    g.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }

@@ -409,7 +409,9 @@ async fn announce_changes(
             obj,
             type_,
             reason,
-            "Evaluate",
+            // Events are aggregated by reason and action: naming the check in the action keeps
+            // each check's change an Event of its own.
+            &check.name,
             format!("{}: {}", check.name, check.message),
         )
         .await;

@@ -14,7 +14,7 @@ mod secret;
 mod users;
 
 pub use auth::Credentials;
-pub use devices::Device;
+pub use devices::{Device, PostureAttributes};
 pub use error::Error;
 pub use keys::Key;
 pub use policy_file::{PolicyFile, Validation};

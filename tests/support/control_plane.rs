@@ -88,7 +88,19 @@ impl ControlPlane {
     /// Panics (in every caller) when it cannot be started.
     pub async fn shared() -> &'static ControlPlane {
         let started = SHARED
-            .get_or_init(|| async { Self::start().await.map_err(|e| format!("{e:#}")) })
+            .get_or_init(|| async {
+                Self::start().await.map_err(|e| {
+                    let mut state = cleanup_state();
+                    for (_, child) in &mut state.children {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    match &state.dir {
+                        Some(dir) => format!("{e:?}\n(state and logs kept in {})", dir.display()),
+                        None => format!("{e:?}"),
+                    }
+                })
+            })
             .await;
         match started {
             Ok(cp) => cp,
@@ -203,6 +215,7 @@ impl ControlPlane {
     async fn start() -> anyhow::Result<ControlPlane> {
         install_exit_hooks();
         let bin_dir = tokio::task::spawn_blocking(locate_tools).await??;
+        let started = Instant::now();
         for b in ["etcd", "kube-apiserver", "kubectl"] {
             if !bin_dir.join(b).exists() {
                 bail!("{b} not found in {}", bin_dir.display());
@@ -224,8 +237,10 @@ impl ControlPlane {
         let (etcd_client, etcd_peer, apiserver_port) = (ports[0], ports[1], ports[2]);
 
         // Credentials.
-        let sa_key = dir.join("sa.key");
-        write_private(&sa_key, generate_sa_key()?.as_bytes())?;
+        let (sa_key, sa_pub) = (dir.join("sa.key"), dir.join("sa.pub"));
+        let (private_pem, public_pem) = generate_sa_key()?;
+        write_private(&sa_key, private_pem.as_bytes())?;
+        fs::write(&sa_pub, public_pem)?;
         let admin_token = random_hex(24);
         let user_tokens: BTreeMap<String, String> = TEST_USERS
             .iter()
@@ -281,7 +296,7 @@ impl ControlPlane {
             .arg(format!("--token-auth-file={}", token_file.display()))
             .arg("--authorization-mode=RBAC")
             .arg(format!("--service-account-issuer={SA_ISSUER}"))
-            .arg(format!("--service-account-key-file={}", sa_key.display()))
+            .arg(format!("--service-account-key-file={}", sa_pub.display()))
             .arg(format!(
                 "--service-account-signing-key-file={}",
                 sa_key.display()
@@ -324,9 +339,7 @@ impl ControlPlane {
         write_private(&cp.kubeconfig, admin_yaml.as_bytes())?;
 
         let client = cp.client_from_yaml(&admin_yaml).await?;
-        wait_ready(&client, &cp.logs[1].1)
-            .await
-            .with_context(|| format!("logs:\n{}", log_list(&cp.logs)))?;
+        wait_ready(&client, &cp.logs[1].1).await?;
 
         if cp.has_controller_manager {
             let mut kcm = Command::new(cp.bin_dir.join("kube-controller-manager"));
@@ -374,6 +387,11 @@ impl ControlPlane {
         }
 
         apply_crd_dir(&client).await.context("applying crds/")?;
+        eprintln!(
+            "test control plane: ready at {} in {:.1}s",
+            cp.server,
+            started.elapsed().as_secs_f64()
+        );
         Ok(cp)
     }
 
@@ -653,13 +671,6 @@ async fn wait_ready(client: &Client, log: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn log_list(logs: &[(&'static str, PathBuf)]) -> String {
-    logs.iter()
-        .map(|(n, p)| format!("  {n}: {}", p.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn log_tail(path: &Path, lines: usize) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
@@ -674,7 +685,10 @@ fn log_tail(path: &Path, lines: usize) -> String {
 // ---------------------------------------------------------------- manifests
 
 async fn apply_crd_dir(client: &Client) -> anyhow::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = match std::env::var_os("TAILKEEPER_TEST_CRDS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"),
+    };
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(());
     };
@@ -735,12 +749,21 @@ async fn apply_documents(
             &Patch::Apply(&value),
         )
         .await
+        .map_err(concise)
         .with_context(|| format!("apply {} {name}", tm.kind))?;
         if gvk.group == "apiextensions.k8s.io" && gvk.kind == "CustomResourceDefinition" {
             crds.push(name);
         }
     }
     Ok(crds)
+}
+
+/// kube's API errors print the whole Status twice; keep code, reason, message.
+fn concise(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.into(),
+    }
 }
 
 async fn wait_established(client: &Client, crds: &[String]) -> anyhow::Result<()> {
@@ -778,27 +801,45 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An ECDSA P-256 key (PKCS#8 PEM) for signing/verifying ServiceAccount tokens.
-fn generate_sa_key() -> anyhow::Result<String> {
-    use base64::Engine as _;
-    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-        &ECDSA_P256_SHA256_FIXED_SIGNING,
-        &ring::rand::SystemRandom::new(),
-    )
-    .map_err(|_| anyhow!("generate ECDSA key"))?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk)?);
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    Ok(pem)
+/// An ECDSA P-256 key pair for signing/verifying ServiceAccount tokens:
+/// (private key as PKCS#8 PEM, public key as SubjectPublicKeyInfo PEM).
+fn generate_sa_key() -> anyhow::Result<(String, String)> {
+    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow!("generate ECDSA key"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow!("parse generated ECDSA key"))?;
+    // SubjectPublicKeyInfo { id-ecPublicKey, prime256v1 } header, then the
+    // 65-byte uncompressed point.
+    const SPKI_P256_PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    let mut spki = SPKI_P256_PREFIX.to_vec();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    Ok((pem("PRIVATE KEY", pkcs8.as_ref()), pem("PUBLIC KEY", &spki)))
 }
 
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The CA certificate of kube-apiserver's self-signed `apiserver.crt`, which
+/// holds the serving certificate followed by its CA (`None` while incomplete).
 fn last_pem_block(pem: &str) -> Option<String> {
     const END: &str = "-----END CERTIFICATE-----";
+    if pem.matches(END).count() < 2 {
+        return None;
+    }
     let end = pem.rfind(END)? + END.len();
     let begin = pem[..end].rfind("-----BEGIN CERTIFICATE-----")?;
     Some(format!("{}\n", &pem[begin..end]))

@@ -1,0 +1,528 @@
+//! The policy writer: the only code that writes the policy file. One runs per tailnet
+//! (integration) and folds every pending change, from every grant, into one read-modify-write:
+//! GET the HuJSON with its ETag, apply the minimal edits for the desired state, POST with
+//! If-Match; on 412 re-read and re-apply. A file that cannot be parsed is never overwritten.
+//!
+//! The desired state is the union of the entries of every active grant. It is seeded from the
+//! grants' status (`status.applied`) when the writer starts, so a restart loses nothing, and is
+//! then kept current by the grant reconciler's requests. Ownership in the file itself is fenced
+//! by marker comments (see [`crate::policy_file`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::api::{AccessGrant, AccessPolicy, ChangeKind, GrantPhase, RuleTemplate};
+use crate::grants::rule_entries;
+use crate::policy_file::{self, Desired, PolicyFileError};
+use crate::tailscale;
+
+use super::context::Key;
+
+/// How long the writer waits for more requests after one arrives, and at most, before writing.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchWindow {
+    pub quiet: Duration,
+    pub max: Duration,
+}
+
+impl Default for BatchWindow {
+    fn default() -> Self {
+        Self {
+            quiet: Duration::from_millis(30),
+            max: Duration::from_millis(300),
+        }
+    }
+}
+
+/// The policy-file entries one grant contributes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Entries {
+    pub members: Vec<(String, String)>,
+    pub grants: Vec<Value>,
+    pub acls: Vec<Value>,
+    pub ssh: Vec<Value>,
+}
+
+impl Entries {
+    /// Entries recorded in a grant's status.
+    pub fn from_applied(grant: &AccessGrant) -> Entries {
+        let mut e = Entries::default();
+        for change in grant.status.iter().flat_map(|s| s.applied.iter()) {
+            let Some(value) = &change.value else { continue };
+            match change.kind {
+                ChangeKind::GroupMembership => {
+                    e.members.push((change.target.clone(), value.clone()))
+                }
+                ChangeKind::Rule | ChangeKind::SshRule => {
+                    if let Ok(v) = serde_json::from_str::<Value>(value) {
+                        match change.target.as_str() {
+                            "acls" => e.acls.push(v),
+                            "ssh" => e.ssh.push(v),
+                            _ => e.grants.push(v),
+                        }
+                    }
+                }
+                ChangeKind::Role | ChangeKind::PostureAttribute => {}
+            }
+        }
+        e
+    }
+
+    fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.grants.is_empty()
+            && self.acls.is_empty()
+            && self.ssh.is_empty()
+    }
+}
+
+/// What a grant asks of the policy file.
+#[derive(Clone, Debug)]
+pub enum Want {
+    /// Exactly these entries (a group membership, an ssh entry, or entries recorded earlier).
+    Entries(Entries),
+    /// A network rule template for a user: `grants` or legacy `acls` entries, whichever the
+    /// file uses, decided at write time.
+    Rule {
+        template: RuleTemplate,
+        login: String,
+    },
+}
+
+/// The writer's answer to a request.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The entries now in force for the grant (record them in its status).
+    pub entries: Entries,
+    /// Memberships that were already in the file without Tailkeeper (not owned by the grant).
+    pub already_present: Vec<(String, String)>,
+    /// Whether this round changed the file.
+    pub changed: bool,
+}
+
+/// Why a request could not be carried out.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Tailscale refused this grant's change (for example the policy's `tests` fail with it).
+    #[error("Tailscale refused the change: {0}")]
+    Rejected(String),
+    /// The policy file cannot be parsed: it is never overwritten; a person must fix it.
+    #[error("the policy file cannot be parsed, so Tailkeeper will not overwrite it: {0}")]
+    Unparsable(String),
+    /// Tailscale failed or could not be reached; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+struct Request {
+    grant: Key,
+    /// `None` drops the grant's entries.
+    want: Option<Want>,
+    reply: oneshot::Sender<Result<Written, WriteError>>,
+}
+
+/// A handle to one tailnet's writer task.
+#[derive(Clone)]
+pub struct PolicyWriter {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl PolicyWriter {
+    /// Ask that `grant`'s entries be in the file; resolves once they are (or cannot be).
+    pub async fn want(&self, grant: Key, want: Want) -> Result<Written, WriteError> {
+        self.request(grant, Some(want)).await
+    }
+
+    /// Ask that `grant`'s entries leave the file (those another active grant also wants stay).
+    pub async fn drop_grant(&self, grant: Key) -> Result<Written, WriteError> {
+        self.request(grant, None).await
+    }
+
+    async fn request(&self, grant: Key, want: Option<Want>) -> Result<Written, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { grant, want, reply })
+            .map_err(|_| WriteError::Unavailable("the policy writer stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(WriteError::Unavailable("the policy writer stopped".into())))
+    }
+}
+
+/// Counters of the writers' work, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub writes: std::sync::atomic::AtomicU64,
+    pub conflicts: std::sync::atomic::AtomicU64,
+    pub rounds: std::sync::atomic::AtomicU64,
+}
+
+/// The writers of every tailnet, created on first use.
+#[derive(Default)]
+pub struct Writers {
+    map: Mutex<HashMap<Key, (u64, PolicyWriter)>>,
+    pub stats: Arc<WriterStats>,
+    pub window: BatchWindow,
+}
+
+impl Writers {
+    pub fn new(window: BatchWindow) -> Self {
+        Self {
+            window,
+            ..Default::default()
+        }
+    }
+
+    /// The writer of an integration. A new Tailscale client (`fingerprint` changed) starts a new
+    /// writer, seeded afresh.
+    pub fn get(
+        &self,
+        kube: &kube::Client,
+        integration: &Key,
+        fingerprint: u64,
+        client: &tailscale::Client,
+    ) -> PolicyWriter {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((fp, w)) = map.get(integration) {
+            if *fp == fingerprint && !w.tx.is_closed() {
+                return w.clone();
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = WriterTask {
+            kube: kube.clone(),
+            integration: integration.clone(),
+            client: client.clone(),
+            wanted: None,
+            window: self.window,
+            stats: self.stats.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        let writer = PolicyWriter { tx };
+        map.insert(integration.clone(), (fingerprint, writer.clone()));
+        writer
+    }
+}
+
+struct WriterTask {
+    kube: kube::Client,
+    integration: Key,
+    client: tailscale::Client,
+    /// Entries of every active grant; `None` until seeded.
+    wanted: Option<BTreeMap<Key, Entries>>,
+    window: BatchWindow,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterTask {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let started = Instant::now();
+            // Fold whatever else arrives while requests keep coming, up to the window.
+            loop {
+                let left = self.window.max.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                match tokio::time::timeout(self.window.quiet.min(left), rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.flush(batch).await;
+        }
+    }
+
+    /// Seed the desired state from the grants' status: every Active, unexpired grant of a policy
+    /// of this integration contributes the entries it recorded.
+    async fn seed(&self) -> Result<BTreeMap<Key, Entries>, WriteError> {
+        let (ns, name) = &self.integration;
+        let policies: Api<AccessPolicy> = Api::namespaced(self.kube.clone(), ns);
+        let grants: Api<AccessGrant> = Api::namespaced(self.kube.clone(), ns);
+        let unavailable = |e: kube::Error| {
+            WriteError::Unavailable(format!("cannot list grants to seed the policy writer: {e}"))
+        };
+        let ours: BTreeSet<String> = policies
+            .list(&ListParams::default())
+            .await
+            .map_err(unavailable)?
+            .items
+            .into_iter()
+            .filter(|p| &p.spec.integration_ref.name == name)
+            .map(|p| p.name_any())
+            .collect();
+        let now = Timestamp::now();
+        let mut wanted = BTreeMap::new();
+        for g in grants
+            .list(&ListParams::default())
+            .await
+            .map_err(unavailable)?
+            .items
+        {
+            let Some(status) = &g.status else { continue };
+            let live = status.phase == Some(GrantPhase::Active)
+                && status.expires_at.as_ref().is_some_and(|t| t.0 > now)
+                && ours.contains(&g.spec.policy_ref.name);
+            if live {
+                let entries = Entries::from_applied(&g);
+                if !entries.is_empty() {
+                    wanted.insert((ns.clone(), g.name_any()), entries);
+                }
+            }
+        }
+        debug!(integration = %name, grants = wanted.len(), "policy writer seeded");
+        Ok(wanted)
+    }
+
+    async fn flush(&mut self, batch: Vec<Request>) {
+        self.stats
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.wanted.is_none() {
+            match self.seed().await {
+                Ok(w) => self.wanted = Some(w),
+                Err(e) => {
+                    for r in batch {
+                        let _ = r.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        let mut pending: Vec<Request> = batch;
+        let mut conflicts = 0;
+        loop {
+            let file = match self.client.get_policy_file().await {
+                Ok(f) => f,
+                Err(e) => return reply_all(pending, WriteError::Unavailable(e.to_string())),
+            };
+            let legacy = match policy_file::uses_legacy_acls(&file.text) {
+                Ok(l) => l,
+                Err(e) => return reply_all(pending, unparsable(e)),
+            };
+            // The grants of this round, resolved against the file's form.
+            let resolved: Vec<(Key, Option<Entries>)> = pending
+                .iter()
+                .map(|r| (r.grant.clone(), r.want.as_ref().map(|w| resolve(w, legacy))))
+                .collect();
+            let base = self.wanted.clone().unwrap_or_default();
+            let mut next = base.clone();
+            for (key, entries) in &resolved {
+                match entries {
+                    Some(e) => next.insert(key.clone(), e.clone()),
+                    None => next.remove(key),
+                };
+            }
+            let outcome = match policy_file::reconcile(&file.text, &desired(&next)) {
+                Ok(o) => o,
+                Err(e) => return reply_all(pending, unparsable(e)),
+            };
+            if !outcome.changed {
+                self.wanted = Some(next);
+                return self.reply_written(pending, resolved, outcome.already_present, false);
+            }
+            match self
+                .client
+                .set_policy_file(&outcome.text, Some(&file.etag))
+                .await
+            {
+                Ok(_) => {
+                    self.stats
+                        .writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
+                    self.wanted = Some(next);
+                    return self.reply_written(pending, resolved, outcome.already_present, true);
+                }
+                Err(e) if e.is_precondition_failed() && conflicts < 5 => {
+                    // Someone else wrote in between: re-read and re-apply.
+                    conflicts += 1;
+                    self.stats
+                        .conflicts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(
+                        conflicts,
+                        "policy file changed during the write; re-reading"
+                    );
+                }
+                Err(e) if e.status() == Some(400) => {
+                    // Find the grants whose change Tailscale refuses; fail those, keep the rest.
+                    let culprits = self.find_rejected(&file.text, &base, &resolved).await;
+                    if culprits.is_empty() {
+                        return reply_all(
+                            pending,
+                            WriteError::Unavailable(format!(
+                                "Tailscale refused the policy file: {}",
+                                e.tailscale_message()
+                            )),
+                        );
+                    }
+                    let mut kept = Vec::new();
+                    for r in pending {
+                        match culprits.iter().find(|(k, _)| *k == r.grant) {
+                            Some((_, message)) => {
+                                let _ = r.reply.send(Err(WriteError::Rejected(message.clone())));
+                            }
+                            None => kept.push(r),
+                        }
+                    }
+                    if kept.is_empty() {
+                        return;
+                    }
+                    pending = kept;
+                }
+                Err(e) => return reply_all(pending, WriteError::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    /// Validate each added grant alone on top of the current state; those Tailscale refuses are
+    /// the culprits, with Tailscale's message.
+    async fn find_rejected(
+        &self,
+        text: &str,
+        base: &BTreeMap<Key, Entries>,
+        resolved: &[(Key, Option<Entries>)],
+    ) -> Vec<(Key, String)> {
+        let mut culprits = Vec::new();
+        for (key, entries) in resolved {
+            let Some(entries) = entries else { continue };
+            let mut alone = base.clone();
+            alone.insert(key.clone(), entries.clone());
+            let Ok(candidate) = policy_file::reconcile(text, &desired(&alone)) else {
+                continue;
+            };
+            if !candidate.changed {
+                continue;
+            }
+            match self.client.validate_policy_file(&candidate.text).await {
+                Ok(v) if !v.is_valid() => culprits.push((key.clone(), validation_message(&v))),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot validate a candidate policy file"),
+            }
+        }
+        culprits
+    }
+
+    fn reply_written(
+        &self,
+        pending: Vec<Request>,
+        resolved: Vec<(Key, Option<Entries>)>,
+        already: Vec<(String, String)>,
+        changed: bool,
+    ) {
+        for (r, (_, entries)) in pending.into_iter().zip(resolved) {
+            let entries = entries.unwrap_or_default();
+            let already_present = already
+                .iter()
+                .filter(|m| {
+                    entries
+                        .members
+                        .iter()
+                        .any(|e| e.0 == m.0 && e.1.eq_ignore_ascii_case(&m.1))
+                })
+                .cloned()
+                .collect();
+            let _ = r.reply.send(Ok(Written {
+                entries,
+                already_present,
+                changed,
+            }));
+        }
+    }
+}
+
+fn resolve(want: &Want, legacy: bool) -> Entries {
+    match want {
+        Want::Entries(e) => e.clone(),
+        Want::Rule { template, login } => {
+            let values = rule_entries(template, login, legacy);
+            if legacy {
+                Entries {
+                    acls: values,
+                    ..Default::default()
+                }
+            } else {
+                Entries {
+                    grants: values,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+}
+
+fn desired(wanted: &BTreeMap<Key, Entries>) -> Desired {
+    let mut d = Desired::default();
+    for e in wanted.values() {
+        d.members.extend(e.members.iter().cloned());
+        for v in &e.grants {
+            if !d.grants.contains(v) {
+                d.grants.push(v.clone());
+            }
+        }
+        for v in &e.acls {
+            if !d.acls.contains(v) {
+                d.acls.push(v.clone());
+            }
+        }
+        for v in &e.ssh {
+            if !d.ssh.contains(v) {
+                d.ssh.push(v.clone());
+            }
+        }
+    }
+    d
+}
+
+fn reply_all(pending: Vec<Request>, error: WriteError) {
+    for r in pending {
+        let _ = r.reply.send(Err(error.clone()));
+    }
+}
+
+fn unparsable(e: PolicyFileError) -> WriteError {
+    match e {
+        e @ PolicyFileError::Parse { .. } => WriteError::Unparsable(e.to_string()),
+        other => WriteError::Rejected(other.to_string()),
+    }
+}
+
+/// Tailscale's validation message with the failing tests' errors.
+fn validation_message(v: &tailscale::Validation) -> String {
+    let mut parts = Vec::new();
+    if !v.message.is_empty() {
+        parts.push(v.message.clone());
+    }
+    if let Some(Value::Array(items)) = &v.data {
+        for item in items {
+            let user = item.get("user").and_then(Value::as_str).unwrap_or("");
+            for err in item
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(err) = err.as_str() {
+                    parts.push(if user.is_empty() {
+                        err.to_string()
+                    } else {
+                        format!("{user}: {err}")
+                    });
+                }
+            }
+        }
+    }
+    parts.join("; ")
+}

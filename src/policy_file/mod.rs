@@ -1,0 +1,582 @@
+//! Computing minimal, ownership-fenced edits to the tailnet policy file (HuJSON).
+//!
+//! This module must never do I/O (no network, no clock, no async) and never touch content it
+//! does not own: everything outside the spans it inserts, comments and formatting included,
+//! stays byte for byte as it was, and a file that does not parse is never rewritten.
+//!
+//! # Ownership
+//! Everything Tailkeeper adds carries the block comment `/* tailkeeper */` right after it (after
+//! its comma in one-item-per-line layouts). A marker belongs to the item immediately before it,
+//! with only whitespace and at most a comma in between (so a marker a human pushed onto the next
+//! line still counts, and one behind another comment does not). A group or section Tailkeeper
+//! created is marked too, and goes away once it holds no items and none are wanted. Ownership
+//! is read from the file alone, so it survives operator restarts, and unmarked items (a human's
+//! static memberships and rules) are never modified or removed: a person who was in a group
+//! before a grant keeps that membership when the grant lapses.
+//!
+//! # Layout
+//! Items are inserted at the start of their container (so a human's trailing comments never
+//! move), in the container's own layout, and removing an item deletes exactly the span its
+//! insertion added. Adding and removing in any order therefore leads back to the original bytes.
+//! Where a human reshaped the surroundings, removal takes the item, its marker and one adjacent
+//! comma (and the line, if nothing else is left on it), which always leaves a valid file.
+
+mod edit;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde_json::Value as Json;
+
+use edit::{insert_first, remove_item, Edit};
+use scan::{Container, Value};
+
+/// What the active grants want the policy file to contain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// (group, login) memberships wanted by active grants, e.g. ("group:prod", "alice@example.com").
+    pub members: BTreeSet<(String, String)>,
+    /// Whole entries wanted in the `grants` section.
+    pub grants: Vec<Json>,
+    /// Whole entries wanted in the `ssh` section.
+    pub ssh: Vec<Json>,
+    /// Whole entries wanted in the legacy `acls` section.
+    pub acls: Vec<Json>,
+}
+
+impl Desired {
+    fn rules(&self, section: RuleSection) -> &[Json] {
+        match section {
+            RuleSection::Grants => &self.grants,
+            RuleSection::Ssh => &self.ssh,
+            RuleSection::Acls => &self.acls,
+        }
+    }
+}
+
+/// The result of [`reconcile`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The new file (equal to the input when nothing changes).
+    pub text: String,
+    pub changed: bool,
+    /// Wanted memberships that are present without a marker: a human's static membership,
+    /// which Tailkeeper does not own and will never remove.
+    pub already_present: Vec<(String, String)>,
+    /// Members (`group:x: login`) and rules (`grants: {...}`) added by this call.
+    pub added: Vec<String>,
+    /// Members and rules removed by this call.
+    pub removed: Vec<String>,
+}
+
+/// What Tailkeeper currently owns in a file: the marked members and entries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Managed {
+    /// (group, login) as written in the file.
+    pub members: BTreeSet<(String, String)>,
+    pub grants: Vec<Json>,
+    pub ssh: Vec<Json>,
+    pub acls: Vec<Json>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyFileError {
+    /// The file is not valid HuJSON; it must not be rewritten.
+    #[error("the policy file does not parse: line {line}, column {column}: {message}")]
+    Parse {
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        message: String,
+    },
+    #[error("group {group} is provisioned by SCIM (group:name@domain) and cannot be edited in the policy file")]
+    ScimGroup { group: String },
+    #[error("{group:?} is not a policy-file group name (expected \"group:<name>\")")]
+    InvalidGroupName { group: String },
+    /// The file parses but has a shape Tailkeeper cannot edit safely (e.g. `groups` is not an
+    /// object, or a section appears twice).
+    #[error("cannot edit the policy file: {0}")]
+    Unsupported(String),
+    /// A bug in the editor; the input is left alone.
+    #[error("internal error while editing the policy file: {0}")]
+    Internal(String),
+}
+
+/// Edits `text` so that it contains exactly the wanted owned items, touching nothing else.
+///
+/// Idempotent: reconciling the output again with the same `desired` changes nothing.
+pub fn reconcile(text: &str, desired: &Desired) -> Result<Outcome, PolicyFileError> {
+    for (group, _) in &desired.members {
+        check_group_name(group)?;
+    }
+    scan::parse(text)?;
+
+    let mut current = text.to_string();
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    // Each step removes an owned item or adds a wanted one, so the loop ends; the bound only
+    // turns a bug into an error instead of a hang.
+    let wanted_count: usize = desired.members.len()
+        + RuleSection::ALL
+            .iter()
+            .map(|section| desired.rules(*section).len())
+            .sum::<usize>();
+    let step_limit = text.matches("tailkeeper").count() + 3 * wanted_count + 8;
+    for _ in 0..step_limit {
+        let root = scan::parse(&current).map_err(|error| {
+            PolicyFileError::Internal(format!("an edit produced an unparsable file: {error}"))
+        })?;
+        let Some(step) = next_step(&current, &root, desired)? else {
+            let already_present = already_present(&current, &root, desired)?;
+            return Ok(Outcome {
+                changed: current != text,
+                text: current,
+                already_present,
+                added,
+                removed,
+            });
+        };
+        current = edit::apply(&current, step.edits);
+        match step.change {
+            Some(Change::Added(entry)) => added.push(entry),
+            Some(Change::Removed(entry)) => removed.push(entry),
+            None => {}
+        }
+    }
+    Err(PolicyFileError::Internal(
+        "edits did not converge".to_string(),
+    ))
+}
+
+/// What Tailkeeper currently owns in `text` (marked members and entries).
+pub fn managed(text: &str) -> Result<Managed, PolicyFileError> {
+    let root_value = scan::parse(text)?;
+    let root = root_object(&root_value)?;
+    let mut owned = Managed::default();
+    if let Some(groups) =
+        find_section(root, "groups")?.and_then(|i| root.items[i].value.as_object())
+    {
+        for group in &groups.items {
+            let (Some(key), Some(members)) = (&group.key, group.value.as_array()) else {
+                continue;
+            };
+            for member in members
+                .items
+                .iter()
+                .filter(|member| member.marker.is_some())
+            {
+                if let Some(login) = member.value.as_str(text) {
+                    owned.members.insert((key.name.clone(), login));
+                }
+            }
+        }
+    }
+    for section in RuleSection::ALL {
+        let Some(entries) =
+            find_section(root, section.name())?.and_then(|i| root.items[i].value.as_array())
+        else {
+            continue;
+        };
+        let owned_entries = entries
+            .items
+            .iter()
+            .filter(|entry| entry.marker.is_some())
+            .filter_map(|entry| entry.value.to_json(text));
+        match section {
+            RuleSection::Grants => owned.grants.extend(owned_entries),
+            RuleSection::Ssh => owned.ssh.extend(owned_entries),
+            RuleSection::Acls => owned.acls.extend(owned_entries),
+        }
+    }
+    Ok(owned)
+}
+
+/// True when the file has an `acls` section and no `grants` section, so new rules belong in the
+/// legacy `acls` form.
+pub fn uses_legacy_acls(text: &str) -> Result<bool, PolicyFileError> {
+    let root_value = scan::parse(text)?;
+    let root = root_object(&root_value)?;
+    Ok(find_section(root, "acls")?.is_some() && find_section(root, "grants")?.is_none())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RuleSection {
+    Grants,
+    Ssh,
+    Acls,
+}
+
+impl RuleSection {
+    const ALL: [RuleSection; 3] = [RuleSection::Grants, RuleSection::Ssh, RuleSection::Acls];
+
+    fn name(self) -> &'static str {
+        match self {
+            RuleSection::Grants => "grants",
+            RuleSection::Ssh => "ssh",
+            RuleSection::Acls => "acls",
+        }
+    }
+}
+
+enum Change {
+    Added(String),
+    Removed(String),
+}
+
+/// One edit of the convergence loop, applied before the file is read again.
+struct Step {
+    edits: Vec<Edit>,
+    change: Option<Change>,
+}
+
+impl Step {
+    fn plain(edits: Vec<Edit>) -> Self {
+        Step {
+            edits,
+            change: None,
+        }
+    }
+}
+
+fn check_group_name(group: &str) -> Result<(), PolicyFileError> {
+    let Some(name) = group.strip_prefix("group:").filter(|name| !name.is_empty()) else {
+        return Err(PolicyFileError::InvalidGroupName {
+            group: group.to_string(),
+        });
+    };
+    if name.contains('@') {
+        return Err(PolicyFileError::ScimGroup {
+            group: group.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Removals first (so a container emptied now is seen as empty), then additions; each call
+/// returns the first edit still needed, or `None` when the file is as wanted.
+fn next_step(
+    text: &str,
+    root_value: &Value,
+    desired: &Desired,
+) -> Result<Option<Step>, PolicyFileError> {
+    let root = root_object(root_value)?;
+    let groups_index = find_section(root, "groups")?;
+    if let Some(step) = remove_unwanted_members(text, root, groups_index, desired)? {
+        return Ok(Some(step));
+    }
+    for section in RuleSection::ALL {
+        if let Some(step) = remove_unwanted_rules(text, root, section, desired)? {
+            return Ok(Some(step));
+        }
+    }
+    if let Some(step) = add_wanted_members(text, root, groups_index, desired)? {
+        return Ok(Some(step));
+    }
+    for section in RuleSection::ALL {
+        if let Some(step) = add_wanted_rules(text, root, section, desired)? {
+            return Ok(Some(step));
+        }
+    }
+    Ok(None)
+}
+
+fn root_object(root: &Value) -> Result<&Container, PolicyFileError> {
+    root.as_object()
+        .ok_or_else(|| PolicyFileError::Unsupported("the policy file is not a JSON object".into()))
+}
+
+/// The index of the top-level property `name`, found case-insensitively (`ACLs`, `Groups`).
+fn find_section(root: &Container, name: &str) -> Result<Option<usize>, PolicyFileError> {
+    let mut found = root.items.iter().enumerate().filter(|(_, item)| {
+        item.key
+            .as_ref()
+            .is_some_and(|key| key.name.eq_ignore_ascii_case(name))
+    });
+    let first = found.next().map(|(index, _)| index);
+    if found.next().is_some() {
+        return Err(PolicyFileError::Unsupported(format!(
+            "the {name} section appears more than once"
+        )));
+    }
+    Ok(first)
+}
+
+/// The index of the group named `group`: an exact match, else a case-insensitive one.
+fn find_group(groups: &Container, group: &str) -> Result<Option<usize>, PolicyFileError> {
+    let key_of = |index: usize| {
+        groups.items[index]
+            .key
+            .as_ref()
+            .map(|key| key.name.as_str())
+    };
+    let exact: Vec<usize> = (0..groups.items.len())
+        .filter(|index| key_of(*index) == Some(group))
+        .collect();
+    match exact.as_slice() {
+        [index] => return Ok(Some(*index)),
+        [] => {}
+        _ => {
+            return Err(PolicyFileError::Unsupported(format!(
+                "group {group} is defined more than once"
+            )))
+        }
+    }
+    let lowered = group.to_lowercase();
+    Ok((0..groups.items.len())
+        .find(|index| key_of(*index).is_some_and(|key| key.to_lowercase() == lowered)))
+}
+
+fn same_login(left: &str, right: &str) -> bool {
+    left.to_lowercase() == right.to_lowercase()
+}
+
+fn remove_unwanted_members(
+    text: &str,
+    root: &Container,
+    groups_index: Option<usize>,
+    desired: &Desired,
+) -> Result<Option<Step>, PolicyFileError> {
+    let Some(groups_index) = groups_index else {
+        return Ok(None);
+    };
+    let section = &root.items[groups_index];
+    let Some(groups) = section.value.as_object() else {
+        // Nothing of ours can be inside; an edit that needs it reports the problem.
+        return Ok(None);
+    };
+    // Which file group each wanted group resolves to, so that ownership is judged per group.
+    let mut wanted_by_group: Vec<Vec<String>> = vec![Vec::new(); groups.items.len()];
+    for (group, login) in &desired.members {
+        if let Some(index) = find_group(groups, group)? {
+            wanted_by_group[index].push(login.to_lowercase());
+        }
+    }
+
+    for (group_index, group) in groups.items.iter().enumerate() {
+        let Some(members) = group.value.as_array() else {
+            continue;
+        };
+        let group_name = group.key.as_ref().map_or("", |key| key.name.as_str());
+        let mut kept = HashSet::new();
+        for (member_index, member) in members.items.iter().enumerate() {
+            if member.marker.is_none() {
+                continue;
+            }
+            let login = member.value.as_str(text);
+            let keep = login.as_ref().is_some_and(|login| {
+                let login = login.to_lowercase();
+                // A duplicate of an owned member is dropped: one is enough.
+                wanted_by_group[group_index].contains(&login) && kept.insert(login)
+            });
+            if !keep {
+                let shown = login.unwrap_or_else(|| {
+                    text[member.value.span.start..member.value.span.end].to_string()
+                });
+                return Ok(Some(Step {
+                    edits: remove_item(text, members, member_index),
+                    change: Some(Change::Removed(format!("{group_name}: {shown}"))),
+                }));
+            }
+        }
+    }
+
+    // A group Tailkeeper created goes away once no member is left in it and none is wanted;
+    // a comment a human left inside it goes with it, like one inside an owned rule.
+    for (group_index, group) in groups.items.iter().enumerate() {
+        let emptied = group
+            .value
+            .as_array()
+            .is_some_and(|members| members.items.is_empty());
+        if group.marker.is_some() && emptied && wanted_by_group[group_index].is_empty() {
+            return Ok(Some(Step::plain(remove_item(text, groups, group_index))));
+        }
+    }
+    if section.marker.is_some() && groups.items.is_empty() && desired.members.is_empty() {
+        return Ok(Some(Step::plain(remove_item(text, root, groups_index))));
+    }
+    Ok(None)
+}
+
+fn remove_unwanted_rules(
+    text: &str,
+    root: &Container,
+    section: RuleSection,
+    desired: &Desired,
+) -> Result<Option<Step>, PolicyFileError> {
+    let Some(section_index) = find_section(root, section.name())? else {
+        return Ok(None);
+    };
+    let section_item = &root.items[section_index];
+    let Some(entries) = section_item.value.as_array() else {
+        return Ok(None);
+    };
+    let wanted = dedup(desired.rules(section));
+    let mut matched = vec![false; wanted.len()];
+    for (entry_index, entry) in entries.items.iter().enumerate() {
+        if entry.marker.is_none() {
+            continue;
+        }
+        let value = entry.value.to_json(text);
+        let slot = value.as_ref().and_then(|value| {
+            (0..wanted.len()).find(|slot| !matched[*slot] && wanted[*slot] == value)
+        });
+        match slot {
+            Some(slot) => matched[slot] = true,
+            None => {
+                let shown = value.as_ref().map_or_else(
+                    || text[entry.value.span.start..entry.value.span.end].to_string(),
+                    compact_json,
+                );
+                return Ok(Some(Step {
+                    edits: remove_item(text, entries, entry_index),
+                    change: Some(Change::Removed(format!("{}: {shown}", section.name()))),
+                }));
+            }
+        }
+    }
+    if section_item.marker.is_some() && entries.items.is_empty() && wanted.is_empty() {
+        return Ok(Some(Step::plain(remove_item(text, root, section_index))));
+    }
+    Ok(None)
+}
+
+fn add_wanted_members(
+    text: &str,
+    root: &Container,
+    groups_index: Option<usize>,
+    desired: &Desired,
+) -> Result<Option<Step>, PolicyFileError> {
+    for (group, login) in &desired.members {
+        let Some(groups_index) = groups_index else {
+            let section = format!("{}: {{}}", json_string("groups"));
+            return Ok(Some(Step::plain(vec![insert_first(text, root, &section)])));
+        };
+        let groups = root.items[groups_index].value.as_object().ok_or_else(|| {
+            PolicyFileError::Unsupported("the groups section is not an object".into())
+        })?;
+        let Some(group_index) = find_group(groups, group)? else {
+            let property = format!("{}: []", json_string(group));
+            return Ok(Some(Step::plain(vec![insert_first(
+                text, groups, &property,
+            )])));
+        };
+        let members = groups.items[group_index].value.as_array().ok_or_else(|| {
+            PolicyFileError::Unsupported(format!("group {group} is not a list of members"))
+        })?;
+        let present = members.items.iter().any(|member| {
+            member
+                .value
+                .as_str(text)
+                .is_some_and(|member| same_login(&member, login))
+        });
+        if !present {
+            return Ok(Some(Step {
+                edits: vec![insert_first(text, members, &json_string(login))],
+                change: Some(Change::Added(format!("{group}: {login}"))),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn add_wanted_rules(
+    text: &str,
+    root: &Container,
+    section: RuleSection,
+    desired: &Desired,
+) -> Result<Option<Step>, PolicyFileError> {
+    let wanted = dedup(desired.rules(section));
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let Some(section_index) = find_section(root, section.name())? else {
+        let property = format!("{}: []", json_string(section.name()));
+        return Ok(Some(Step::plain(vec![insert_first(text, root, &property)])));
+    };
+    let entries = root.items[section_index].value.as_array().ok_or_else(|| {
+        PolicyFileError::Unsupported(format!("the {} section is not a list", section.name()))
+    })?;
+    let present: Vec<Option<Json>> = entries
+        .items
+        .iter()
+        .map(|entry| entry.value.to_json(text))
+        .collect();
+    for rule in wanted {
+        if !present.iter().any(|entry| entry.as_ref() == Some(rule)) {
+            let rendered = compact_json(rule);
+            return Ok(Some(Step {
+                edits: vec![insert_first(text, entries, &rendered)],
+                change: Some(Change::Added(format!("{}: {rendered}", section.name()))),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Wanted memberships that the file holds without a marker.
+fn already_present(
+    text: &str,
+    root_value: &Value,
+    desired: &Desired,
+) -> Result<Vec<(String, String)>, PolicyFileError> {
+    let root = root_object(root_value)?;
+    let Some(groups) = find_section(root, "groups")?.and_then(|i| root.items[i].value.as_object())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut present = Vec::new();
+    for (group, login) in &desired.members {
+        let Some(members) =
+            find_group(groups, group)?.and_then(|i| groups.items[i].value.as_array())
+        else {
+            continue;
+        };
+        let static_member = members.items.iter().any(|member| {
+            member.marker.is_none()
+                && member
+                    .value
+                    .as_str(text)
+                    .is_some_and(|member| same_login(&member, login))
+        });
+        if static_member {
+            present.push((group.clone(), login.clone()));
+        }
+    }
+    Ok(present)
+}
+
+/// Wanted values with repeats dropped (two grants wanting the same rule need one entry).
+fn dedup(values: &[Json]) -> Vec<&Json> {
+    let mut unique: Vec<&Json> = Vec::new();
+    for value in values {
+        if !unique.contains(&value) {
+            unique.push(value);
+        }
+    }
+    unique
+}
+
+fn json_string(text: &str) -> String {
+    Json::String(text.to_string()).to_string()
+}
+
+/// One-line JSON with `", "` and `": "` separators, keys in the value's own order.
+fn compact_json(value: &Json) -> String {
+    match value {
+        Json::Array(items) => {
+            let items: Vec<String> = items.iter().map(compact_json).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Json::Object(map) => {
+            let properties: Vec<String> = map
+                .iter()
+                .map(|(key, value)| format!("{}: {}", json_string(key), compact_json(value)))
+                .collect();
+            format!("{{{}}}", properties.join(", "))
+        }
+        scalar => scalar.to_string(),
+    }
+}
