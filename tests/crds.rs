@@ -22,7 +22,7 @@ fn schema_carries_the_cel_rules() {
         "duration(self) >= duration('10s') && duration(self) <= duration('24h')",
         "duration(self) > duration('0s') && duration(self) <= duration('2160h')",
         // exactly one kind of access per grant
-        "[has(self.group), has(self.role), has(self.rule), has(self.sshRule)].filter(x, x).size() == 1",
+        "[has(self.group), has(self.role), has(self.rule), has(self.sshRule), has(self.postureAttribute)].filter(x, x).size() == 1",
         // e-mail-like login names
         "self.matches('^[^@\\\\s]+@[^@\\\\s]+$')",
         // immutable fields stay immutable

@@ -4,5 +4,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod control_plane;
+pub mod operator;
 
 pub use control_plane::{ControlPlane, TEST_USERS};

@@ -1,0 +1,785 @@
+//! Just-in-time grants end to end: the operator (under the chart's RBAC) applies AccessGrants to
+//! the simulated tailnet and takes them away on time, with the chart's admission policies
+//! enforcing who requests and who approves. Each invariant of the design has a test here.
+
+mod support;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use support::operator::{eventually, install_admission_policies, Env, Operator, CONVERGE};
+use tailkeeper::api::{AccessGrant, ChangeKind, GrantPhase};
+use tailscale_sim::{SimConfig, SimDevice, SimUser, Simulator};
+
+/// A hand-kept policy file: comments, tabs, trailing commas, a static member of group:prod.
+const POLICY_FILE: &str = "// Example Corp tailnet policy. Kept by hand.
+{
+\t// Teams.
+\t\"groups\": {
+\t\t\"group:prod\":   [\"bob@example.com\"], // bob is on the prod rota for good
+\t\t\"group:oncall\": [],
+\t},
+
+\t/* Network access. */
+\t\"grants\": [
+\t\t{\"src\": [\"group:prod\"], \"dst\": [\"tag:prod\"], \"ip\": [\"*\"]},
+\t],
+
+\t\"ssh\": [
+\t\t{\"action\": \"check\", \"src\": [\"group:prod\"], \"dst\": [\"tag:prod\"], \"users\": [\"root\"]}, // break-glass
+\t],
+
+\t// Tailscale refuses any write that breaks these.
+\t\"tests\": [
+\t\t{\"src\": \"mallory@example.com\", \"deny\": [\"tag:db:5432\"]},
+\t],
+}
+";
+
+const POLICY: &str = r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {name: jit}
+spec:
+  integrationRef: {name: tailnet}
+  directory:
+    people:
+      - {loginNames: [alice@example.com], orgRole: engineer}
+      - {loginNames: [bob@example.com], orgRole: engineer}
+      - {loginNames: [mallory@example.com], orgRole: engineer}
+  roles:
+    - {orgRole: engineer, tailscaleRoles: [member]}
+  grantable:
+    groups:
+      - {name: "group:prod", terms: {maxDuration: 1h, approvalRequired: false}}
+      - name: "group:oncall"
+        terms: {maxDuration: 8h, approvalRequired: true, approvers: {groups: [approvers]}}
+    roles:
+      - {role: admin, terms: {maxDuration: 1h, approvalRequired: false}}
+    rules:
+      - {name: db, dst: ["tag:db"], ip: ["tcp:5432"], terms: {maxDuration: 1h, approvalRequired: false}}
+    sshRules:
+      - {name: prod-shell, action: accept, dst: ["tag:prod"], users: [ubuntu], terms: {maxDuration: 1h, approvalRequired: false}}
+    postureAttributes:
+      - {name: jit-prod, key: "custom:jit-prod", value: "true", terms: {maxDuration: 1h, approvalRequired: false}}
+"#;
+
+/// RBAC for the test users: anyone authenticated may create, approve and delete grants here;
+/// the admission policies, not RBAC, decide who may approve.
+const USERS_RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: grant-users}
+rules:
+  - apiGroups: [tailkeeper.io]
+    resources: [accessgrants]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: grant-users}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
+"#;
+
+async fn tailnet(policy_file: &str) -> Simulator {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    sim.add_user(SimUser::member("bob@example.com", "member", "active"));
+    sim.add_user(SimUser::member("mallory@example.com", "member", "active"));
+    sim.add_device(SimDevice {
+        name: "alice-laptop".into(),
+        user: "alice@example.com".into(),
+        ..Default::default()
+    });
+    sim.set_policy_as_human(policy_file);
+    sim
+}
+
+async fn setup(prefix: &str, policy_file: &str) -> Env {
+    let sim = tailnet(policy_file).await;
+    let env = Env::new(prefix, sim).await;
+    install_admission_policies(env.cp).await;
+    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: tailnet-token}}
+stringData: {{apiToken: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: tailnet}}
+spec:
+  apiUrl: {}
+  credentials: {{type: APIToken, secretName: tailnet-token}}
+---
+{POLICY}
+---
+{USERS_RBAC}
+"#,
+        key.key,
+        env.sim.url()
+    ))
+    .await;
+    env.integration_condition("tailnet", "Ready", "True").await;
+    env
+}
+
+fn grant(name: &str, user: &str, access: Value, duration: &str, requested_by: &str) -> AccessGrant {
+    serde_json::from_value(json!({
+        "apiVersion": "tailkeeper.io/v1alpha1",
+        "kind": "AccessGrant",
+        "metadata": {"name": name},
+        "spec": {"policyRef": {"name": "jit"}, "user": user, "access": access, "duration": duration,
+                 "reason": "incident 4711", "requestedBy": requested_by}
+    }))
+    .expect("grant")
+}
+
+/// Create a grant as a test user (the requester is that user, as the admission policy demands).
+async fn request(env: &Env, as_user: &str, g: AccessGrant) -> Result<AccessGrant, kube::Error> {
+    let client: Client = env.cp.client_as(as_user).await;
+    Api::<AccessGrant>::namespaced(client, &env.ns)
+        .create(&PostParams::default(), &g)
+        .await
+}
+
+async fn approve(
+    env: &Env,
+    as_user: &str,
+    name: &str,
+    approved_by: &str,
+) -> Result<AccessGrant, kube::Error> {
+    let client: Client = env.cp.client_as(as_user).await;
+    let patch = json!({"spec": {"approval": {"approvedBy": approved_by}}});
+    Api::<AccessGrant>::namespaced(client, &env.ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+fn policy_text(env: &Env) -> String {
+    env.sim.policy().0
+}
+
+fn group_members(text: &str, group: &str) -> Vec<String> {
+    let v: Value = jsonc_parser::parse_to_serde_value(text, &Default::default())
+        .expect("policy parses")
+        .expect("policy is not empty");
+    v["groups"][group]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn expires_at(g: &AccessGrant) -> Timestamp {
+    g.status
+        .as_ref()
+        .and_then(|s| s.expires_at.clone())
+        .expect("expiresAt")
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_grant_applies_then_lapses_restoring_the_file_byte_for_byte() {
+    let env = setup("group", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g1",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "4s",
+            "alice",
+        ),
+    )
+    .await
+    .expect("alice may request for herself");
+
+    let active = env.grant_phase("g1", GrantPhase::Active).await;
+    let text = policy_text(&env);
+    assert!(
+        text.contains("[\"alice@example.com\" /* tailkeeper */, \"bob@example.com\"]"),
+        "{text}"
+    );
+    assert_eq!(
+        text.replacen("\"alice@example.com\" /* tailkeeper */, ", "", 1),
+        POLICY_FILE,
+        "only the member was added; every other byte is as the human left it"
+    );
+    let status = active.status.clone().unwrap();
+    assert_eq!(status.applied.len(), 1);
+    assert_eq!(status.applied[0].kind, ChangeKind::GroupMembership);
+    assert!(status.applied[0].owned);
+    assert!(status.activated_at.is_some());
+
+    let expired = env.grant_phase("g1", GrantPhase::Expired).await;
+    assert_eq!(
+        policy_text(&env),
+        POLICY_FILE,
+        "revocation restores the file exactly"
+    );
+    let revoked = expired.status.unwrap().revoked_at.expect("revokedAt").0;
+    assert!(
+        revoked >= expires_at(&active),
+        "never revoked before its expiry"
+    );
+    assert!(
+        !env.events("Expired").await.is_empty() && !env.events("Activated").await.is_empty(),
+        "changes in Tailscale are announced as Events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_membership_survives_and_overlapping_grants_end_with_the_last() {
+    let env = setup("overlap", POLICY_FILE).await;
+    // bob is in group:prod by hand: his grant does not own the membership.
+    request(
+        &env,
+        "bob",
+        grant(
+            "bob",
+            "bob@example.com",
+            json!({"group": "group:prod"}),
+            "2s",
+            "bob",
+        ),
+    )
+    .await
+    .unwrap();
+    let g = env.grant_phase("bob", GrantPhase::Active).await;
+    assert!(
+        !g.status.unwrap().applied[0].owned,
+        "an existing membership is recorded as not owned"
+    );
+    // Two overlapping grants for alice.
+    request(
+        &env,
+        "alice",
+        grant(
+            "short",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "2s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "long",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "7s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("long", GrantPhase::Active).await;
+    assert_eq!(
+        group_members(&policy_text(&env), "group:prod")
+            .iter()
+            .filter(|m| *m == "alice@example.com")
+            .count(),
+        1,
+        "overlapping grants add one member"
+    );
+
+    env.grant_phase("bob", GrantPhase::Expired).await;
+    env.grant_phase("short", GrantPhase::Expired).await;
+    let members = group_members(&policy_text(&env), "group:prod");
+    assert!(
+        members.contains(&"bob@example.com".to_string()),
+        "bob keeps his static membership"
+    );
+    assert!(
+        members.contains(&"alice@example.com".to_string()),
+        "alice keeps access while the longer grant lasts"
+    );
+
+    env.grant_phase("long", GrantPhase::Expired).await;
+    assert_eq!(
+        group_members(&policy_text(&env), "group:prod"),
+        vec!["bob@example.com"]
+    );
+    assert_eq!(policy_text(&env), POLICY_FILE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_is_enforced_by_the_cluster() {
+    let env = setup("approval", POLICY_FILE).await;
+    let oncall = json!({"group": "group:oncall"});
+
+    // Requesting in someone else's name is refused by the API server.
+    let err = request(
+        &env,
+        "alice",
+        grant("forged", "alice@example.com", oncall.clone(), "1h", "bob"),
+    )
+    .await
+    .expect_err("requestedBy must be the requester");
+    assert!(
+        err.to_string()
+            .contains("spec.requestedBy must be your own user name: set it to alice"),
+        "{err}"
+    );
+
+    // Creating an already-approved grant is refused.
+    let mut pre = grant("pre", "alice@example.com", oncall.clone(), "1h", "alice");
+    pre.spec.approval = Some(tailkeeper::api::Approval {
+        approved_by: "alice".into(),
+        comment: None,
+    });
+    let err = request(&env, "alice", pre)
+        .await
+        .expect_err("no pre-approved grants");
+    assert!(
+        err.to_string()
+            .contains("cannot be created already approved"),
+        "{err}"
+    );
+
+    request(
+        &env,
+        "alice",
+        grant("g", "alice@example.com", oncall, "1h", "alice"),
+    )
+    .await
+    .unwrap();
+    let waiting = env.grant_phase("g", GrantPhase::AwaitingApproval).await;
+    assert!(waiting
+        .status
+        .unwrap()
+        .message
+        .unwrap()
+        .contains("group approvers"));
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+
+    // alice is an approver by group? No: and she may not approve her own grant anyway.
+    let err = approve(&env, "alice", "g", "alice")
+        .await
+        .expect_err("no self-approval");
+    assert!(
+        err.to_string()
+            .contains("you cannot approve your own grant"),
+        "{err}"
+    );
+    // mallory is not an approver.
+    let err = approve(&env, "mallory", "g", "mallory")
+        .await
+        .expect_err("mallory is no approver");
+    assert!(
+        err.to_string()
+            .contains("mallory is not an approver of this access in AccessPolicy jit"),
+        "{err}"
+    );
+    // carol may approve, but only in her own name.
+    let err = approve(&env, "carol", "g", "bob")
+        .await
+        .expect_err("approvedBy is the approver");
+    assert!(
+        err.to_string()
+            .contains("approvedBy must be your own user name: set it to carol"),
+        "{err}"
+    );
+    approve(&env, "carol", "g", "carol")
+        .await
+        .expect("carol is in group approvers");
+
+    env.grant_phase("g", GrantPhase::Active).await;
+    assert_eq!(
+        group_members(&policy_text(&env), "group:oncall"),
+        vec!["alice@example.com"]
+    );
+    // The approval cannot be rewritten afterwards.
+    let err = approve(&env, "bob", "g", "bob")
+        .await
+        .expect_err("approval is immutable");
+    assert!(
+        err.to_string().contains("approval is immutable once set"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_grant_is_set_back_exactly_unless_changed_meanwhile() {
+    let env = setup("role", POLICY_FILE).await;
+    request(
+        &env,
+        "bob",
+        grant(
+            "bob-admin",
+            "bob@example.com",
+            json!({"role": "admin"}),
+            "3s",
+            "bob",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "alice-admin",
+            "alice@example.com",
+            json!({"role": "admin"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("bob-admin", GrantPhase::Active).await;
+    env.grant_phase("alice-admin", GrantPhase::Active).await;
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin"
+    );
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "admin"
+    );
+
+    // Someone changes alice's role by hand while the grant is active.
+    let mut alice = env.sim.user_by_login("alice@example.com").unwrap();
+    alice.role = "it-admin".into();
+    env.sim.remove_user("alice@example.com");
+    env.sim.add_user(alice);
+
+    env.grant_phase("bob-admin", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "member",
+        "set back to exactly the recorded role"
+    );
+
+    let g = env.grant_phase("alice-admin", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "it-admin",
+        "a human's change is left alone"
+    );
+    let status = g.status.unwrap();
+    let cond = tailkeeper::api::find_condition(&status.conditions, "RoleChangedMeanwhile").cloned();
+    let cond = match cond {
+        Some(c) => c,
+        None => {
+            let g = eventually("the RoleChangedMeanwhile condition", CONVERGE, || async {
+                let g = env.grants().get("alice-admin").await.ok()?;
+                tailkeeper::api::find_condition(&g.status?.conditions, "RoleChangedMeanwhile")
+                    .cloned()
+            })
+            .await;
+            g
+        }
+    };
+    assert!(cond.message.contains("it-admin"), "{}", cond.message);
+    assert!(!env.events("RoleChangedMeanwhile").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_ssh_entries_are_added_and_tailscale_tests_reject_only_the_bad_grant() {
+    let env = setup("rules", POLICY_FILE).await;
+    env.sim.set_latency(Duration::from_millis(50));
+    // Created together, so one write carries both; the policy's tests forbid mallory's.
+    let (a, m, s) = tokio::join!(
+        request(
+            &env,
+            "alice",
+            grant(
+                "alice-db",
+                "alice@example.com",
+                json!({"rule": "db"}),
+                "1h",
+                "alice"
+            )
+        ),
+        request(
+            &env,
+            "mallory",
+            grant(
+                "mallory-db",
+                "mallory@example.com",
+                json!({"rule": "db"}),
+                "1h",
+                "mallory"
+            )
+        ),
+        request(
+            &env,
+            "alice",
+            grant(
+                "alice-ssh",
+                "alice@example.com",
+                json!({"sshRule": "prod-shell"}),
+                "1h",
+                "alice"
+            )
+        ),
+    );
+    (a.unwrap(), m.unwrap(), s.unwrap());
+
+    let failed = env.grant_phase("mallory-db", GrantPhase::Failed).await;
+    let message = failed.status.unwrap().message.unwrap();
+    assert!(
+        message.contains("Tailscale refused") && message.contains("mallory@example.com"),
+        "Tailscale's message is quoted: {message}"
+    );
+    env.grant_phase("alice-db", GrantPhase::Active).await;
+    env.grant_phase("alice-ssh", GrantPhase::Active).await;
+
+    let text = policy_text(&env);
+    assert!(text.contains(r#"{"src": ["alice@example.com"], "dst": ["tag:db"], "ip": ["tcp:5432"]}, /* tailkeeper */"#), "{text}");
+    assert!(text.contains(r#"{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"], "users": ["ubuntu"]}, /* tailkeeper */"#), "{text}");
+    assert!(
+        !text.contains("mallory@example.com\"]"),
+        "mallory's entry never reached the file"
+    );
+
+    // Deleting active grants revokes them first.
+    for name in ["alice-db", "alice-ssh"] {
+        env.grants()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("the grants to be gone", CONVERGE, || async {
+        let left = env.grants().list(&Default::default()).await.ok()?;
+        (!left
+            .items
+            .iter()
+            .any(|g| g.metadata.name.as_deref() != Some("mallory-db")))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        policy_text(&env),
+        POLICY_FILE,
+        "deletion took the entries away"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_human_edit_survives_the_write() {
+    let env = setup("concurrent", POLICY_FILE).await;
+    let human = POLICY_FILE.replace("// Teams.", "// Teams (reviewed by security).");
+    env.sim.edit_policy_before_next_write(&human);
+    env.sim.reset_calls();
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::Active).await;
+    let text = policy_text(&env);
+    assert!(
+        text.contains("// Teams (reviewed by security)."),
+        "the human edit survives: {text}"
+    );
+    assert!(group_members(&text, "group:prod").contains(&"alice@example.com".to_string()));
+    assert!(
+        env.sim.call_count("acl.set") >= 2,
+        "the first write met 412 and was re-applied on a fresh read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_that_lapse_while_the_operator_is_down_are_revoked_at_once() {
+    let mut env = setup("restart", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "p",
+            "alice@example.com",
+            json!({"postureAttribute": "jit-prod"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let active = env.grant_phase("g", GrantPhase::Active).await;
+    env.grant_phase("p", GrantPhase::Active).await;
+    let device = env.sim.devices()[0].id.clone();
+    let attributes = || async {
+        reqwest::get(format!("{}/_sim/state", env.sim.url()))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let _ = attributes;
+    assert!(
+        group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".to_string())
+    );
+
+    env.operator.kill();
+    // Wait past the expiry with the operator down.
+    let wait = expires_at(&active).duration_since(Timestamp::now());
+    tokio::time::sleep(Duration::try_from(wait).unwrap_or_default() + Duration::from_secs(1)).await;
+
+    // Fail-closed: Tailscale itself already removed the posture attribute at its expiry.
+    let key = env.sim.create_api_key(Duration::from_secs(3600));
+    let client = tailkeeper::tailscale::Client::new(tailkeeper::tailscale::ClientConfig::new(
+        env.sim.url(),
+        "-",
+        tailkeeper::tailscale::Credentials::ApiToken(tailkeeper::tailscale::Secret::new(key.key)),
+    ))
+    .unwrap();
+    let attrs = client.get_posture_attributes(&device).await.unwrap();
+    assert!(
+        attrs.attributes.get("custom:jit-prod").is_none(),
+        "the attribute expired server-side: {attrs:?}"
+    );
+    // The policy file still holds the lapsed membership until the operator is back.
+    assert!(
+        group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".to_string())
+    );
+
+    env.operator = Operator::start(&env.kubeconfig, &env.ns);
+    env.operator.wait_ready().await;
+    env.grant_phase("g", GrantPhase::Expired).await;
+    env.grant_phase("p", GrantPhase::Expired).await;
+    assert_eq!(policy_text(&env), POLICY_FILE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_the_policy_does_not_allow_are_denied_with_the_reason() {
+    let env = setup("denied", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "long",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "2h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "secret",
+            "alice@example.com",
+            json!({"group": "group:secret"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "ghost",
+            "ghost@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+
+    let long = env.grant_phase("long", GrantPhase::Denied).await;
+    assert!(long
+        .status
+        .unwrap()
+        .message
+        .unwrap()
+        .contains("exceeds the maximum of 1h"));
+    let secret = env.grant_phase("secret", GrantPhase::Denied).await;
+    assert!(secret
+        .status
+        .unwrap()
+        .message
+        .unwrap()
+        .contains("not grantable"));
+    let ghost = env.grant_phase("ghost", GrantPhase::Failed).await;
+    assert!(ghost
+        .status
+        .unwrap()
+        .message
+        .unwrap()
+        .contains("Tailscale has no user ghost@example.com"));
+    assert_eq!(policy_text(&env), POLICY_FILE, "nothing was written");
+    let ready = |g: &AccessGrant| {
+        tailkeeper::api::find_condition(&g.status.as_ref().unwrap().conditions, "Stalled")
+            .map(|c| c.status.clone())
+    };
+    assert_eq!(
+        ready(&env.grants().get("long").await.unwrap()).as_deref(),
+        Some("True"),
+        "kstatus reports a denial as Stalled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_acls_files_get_acls_entries() {
+    let legacy = "{\n  // legacy style\n  \"ACLs\": [\n    {\"action\": \"accept\", \"src\": [\"bob@example.com\"], \"dst\": [\"*:*\"]},\n  ],\n}\n";
+    let env = setup("legacy", legacy).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "db",
+            "alice@example.com",
+            json!({"rule": "db"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let g = env.grant_phase("db", GrantPhase::Active).await;
+    let text = policy_text(&env);
+    assert!(text.contains(r#"{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:db:5432"], "proto": "tcp"}, /* tailkeeper */"#), "{text}");
+    assert_eq!(g.status.unwrap().applied[0].target, "acls");
+    env.grant_phase("db", GrantPhase::Expired).await;
+    assert_eq!(policy_text(&env), legacy);
+}

@@ -1,0 +1,388 @@
+//! The operator under test: its binary as a child process, running with exactly the Helm chart's
+//! RBAC, against the shared control plane and a simulator; and helpers to wait for it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+use kube::Client;
+use tailkeeper::api::{AccessGrant, AccessPolicy, CheckResultValue, TailscaleIntegration};
+use tailscale_sim::{SimConfig, Simulator};
+
+use super::ControlPlane;
+
+/// How long a test waits for the operator to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(45);
+
+/// The operator as a child process, killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Operator {
+    pub fn start(kubeconfig: &Path, namespace: &str) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let log = std::env::temp_dir().join(format!("tailkeeper-operator-{namespace}-{port}.log"));
+        let out = std::fs::File::create(&log).expect("operator log file");
+        let err = out.try_clone().expect("log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_tailkeeper"))
+            .args(["run", "--watch-namespace", namespace, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("TAILKEEPER_TEST_LOG")
+                    .unwrap_or_else(|_| "info,tailkeeper=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("operator starts");
+        Operator {
+            child: Some(child),
+            log,
+            port,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let client = reqwest::Client::new();
+        eventually(
+            "the operator to be ready",
+            Duration::from_secs(30),
+            || async {
+                let r = client.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        reqwest::get(&url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("operator log ({}):\n{}", self.log.display(), self.logs());
+        }
+    }
+}
+
+/// Poll `probe` until it yields a value or `timeout` passes (then panic naming `what`).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A small realistic tailnet, as in the demo.
+pub async fn demo_simulator() -> Simulator {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/seed.json");
+    let seed = tailscale_sim::seed::Seed::load(&seed).expect("demo seed parses");
+    sim.apply_seed(&seed).expect("demo seed applies");
+    sim
+}
+
+/// The examples, pointed at this test's simulator.
+pub fn examples(sim: &Simulator) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .expect("example")
+                .replace("http://127.0.0.1:8088", &sim.url())
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Install the chart's ServiceAccount and namespaced RBAC (as `helm template` renders them with
+/// `watchNamespace` set) and return a kubeconfig that impersonates that ServiceAccount: the
+/// operator runs with exactly the chart's permissions, so a missing rule fails a test.
+pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
+    let out = Command::new(cp.bin_dir().join("helm"))
+        .args(["template", "tailkeeper"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            ns,
+            "--set",
+            &format!("watchNamespace={ns}"),
+            "--kube-version",
+            "1.37.2",
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).expect("utf-8");
+    let mut rbac = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .expect("rendered YAML parses");
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        if matches!(kind, "ServiceAccount" | "Role" | "RoleBinding") {
+            rbac.push(serde_yaml::to_string(&value).expect("YAML"));
+        }
+    }
+    assert!(
+        rbac.len() >= 3,
+        "the chart renders a ServiceAccount, Roles and RoleBindings"
+    );
+    cp.apply_yaml(&rbac.join("\n---\n"), Some(ns))
+        .await
+        .expect("chart RBAC applies");
+    let sa = format!("system:serviceaccount:{ns}:tailkeeper");
+    cp.impersonating_kubeconfig(
+        &sa,
+        &[
+            "system:serviceaccounts",
+            &format!("system:serviceaccounts:{ns}"),
+        ],
+    )
+}
+
+pub struct Env {
+    pub cp: &'static ControlPlane,
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+    pub ns: String,
+    pub sim: Simulator,
+    pub operator: Operator,
+}
+
+impl Env {
+    pub async fn new(prefix: &str, sim: Simulator) -> Env {
+        let cp = ControlPlane::shared().await;
+        let ns = cp.create_namespace(prefix).await;
+        let kubeconfig = chart_identity(cp, &ns).await;
+        let operator = Operator::start(&kubeconfig, &ns);
+        operator.wait_ready().await;
+        Env {
+            client: cp.admin_client().await,
+            kubeconfig,
+            cp,
+            ns,
+            sim,
+            operator,
+        }
+    }
+
+    pub fn policies(&self) -> Api<AccessPolicy> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn integrations(&self) -> Api<TailscaleIntegration> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        self.cp
+            .apply_yaml(yaml, Some(&self.ns))
+            .await
+            .expect("apply");
+    }
+
+    /// Wait until the integration's condition `type_` has `status`, returning the condition's
+    /// reason and message.
+    pub async fn integration_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+    ) -> (String, String) {
+        let api = self.integrations();
+        eventually(
+            &format!("integration {name} {type_}={status}"),
+            CONVERGE,
+            || async {
+                let i = api.get_opt(name).await.ok()??;
+                let c = tailkeeper::api::find_condition(&i.status?.conditions, type_)?.clone();
+                (c.status == status).then_some((c.reason, c.message))
+            },
+        )
+        .await
+    }
+
+    /// Wait until the policy's check `name` has `result`, returning the check.
+    pub async fn check(
+        &self,
+        policy: &str,
+        name: &str,
+        result: CheckResultValue,
+    ) -> tailkeeper::api::CheckStatus {
+        let api = self.policies();
+        eventually(
+            &format!("check {name} to be {result:?}"),
+            CONVERGE,
+            || async {
+                let p = api.get_opt(policy).await.ok()??;
+                let c = p.status?.checks.into_iter().find(|c| c.name == name)?;
+                (c.result == result).then_some(c)
+            },
+        )
+        .await
+    }
+
+    pub async fn events(&self, reason: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        self.cp
+            .kubectl()
+            .args(["-n", &self.ns])
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+}
+
+static ADMISSION: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Install the chart's ValidatingAdmissionPolicies (cluster-wide, once per test binary), exactly
+/// as `helm template` renders them.
+pub async fn install_admission_policies(cp: &ControlPlane) {
+    ADMISSION
+        .get_or_init(|| async {
+            let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
+            let out = Command::new(cp.bin_dir().join("helm"))
+                .args(["template", "tailkeeper"])
+                .arg(&chart)
+                .args([
+                    "--show-only",
+                    "templates/admissionpolicy.yaml",
+                    "--kube-version",
+                    "1.37.2",
+                ])
+                .output()
+                .expect("helm runs");
+            assert!(
+                out.status.success(),
+                "helm template: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let yaml = String::from_utf8(out.stdout).expect("utf-8");
+            cp.apply_yaml(&yaml, None)
+                .await
+                .expect("admission policies apply");
+            // The API server compiles policies asynchronously: wait until a violating request is
+            // refused, so tests never race the policy's arrival.
+            wait_for_admission(cp).await;
+        })
+        .await;
+}
+
+async fn wait_for_admission(cp: &ControlPlane) {
+    let ns = cp.create_namespace("admission-probe").await;
+    let api: Api<AccessGrant> = Api::namespaced(cp.admin_client().await, &ns);
+    let probe: AccessGrant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tailkeeper.io/v1alpha1",
+        "kind": "AccessGrant",
+        "metadata": {"name": "probe"},
+        "spec": {"policyRef": {"name": "p"}, "user": "a@b", "access": {"group": "group:x"},
+                 "duration": "1h", "reason": "probe", "requestedBy": "somebody-else"}
+    }))
+    .expect("probe grant");
+    eventually(
+        "the admission policies to take effect",
+        Duration::from_secs(30),
+        || async {
+            match api.create(&Default::default(), &probe).await {
+                Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Some(()),
+                Ok(_) => {
+                    let _ = api.delete("probe", &Default::default()).await;
+                    None
+                }
+                Err(_) => None,
+            }
+        },
+    )
+    .await;
+}
+
+impl Env {
+    pub fn grants(&self) -> Api<AccessGrant> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Wait until a grant reaches `phase`, returning it.
+    pub async fn grant_phase(&self, name: &str, phase: tailkeeper::api::GrantPhase) -> AccessGrant {
+        let api = self.grants();
+        eventually(
+            &format!("grant {name} to be {phase:?}"),
+            CONVERGE,
+            || async {
+                let g = api.get_opt(name).await.ok()??;
+                (g.status.as_ref()?.phase == Some(phase)).then_some(g)
+            },
+        )
+        .await
+    }
+}
