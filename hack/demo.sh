@@ -125,6 +125,7 @@ start_proc() { # name logfile command...
   local start
   start="$(proc_start_time "$pid")" || start=gone
   printf '%s %s\n' "$pid" "$start" >"$PID_DIR/$name.pid"
+  printf '%s\n' "$name" >>"$PID_DIR/order"
   STARTED+=("$name")
   printf '    %-16s pid %-7s log %s\n' "$name" "$pid" "$log"
 }
@@ -242,15 +243,18 @@ prepare_state_dir() {
         warn "       Stop it (Ctrl-C in its terminal, or: kill ${owner%% *}) or pass --state-dir DIR."
         exit 1
       fi
-      # Left over from a run that was killed: stop what it started, then start afresh.
-      local f
-      for f in "$STATE_DIR"/pids/*.pid; do
-        [[ -e "$f" ]] || continue
-        if recorded_alive "$f"; then
-          warn "stopping $(basename "$f" .pid) left running by an earlier demo"
-          stop_recorded "$f" "$(basename "$f" .pid)"
-        fi
-      done
+      # Left over from a run that was killed: stop what it started (newest first, as
+      # cleanup does), then start afresh.
+      local name
+      if [[ -f "$STATE_DIR/pids/order" ]]; then
+        while IFS= read -r name; do
+          [[ "$name" =~ ^[a-z-]+$ && -f "$STATE_DIR/pids/$name.pid" ]] || continue
+          if recorded_alive "$STATE_DIR/pids/$name.pid"; then
+            warn "stopping $name left running by an earlier demo"
+            stop_recorded "$STATE_DIR/pids/$name.pid" "$name"
+          fi
+        done < <(tac "$STATE_DIR/pids/order")
+      fi
       rm -rf -- "$STATE_DIR"
     fi
   fi
@@ -488,6 +492,9 @@ kc get -n "$NAMESPACE" accesspolicy corp -o jsonpath='{range .status.checks[*]}{
 cat <<EOF
 
 ==> the demo is up ($((SECONDS - T0))s)
+  kube-apiserver  https://127.0.0.1:$APISERVER_PORT
+  simulator       $SIM_URL
+  operator        http://127.0.0.1:$OPERATOR_PORT/metrics
 Explore it from another terminal:
   export KUBECONFIG=$KUBECONFIG_PATH
   export PATH="$K8S_BIN_DIR:\$PATH"

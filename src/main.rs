@@ -19,7 +19,11 @@ enum Command {
     /// service account).
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
-    Crds,
+    Crds {
+        /// Print the CRD reference as Markdown instead (what docs/crd-reference.md holds).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -50,7 +54,11 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => match tailkeeper::api::crds_yaml() {
+        Command::Crds { markdown: true } => {
+            print!("{}", tailkeeper::api::reference_markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Crds { markdown: false } => match tailkeeper::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -38,3 +38,23 @@ fn schema_carries_the_cel_rules() {
         "conditions must be a list-map"
     );
 }
+
+#[test]
+fn crd_reference_doc_matches_the_schema() {
+    let generated = tailkeeper::api::reference_markdown();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/crd-reference.md");
+    let committed = std::fs::read_to_string(&path).expect("docs/crd-reference.md exists");
+    assert!(
+        generated == committed,
+        "docs/crd-reference.md is out of date: run `cargo run -- crds --markdown > docs/crd-reference.md`"
+    );
+    // It documents what users need to know, straight from the schema.
+    for needle in [
+        "| `spec.syncInterval` | string | `\"5m\"` |",
+        "syncInterval must be between 10s and 24h",
+        "`spec.access.group`",
+        "approval is immutable once set",
+    ] {
+        assert!(generated.contains(needle), "the reference lacks {needle:?}");
+    }
+}

@@ -534,7 +534,9 @@ async fn rules_and_ssh_entries_are_added_and_tailscale_tests_reject_only_the_bad
             )
         ),
     );
-    (a.unwrap(), m.unwrap(), s.unwrap());
+    a.unwrap();
+    m.unwrap();
+    s.unwrap();
 
     let failed = env.grant_phase("mallory-db", GrantPhase::Failed).await;
     let message = failed.status.unwrap().message.unwrap();

@@ -6,11 +6,13 @@ mod conditions;
 mod grant;
 mod integration;
 mod policy;
+mod reference;
 
 pub use conditions::{find_condition, ConditionStatus, Conditions, KState};
 pub use grant::*;
 pub use integration::*;
 pub use policy::*;
+pub use reference::markdown as reference_markdown;
 
 use kube::CustomResourceExt;
 use schemars::JsonSchema;

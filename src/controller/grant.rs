@@ -216,7 +216,7 @@ async fn activate(
 ) -> Result<Action, kube::Error> {
     let login = grant.spec.user.clone();
     // The user must exist in the tailnet: fail clearly rather than grant to nobody.
-    let user = match find_user(&scope.client, &login).await {
+    let user = match find_user(ctx, scope, &login).await {
         Ok(Some(u)) => u,
         Ok(None) => {
             let message = format!(
@@ -316,6 +316,11 @@ async fn activate(
             }
         }
         PlannedAccess::Role { role } => {
+            // The role to restore must be the current one, not the last sync's.
+            let user = match scope.client.get_user(&user.id).await {
+                Ok(u) => u,
+                Err(e) => return tailscale_failure(grant, ctx, &e).await,
+            };
             // Record the role to restore before changing it, so a crash in between loses nothing.
             let recorded = grant
                 .status
@@ -871,11 +876,23 @@ async fn publish_once(
     }
 }
 
+/// The Tailscale user a grant names: from the last inventory sync when it is there (a burst of
+/// grants then costs no user lists), else asked of Tailscale (a user who just signed in).
 async fn find_user(
-    client: &tailscale::Client,
+    ctx: &Context,
+    scope: &Scope,
     login: &str,
 ) -> Result<Option<tailscale::User>, tailscale::Error> {
-    let users = client.list_users(UserType::All).await?;
+    if let Some(inventory) = ctx.inventory(&key_of(&scope.integration)) {
+        if let Some(u) = inventory
+            .users
+            .iter()
+            .find(|u| u.login_name.eq_ignore_ascii_case(login))
+        {
+            return Ok(Some(u.clone()));
+        }
+    }
+    let users = scope.client.list_users(UserType::All).await?;
     Ok(users
         .into_iter()
         .find(|u| u.login_name.eq_ignore_ascii_case(login)))
