@@ -130,10 +130,12 @@ fn summary_port(stdout: &str, label: &str) -> Option<u16> {
     })
 }
 
-/// The whitespace-separated words of the first line starting with `prefix`.
+/// The whitespace-separated words of the last line starting with `prefix` (the report comes
+/// after the `kubectl apply` output that names the same objects).
 fn row<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
     stdout
         .lines()
+        .rev()
         .find(|l| l.trim_start().starts_with(prefix))
         .map(|l| l.split_whitespace().collect())
         .unwrap_or_default()

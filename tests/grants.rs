@@ -785,3 +785,70 @@ async fn legacy_acls_files_get_acls_entries() {
     env.grant_phase("db", GrantPhase::Expired).await;
     assert_eq!(policy_text(&env), legacy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_grants_are_kept_as_a_record_until_the_retention_period_ends() {
+    let env = setup("retention", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "kept",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "2s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("kept", GrantPhase::Expired).await;
+    // Without a retention period the record stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.grants().get_opt("kept").await.unwrap().is_some(),
+        "ended grants stay by default"
+    );
+
+    let policies = env.policies();
+    policies
+        .patch(
+            "jit",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"grantRetention": "3s"}})),
+        )
+        .await
+        .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "short-lived",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "2s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let expired = env.grant_phase("short-lived", GrantPhase::Expired).await;
+    let ended = expired.status.unwrap().revoked_at.unwrap().0;
+    eventually(
+        "the record to be removed after retention",
+        CONVERGE,
+        || async {
+            env.grants()
+                .get_opt("short-lived")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        Timestamp::now() >= ended + jiff::SignedDuration::from_secs(3),
+        "not removed before the retention period ended"
+    );
+}

@@ -51,17 +51,17 @@ pub struct AccessGrantSpec {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("duration must be positive and at most 2160h (90 days)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('2160h'))").message("duration must be positive and at most 2160h (90 days)"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("duration is immutable: create a new AccessGrant"))]
     pub duration: String,
 
     /// Why the access is needed (kept as evidence for access reviews).
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"\S"))]
     pub reason: String,
 
     /// The Kubernetes user who requested the grant. Must be the creator's own identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(min = 1, max = 253))]
     pub requested_by: Option<String>,
 
     /// The approval, set by an approver listed in the AccessPolicy (never the requester).
@@ -77,24 +77,24 @@ pub struct GrantAccess {
     /// Membership of a policy-file group listed as grantable, for example `group:prod-db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    #[x_kube(validation = Rule::new("self.startsWith('group:')").message("access.group must start with group:"))]
+    #[x_kube(validation = Rule::new("self.startsWith('group:') && size(self) > 6 && !self.contains('@')").message("access.group must be a policy-file group such as group:prod (SCIM groups with @ cannot be edited)"))]
     pub group: Option<String>,
     /// A Tailscale role listed as grantable, for example `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<super::TailscaleRole>,
     /// The name of a network rule template of the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 63))]
+    #[schemars(length(min = 1, max = 63))]
     pub rule: Option<String>,
     /// The name of an SSH rule template of the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 63))]
+    #[schemars(length(min = 1, max = 63))]
     pub ssh_rule: Option<String>,
     /// The name of a posture attribute template of the policy: the attribute is set on each of
     /// the user's devices with Tailscale's own expiry, so access ends on time even if the
     /// operator is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 63))]
+    #[schemars(length(min = 1, max = 63))]
     pub posture_attribute: Option<String>,
 }
 

@@ -54,7 +54,7 @@ pub struct TailscaleIntegrationSpec {
     /// loopback address (a local simulator), so credentials never cross a network in clear text.
     #[serde(default = "default_api_url")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))").message("apiUrl must be an https URL (plain http only for 127.0.0.1, localhost or ::1)"))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getHostname() != '' && !self.contains('@') && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))").message("apiUrl must be an https URL with a host and no credentials (plain http only for 127.0.0.1, localhost or ::1)"))]
     pub api_url: String,
 
     /// Where the credentials are: a Secret in the same namespace.
@@ -67,7 +67,7 @@ pub struct TailscaleIntegrationSpec {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("syncInterval must be between 10s and 24h"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("syncInterval must be between 10s and 24h"))]
     pub sync_interval: String,
 
     /// How long before an API access token expires the `CredentialsExpiring` warning is raised
@@ -77,7 +77,7 @@ pub struct TailscaleIntegrationSpec {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1h') && duration(self) <= duration('2160h')").message("credentialExpiryWarning must be between 1h and 2160h (90 days)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1h') && duration(self) <= duration('2160h'))").message("credentialExpiryWarning must be between 1h and 2160h (90 days)"))]
     pub credential_expiry_warning: String,
 }
 

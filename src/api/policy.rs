@@ -74,7 +74,7 @@ pub struct AccessPolicySpec {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("evaluationInterval must be between 30s and 24h"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('30s') && duration(self) <= duration('24h'))").message("evaluationInterval must be between 30s and 24h"))]
     pub evaluation_interval: String,
 
     /// How long grants of this policy that ended (Expired, Revoked, Denied, Failed) are kept as
@@ -84,7 +84,7 @@ pub struct AccessPolicySpec {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("grantRetention must be at least 1m"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))").message("grantRetention must be at least 1s"))]
     pub grant_retention: Option<String>,
 }
 
@@ -238,7 +238,7 @@ pub struct GrantTerms {
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('2160h')").message("maxDuration must be positive and at most 2160h (90 days)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('2160h'))").message("maxDuration must be positive and at most 2160h (90 days)"))]
     pub max_duration: String,
     /// Whether a grant needs an approval before it becomes active (default true).
     #[serde(default = "default_true")]
@@ -290,7 +290,7 @@ pub struct RuleTemplate {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Destinations (`tag:prod`, `group:x`, hosts, IPs, `*`).
-    #[schemars(length(min = 1, max = 64), inner(length(max = 253)))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
     pub dst: Vec<String>,
     /// Protocols and ports, for example `tcp:5432` or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -310,11 +310,11 @@ pub struct SshRuleTemplate {
     /// `accept` or `check`.
     pub action: SshAction,
     /// Destinations: tags or `autogroup:self` (never `*`).
-    #[schemars(length(min = 1, max = 64), inner(length(max = 253)))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new("self.all(d, d != '*')").message("ssh destinations must be tags or autogroup:self, never *"))]
     pub dst: Vec<String>,
     /// Host users the person may log in as (`root`, `autogroup:nonroot`, ...).
-    #[schemars(length(min = 1, max = 32), inner(length(max = 64)))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 64)))]
     pub users: Vec<String>,
     /// Terms of the grant.
     pub terms: GrantTerms,

@@ -45,6 +45,9 @@ pub struct RoleRule {
     /// The Tailscale roles people with this organisational role may hold, e.g. `member`,
     /// `admin`, `it-admin`, `network-admin`, `billing-admin`, `auditor`, `owner`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(
+        pattern = "^(owner|admin|it-admin|network-admin|billing-admin|auditor|member)$"
+    )))]
     pub tailscale_roles: Vec<String>,
 }
 

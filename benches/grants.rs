@@ -1,0 +1,301 @@
+//! Grant benchmark: the operator binary (release build, under the chart's RBAC) against a real
+//! kube-apiserver and the simulator with 50 ms added to every Tailscale request.
+//!
+//! Measures: time from AccessGrant creation to the change being visible in Tailscale; how late
+//! revocation comes after expiry; for a burst of 1,000 grants, the policy-file writes and the
+//! time until all are Active; and the operator's memory. Run with `cargo bench --bench grants`;
+//! it prints the figures (BENCHMARKS.md keeps the latest).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use support::operator::{eventually, Env};
+use tailkeeper::api::{AccessGrant, GrantPhase};
+use tailscale_sim::{SimConfig, SimUser, Simulator};
+
+const LATENCY: Duration = Duration::from_millis(50);
+const SEQUENTIAL: usize = 50;
+const EXPIRING: usize = 50;
+const BURST: usize = 1000;
+
+const POLICY_FILE: &str = "// Benchmark tailnet.\n{\n\t\"groups\": {\n\t\t\"group:bench\": [],\n\t},\n\t\"grants\": [\n\t\t{\"src\": [\"group:bench\"], \"dst\": [\"tag:bench\"], \"ip\": [\"*\"]},\n\t],\n}\n";
+
+fn login(i: usize) -> String {
+    format!("bench-{i:04}@example.com")
+}
+
+fn grant(name: &str, user: &str, duration: &str) -> AccessGrant {
+    serde_json::from_value(json!({
+        "apiVersion": "tailkeeper.io/v1alpha1",
+        "kind": "AccessGrant",
+        "metadata": {"name": name},
+        "spec": {"policyRef": {"name": "bench"}, "user": user, "access": {"group": "group:bench"},
+                 "duration": duration, "reason": "benchmark", "requestedBy": "bench"}
+    }))
+    .expect("grant")
+}
+
+fn members(sim: &Simulator) -> Vec<String> {
+    let text = sim.policy().0;
+    let v: serde_json::Value = jsonc_parser::parse_to_serde_value(&text, &Default::default())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    v["groups"]["group:bench"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The operator's resident memory (current and peak), read from /proc.
+fn operator_memory(ns: &str) -> Option<(u64, u64)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("tailkeeper") && cmdline.contains(ns) && cmdline.contains("run") {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            return Some((field("VmRSS:")?, field("VmHWM:")?));
+        }
+    }
+    None
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    for i in 0..BURST.max(SEQUENTIAL + EXPIRING) {
+        sim.add_user(SimUser::member(&login(i), "member", "active"));
+    }
+    sim.set_policy_as_human(POLICY_FILE);
+    let env = Env::new("bench", sim).await;
+    let key = env.sim.create_api_key(Duration::from_secs(86400));
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: token}}
+stringData: {{apiToken: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: bench}}
+spec: {{apiUrl: {}, credentials: {{type: APIToken, secretName: token}}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: bench}}
+spec:
+  integrationRef: {{name: bench}}
+  roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
+  grantable:
+    groups: [{{name: "group:bench", terms: {{maxDuration: 2h, approvalRequired: false}}}}]
+"#,
+        key.key,
+        env.sim.url()
+    ))
+    .await;
+    env.integration_condition("bench", "Ready", "True").await;
+    env.sim.set_latency(LATENCY);
+    let grants: Api<AccessGrant> = env.grants();
+    let machine = format!(
+        "{} cores, {} GiB; kube-apiserver v1.37.2 + etcd v3.7.3 on loopback; simulator latency {} per request",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+            .map(|kb| kb / 1024 / 1024)
+            .unwrap_or(0),
+        ms(LATENCY)
+    );
+    println!("machine: {machine}");
+
+    // 1. Activation latency: one grant at a time, creation to member visible in Tailscale.
+    let mut activation = Vec::new();
+    for i in 0..SEQUENTIAL {
+        let user = login(i);
+        let started = Instant::now();
+        grants
+            .create(
+                &PostParams::default(),
+                &grant(&format!("seq-{i}"), &user, "1h"),
+            )
+            .await
+            .expect("create");
+        loop {
+            if members(&env.sim).contains(&user) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        activation.push(started.elapsed());
+    }
+    activation.sort();
+    println!(
+        "activation (creation to visible in Tailscale), n={SEQUENTIAL}: p50 {}, p99 {}, max {}",
+        ms(percentile(&activation, 50.0)),
+        ms(percentile(&activation, 99.0)),
+        ms(*activation.last().unwrap_or(&Duration::ZERO))
+    );
+    for i in 0..SEQUENTIAL {
+        grants
+            .delete(&format!("seq-{i}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    eventually(
+        "sequential grants revoked",
+        Duration::from_secs(60),
+        || async { members(&env.sim).is_empty().then_some(()) },
+    )
+    .await;
+
+    // 2. Revocation lateness: grants of 5 s, created a little apart; lateness is the time from
+    // status.expiresAt to the member being gone from Tailscale.
+    let mut names = Vec::new();
+    for i in 0..EXPIRING {
+        let n = SEQUENTIAL + i;
+        let name = format!("exp-{i}");
+        grants
+            .create(&PostParams::default(), &grant(&name, &login(n), "5s"))
+            .await
+            .expect("create");
+        names.push((name, login(n)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut expires: HashMap<String, Timestamp> = HashMap::new();
+    let mut removed: HashMap<String, Timestamp> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while removed.len() < EXPIRING && Instant::now() < deadline {
+        if expires.len() < EXPIRING {
+            for g in grants.list(&Default::default()).await.expect("list").items {
+                if let Some(at) = g.status.as_ref().and_then(|s| s.expires_at.clone()) {
+                    expires.insert(g.spec.user.clone(), at.0);
+                }
+            }
+        }
+        let now = Timestamp::now();
+        let present = members(&env.sim);
+        for (_, user) in &names {
+            if expires.contains_key(user) && !present.contains(user) && !removed.contains_key(user)
+            {
+                removed.insert(user.clone(), now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut lateness: Vec<Duration> = removed
+        .iter()
+        .filter_map(|(user, at)| {
+            let late = at.duration_since(*expires.get(user)?);
+            Duration::try_from(late).ok()
+        })
+        .collect();
+    lateness.sort();
+    println!(
+        "revocation lateness (expiresAt to gone from Tailscale), n={}: p50 {}, p99 {}, max {}",
+        lateness.len(),
+        ms(percentile(&lateness, 50.0)),
+        ms(percentile(&lateness, 99.0)),
+        ms(*lateness.last().unwrap_or(&Duration::ZERO))
+    );
+    for (name, _) in &names {
+        grants
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+
+    // 3. Burst: 1,000 grants at once on one tailnet.
+    env.sim.reset_calls();
+    let started = Instant::now();
+    let api = Arc::new(grants.clone());
+    stream::iter(0..BURST)
+        .for_each_concurrent(32, |i| {
+            let api = api.clone();
+            async move {
+                api.create(
+                    &PostParams::default(),
+                    &grant(&format!("burst-{i}"), &login(i), "1h"),
+                )
+                .await
+                .expect("create");
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    eventually(
+        "the burst to be Active",
+        Duration::from_secs(300),
+        || async {
+            let list = grants.list(&Default::default()).await.ok()?;
+            let active = list
+                .items
+                .iter()
+                .filter(|g| {
+                    g.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("burst-"))
+                })
+                .filter(|g| g.status.as_ref().and_then(|s| s.phase) == Some(GrantPhase::Active))
+                .count();
+            (active == BURST).then_some(())
+        },
+    )
+    .await;
+    let all_active = started.elapsed();
+    let writes = env.sim.call_count("acl.set");
+    let reads = env.sim.call_count("acl.get");
+    assert_eq!(
+        members(&env.sim).len(),
+        BURST,
+        "every member is in the file"
+    );
+    let memory = operator_memory(&env.ns);
+    println!(
+        "burst of {BURST} grants: created in {:.1} s, all Active after {:.1} s, {writes} policy-file writes ({reads} reads)",
+        created.as_secs_f64(),
+        all_active.as_secs_f64()
+    );
+    if let Some((rss, peak)) = memory {
+        println!(
+            "operator memory holding {BURST} active grants: RSS {} MiB, peak {} MiB",
+            rss / 1024,
+            peak / 1024
+        );
+    }
+    println!("tailscale calls during the burst: {:?}", env.sim.calls());
+}
