@@ -498,11 +498,12 @@ cat <<EOF
 Explore it from another terminal:
   export KUBECONFIG=$KUBECONFIG_PATH
   export PATH="$K8S_BIN_DIR:\$PATH"
-  kubectl get accesspolicy corp -o yaml     # status: every check, its users and reasons
+  # the status section has every check, its failing users and why
+  kubectl get accesspolicy corp -o yaml
   kubectl get events
-  curl -s $SIM_URL/_sim/state               # the simulated tailnet (users, devices, policy)
-  # Remove the unknown user from the tailnet; after the next sync (syncInterval: 1m)
-  # UserIdentified passes and CHECKS reads 2/4:
+  # the simulated tailnet (users, devices, policy file)
+  curl -s $SIM_URL/_sim/state
+  # remove the unknown user; after the next sync (syncInterval: 1m) CHECKS reads 2/4
   curl -s -X DELETE $SIM_URL/_sim/users/dave@example.com
   kubectl get accesspolicy corp -w
 Logs: $STATE_DIR/{etcd,kube-apiserver,tailscale-sim,tailkeeper}.log

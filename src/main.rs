@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use tailkeeper::controller::leader::LeaderElection;
 use tailkeeper::controller::{self, RunConfig, Settings};
 
 /// Tailkeeper: access governance for Tailscale, as a Kubernetes operator.
@@ -43,6 +45,31 @@ struct RunArgs {
     /// Attempts per Tailscale request (retries on 429, 5xx and timeouts).
     #[arg(long, env = "TAILKEEPER_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
+    /// Hold a leader-election Lease before reconciling, so that of several replicas only one
+    /// writes. `--leader-election=false` runs the controllers at once (a single local process).
+    #[arg(
+        long,
+        env = "TAILKEEPER_LEADER_ELECTION",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "TAILKEEPER_LEASE_NAME", default_value = "tailkeeper")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own, from the downward API). Default: the watched
+    /// namespace, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease, unique among the replicas. Default: `POD_NAME`,
+    /// else `<hostname>-<pid>`.
+    #[arg(long, env = "TAILKEEPER_LEASE_IDENTITY")]
+    lease_identity: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,10 +124,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);
+    let leader_election = args.leader_election.then(|| LeaderElection {
+        lease_name: args.lease_name,
+        namespace: args
+            .lease_namespace
+            .filter(|ns| !ns.is_empty())
+            .or_else(|| args.watch_namespace.clone())
+            .unwrap_or_else(|| "default".to_string()),
+        identity: args
+            .lease_identity
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(LeaderElection::default_identity),
+    });
     let config = RunConfig {
         namespace: args.watch_namespace,
         listen: args.listen,
         settings,
+        leader_election,
     };
     controller::run(client, config, shutdown_signal()).await
 }

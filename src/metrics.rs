@@ -44,6 +44,8 @@ pub struct Metrics {
     pub inventory_users: Family<IntegrationLabels, Gauge>,
     /// Unix time at which the integration's API token expires (absent for OAuth clients).
     pub credential_expiry: Family<IntegrationLabels, Gauge>,
+    /// 1 while this replica leads (runs the controllers), 0 while it waits as a standby.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -59,6 +61,7 @@ impl Default for Metrics {
         let check_failing_users = Family::<CheckLabels, Gauge>::default();
         let inventory_users = Family::<IntegrationLabels, Gauge>::default();
         let credential_expiry = Family::<IntegrationLabels, Gauge>::default();
+        let leader = Gauge::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -94,6 +97,11 @@ impl Default for Metrics {
             "When the integration's API token expires, as Unix time",
             credential_expiry.clone(),
         );
+        registry.register(
+            "leader",
+            "Whether this replica leads (1) or waits for the leader-election Lease (0)",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -103,6 +111,7 @@ impl Default for Metrics {
             check_failing_users,
             inventory_users,
             credential_expiry,
+            leader,
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The operator's HTTP endpoints: `/healthz` (the process is alive), `/readyz` (the controllers'
-//! caches are synced) and `/metrics` (Prometheus).
+//! The operator's HTTP endpoints: `/healthz` (the process is alive), `/readyz` (a standby waiting
+//! for leadership, or a leader whose caches are synced) and `/metrics` (Prometheus).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,17 +14,33 @@ use axum::Router;
 use crate::metrics::Metrics;
 
 /// Shared with the controllers, which mark readiness once their caches are synced.
+///
+/// A standby (waiting for the leader-election Lease) is ready too: it is healthy and only waits.
+/// Were it not, a rolling update of a Deployment with more than one replica (or with
+/// `maxUnavailable: 0`) would never complete: the new pods wait for the Lease that the old leader
+/// holds until the rollout replaces it, and the rollout waits for the new pods to be ready.
 #[derive(Clone, Default)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
 }
 
+const NOT_READY: u8 = 0;
+const STANDBY: u8 = 1;
+const READY: u8 = 2;
+
 impl Health {
+    /// Leading (or leader election off), and the caches are synced (`true`) or not yet.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.state
+            .store(if ready { READY } else { NOT_READY }, Ordering::SeqCst);
     }
+    /// Waiting for leadership.
+    pub fn set_standby(&self) {
+        self.state.store(STANDBY, Ordering::SeqCst);
+    }
+    /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) != NOT_READY
     }
 }
 
@@ -43,10 +59,10 @@ pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    match state.health.state.load(Ordering::SeqCst) {
+        READY => (StatusCode::OK, "ready"),
+        STANDBY => (StatusCode::OK, "standby"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet"),
     }
 }
 

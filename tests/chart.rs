@@ -225,8 +225,10 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
     set
 }
 
+/// What kube-lease-manager does to its Lease: get, create on first use, and patch (server-side
+/// apply to take it, strategic merge to renew and release it).
 fn lease_permissions() -> BTreeSet<(String, String, String)> {
-    ["get", "create", "update"]
+    ["get", "create", "patch"]
         .iter()
         .map(|v| {
             (
@@ -1139,10 +1141,12 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
             "operator may {verb} {resource}: more than it needs"
         );
     }
-    for verb in ["get", "create", "update"] {
+    for verb in ["get", "create", "patch"] {
         assert!(can_i(cp, sa, verb, "coordination.k8s.io/leases", Some(&ns)).await);
     }
-    assert!(!can_i(cp, sa, "delete", "coordination.k8s.io/leases", Some(&ns)).await);
+    for verb in ["update", "delete", "list", "watch"] {
+        assert!(!can_i(cp, sa, verb, "coordination.k8s.io/leases", Some(&ns)).await);
+    }
 }
 
 #[tokio::test]
@@ -1203,12 +1207,12 @@ async fn helm_install_namespaced_confines_the_operator_to_its_namespace() {
     }
     assert!(!can_i(cp, sa, "list", "tailkeeper.io/tailscaleintegrations", None).await);
     assert!(!can_i(cp, sa, "list", "secrets", Some(&watched)).await);
-    assert!(can_i(cp, sa, "update", "coordination.k8s.io/leases", Some(&ns)).await);
+    assert!(can_i(cp, sa, "patch", "coordination.k8s.io/leases", Some(&ns)).await);
     assert!(
         !can_i(
             cp,
             sa,
-            "update",
+            "patch",
             "coordination.k8s.io/leases",
             Some(&watched)
         )

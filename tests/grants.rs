@@ -852,3 +852,61 @@ async fn ended_grants_are_kept_as_a_record_until_the_retention_period_ends() {
         "not removed before the retention period ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_state_writes_nothing_even_across_a_restart() {
+    let mut env = setup("steady", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "r",
+            "alice@example.com",
+            json!({"rule": "db"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::Active).await;
+    env.grant_phase("r", GrantPhase::Active).await;
+    let (text, etag) = env.sim.policy();
+    let writes = env.sim.call_count("acl.set");
+    let reads = env.sim.call_count("acl.get");
+
+    env.operator.kill();
+    env.operator = Operator::start(&env.kubeconfig, &env.ns);
+    env.operator.wait_ready().await;
+    // Give the restarted operator time to reconcile every grant (it re-asserts their entries).
+    eventually(
+        "the restarted operator to read the policy file",
+        CONVERGE,
+        || async { (env.sim.call_count("acl.get") > reads).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.sim.call_count("acl.set"),
+        writes,
+        "no write when nothing changed"
+    );
+    assert_eq!(env.sim.policy(), (text, etag));
+    assert_eq!(
+        env.grants().get("g").await.unwrap().status.unwrap().phase,
+        Some(GrantPhase::Active)
+    );
+}

@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use tracing::{info, instrument, warn};
 
 use super::connection::connect;
-use super::context::{key_of, Context, Key};
+use super::context::{key_of, Context};
 use super::status::apply_status;
 use super::writer::{Entries, Want, WriteError};
 use super::Error;
@@ -151,26 +151,7 @@ async fn pending(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Err
     };
     match grants::resolve(&scope.policy.spec, &grant.spec) {
         Resolution::Denied(message) => {
-            publish_once(
-                grant,
-                ctx,
-                GrantPhase::Denied,
-                EventType::Warning,
-                "Denied",
-                &message,
-            )
-            .await;
-            write(
-                grant,
-                ctx,
-                GrantPhase::Denied,
-                KState::Stalled,
-                "Denied",
-                &message,
-                |_| {},
-            )
-            .await?;
-            retention(grant, ctx).await
+            end(grant, ctx, GrantPhase::Denied, "Denied", &message).await
         }
         Resolution::AwaitingApproval {
             access, approvers, ..
@@ -223,26 +204,7 @@ async fn activate(
                 "Tailscale has no user {login} in tailnet {}",
                 scope.integration.spec.tailnet
             );
-            publish_once(
-                grant,
-                ctx,
-                GrantPhase::Failed,
-                EventType::Warning,
-                "UnknownUser",
-                &message,
-            )
-            .await;
-            write(
-                grant,
-                ctx,
-                GrantPhase::Failed,
-                KState::Stalled,
-                "UnknownUser",
-                &message,
-                |_| {},
-            )
-            .await?;
-            return retention(grant, ctx).await;
+            return end(grant, ctx, GrantPhase::Failed, "UnknownUser", &message).await;
         }
         Err(e) => return transient(grant, ctx, &e.to_string()).await,
     };
@@ -277,26 +239,14 @@ async fn activate(
                 Ok(written) => entries_applied(&written.entries, &written.already_present),
                 Err(WriteError::Rejected(message)) => {
                     let message = format!("Tailscale refused {}: {message}", access.describe());
-                    publish_once(
+                    return end(
                         grant,
                         ctx,
                         GrantPhase::Failed,
-                        EventType::Warning,
                         "RejectedByTailscale",
                         &message,
                     )
                     .await;
-                    write(
-                        grant,
-                        ctx,
-                        GrantPhase::Failed,
-                        KState::Stalled,
-                        "RejectedByTailscale",
-                        &message,
-                        |_| {},
-                    )
-                    .await?;
-                    return retention(grant, ctx).await;
                 }
                 Err(e @ WriteError::Unparsable(_)) => {
                     let message = e.to_string();
@@ -372,17 +322,7 @@ async fn activate(
                 let message = format!(
                     "{login} has no devices in the tailnet to carry posture attribute {key}"
                 );
-                write(
-                    grant,
-                    ctx,
-                    GrantPhase::Failed,
-                    KState::Stalled,
-                    "NoDevices",
-                    &message,
-                    |_| {},
-                )
-                .await?;
-                return retention(grant, ctx).await;
+                return end(grant, ctx, GrantPhase::Failed, "NoDevices", &message).await;
             }
             // Tailscale removes the attribute itself at the latest expiry of the user's active
             // grants of it, so access ends on time even if the operator is down.
@@ -805,25 +745,27 @@ async fn tailscale_failure(
         return transient(grant, ctx, &e.to_string()).await;
     }
     let message = format!("Tailscale refused the change: {e}");
-    publish_once(
+    end(
         grant,
         ctx,
         GrantPhase::Failed,
-        EventType::Warning,
         "RejectedByTailscale",
         &message,
     )
-    .await;
-    write(
-        grant,
-        ctx,
-        GrantPhase::Failed,
-        KState::Stalled,
-        "RejectedByTailscale",
-        &message,
-        |_| {},
-    )
-    .await?;
+    .await
+}
+
+/// End a grant that will never be active (Denied or Failed): a Warning Event, a Stalled status
+/// quoting why, and the retention timer.
+async fn end(
+    grant: &AccessGrant,
+    ctx: &Context,
+    phase: GrantPhase,
+    reason: &str,
+    message: &str,
+) -> Result<Action, kube::Error> {
+    publish_once(grant, ctx, phase, EventType::Warning, reason, message).await;
+    write(grant, ctx, phase, KState::Stalled, reason, message, |_| {}).await?;
     retention(grant, ctx).await
 }
 
@@ -1008,6 +950,3 @@ fn requeue_at(at: Timestamp) -> Action {
     let wait = at.duration_since(Timestamp::now());
     Action::requeue(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
-
-#[allow(dead_code)]
-fn _key(_: &Key) {}

@@ -5,6 +5,7 @@ mod connection;
 mod context;
 mod grant;
 mod integration;
+pub mod leader;
 mod policy;
 mod status;
 mod writer;
@@ -26,7 +27,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{find_condition, AccessGrant, AccessPolicy, GrantPhase, TailscaleIntegration};
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
@@ -50,6 +51,9 @@ pub struct RunConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: SocketAddr,
     pub settings: Settings,
+    /// Hold this Lease before starting the controllers; `None` runs them at once (one replica
+    /// only, e.g. local runs).
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -65,7 +69,8 @@ where
     }
 }
 
-/// Run the operator until `shutdown` resolves.
+/// Run the operator until `shutdown` resolves. With leader election, wait for the Lease first
+/// (the health server answers meanwhile), release it on shutdown, and fail as soon as it is lost.
 pub async fn run(
     client: kube::Client,
     config: RunConfig,
@@ -86,6 +91,23 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
+
+    // Nothing that writes starts before this replica leads.
+    let leadership = match config.leader_election.clone() {
+        Some(election) => {
+            health.set_standby();
+            match leader::acquire(client.clone(), election, shutdown.clone()).await? {
+                Some(leadership) => Some(leadership),
+                None => {
+                    health.set_ready(false);
+                    return stop(server).await;
+                }
+            }
+        }
+        None => None,
+    };
+    health.set_ready(false);
+    metrics.leader.set(1);
 
     // Integrations: triggered by their own spec changes (not their status writes) and on timers.
     let (integration_store, integration_writer) = reflector::store::<TailscaleIntegration>();
@@ -255,8 +277,39 @@ pub async fn run(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "tailkeeper started"
     );
-    tokio::join!(integration_controller, policy_controller, grant_controller);
+    let controllers = async {
+        tokio::join!(integration_controller, policy_controller, grant_controller);
+    };
+    let lost = match &leadership {
+        // On shutdown the controllers finish their running reconciles; the Lease stays renewed
+        // meanwhile.
+        Some(leadership) => tokio::select! {
+            _ = controllers => None,
+            reason = leadership.lost() => Some(reason),
+        },
+        None => {
+            controllers.await;
+            None
+        }
+    };
     health.set_ready(false);
+    metrics.leader.set(0);
+    if let Some(reason) = lost {
+        // Another replica may lead from now on: the controllers were dropped above, cancelling
+        // any reconcile mid-way, which is safe (state lives in the resources, never only in
+        // memory). Exit non-zero; Kubernetes restarts the pod, which then waits as a standby.
+        error!(%reason, "lost leadership; stopping");
+        return Err(anyhow::anyhow!("lost leadership: {reason}"));
+    }
+    if let Some(leadership) = leadership {
+        // Hand over at once rather than after the Lease expires.
+        leadership.release().await;
+    }
+    stop(server).await
+}
+
+/// Wait for the health server to stop (it stops on shutdown).
+async fn stop(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),

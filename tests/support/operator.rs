@@ -1,6 +1,7 @@
 //! The operator under test: its binary as a child process, running with exactly the Helm chart's
 //! RBAC, against the shared control plane and a simulator; and helpers to wait for it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +22,27 @@ pub struct Operator {
     child: Option<Child>,
     log: PathBuf,
     port: u16,
+    identity: String,
+}
+
+/// Leader-election identities (`POD_NAME`) of the operators running now. An operator started
+/// after another stopped gets its identity back, as a container restarted in its pod keeps its
+/// pod name (and so takes its Lease back at once); operators running at once differ.
+static IDENTITIES: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn claim_identity(namespace: &str) -> String {
+    let mut live = IDENTITIES.lock().unwrap_or_else(|e| e.into_inner());
+    (0..)
+        .map(|i| format!("{namespace}-operator-{i}"))
+        .find(|id| live.insert(id.clone()))
+        .expect("a free identity")
 }
 
 impl Operator {
+    /// Start the operator for `namespace`, which is also the namespace of its leader-election
+    /// Lease (the release namespace of the chart's RBAC in tests).
     pub fn start(kubeconfig: &Path, namespace: &str) -> Operator {
+        let identity = claim_identity(namespace);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -36,7 +54,9 @@ impl Operator {
             .args(["run", "--watch-namespace", namespace, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
+            .args(["--lease-namespace", namespace])
             .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", &identity)
             .env(
                 "RUST_LOG",
                 std::env::var("TAILKEEPER_TEST_LOG")
@@ -51,21 +71,45 @@ impl Operator {
             child: Some(child),
             log,
             port,
+            identity,
         }
     }
 
-    pub async fn wait_ready(&self) {
+    /// Its identity in the leader-election Lease (`POD_NAME`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// `/readyz`: status code and body (`ready` on the leader, `standby` on a standby), or
+    /// `None` while it does not answer.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let client = reqwest::Client::new();
+        let r = reqwest::get(&url).await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    /// Wait until it leads and its caches are synced (`/readyz` answers `ready`).
+    pub async fn wait_ready(&self) {
+        self.wait_readyz("ready", |_, body| body == "ready").await;
+    }
+
+    /// Wait until `/readyz` answers 200, as a leader or as a standby.
+    pub async fn wait_serving(&self) -> String {
+        self.wait_readyz("ready or standby", |status, _| status == 200)
+            .await
+    }
+
+    async fn wait_readyz(&self, what: &str, ok: impl Fn(u16, &str) -> bool) -> String {
         eventually(
-            "the operator to be ready",
+            &format!("the operator's /readyz to answer {what}"),
             Duration::from_secs(30),
             || async {
-                let r = client.get(&url).send().await.ok()?;
-                r.status().is_success().then_some(())
+                let (status, body) = self.readyz().await?;
+                ok(status, &body).then_some(body)
             },
         )
-        .await;
+        .await
     }
 
     pub async fn metrics(&self) -> String {
@@ -82,11 +126,50 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kill it (SIGKILL): no chance to release its Lease.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.release_identity();
         }
+    }
+
+    /// Stop it as Kubernetes stops a pod (SIGTERM) and wait for it to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_ref().expect("the operator is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: sends a signal to our own child process, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        self.wait_exit("stop on SIGTERM", Duration::from_secs(30))
+            .await
+    }
+
+    /// Wait until it exits by itself, for at most `timeout` (then kill it and panic naming
+    /// `what`).
+    pub async fn wait_exit(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the operator is running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the operator") {
+                self.release_identity();
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.release_identity();
+                panic!("timed out after {timeout:?} waiting for the operator to {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn release_identity(&self) {
+        IDENTITIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.identity);
     }
 }
 
