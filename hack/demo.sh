@@ -24,7 +24,11 @@
 #   TAILKEEPER_K8S_BIN_DIR             same as --k8s-bin-dir
 #   RUST_LOG                           log filter of the operator and the simulator (info)
 #
-# Everything listens on 127.0.0.1 only. Only processes this script started are stopped.
+# Everything listens on 127.0.0.1 only. Only processes this script started are stopped
+# (recorded as pid + start time under STATE_DIR/pids). Re-running is safe: if an earlier
+# run was killed outright (SIGKILL), the next run with the same state dir stops what that
+# run left behind and starts afresh; while a demo runs, a second one with the same state
+# dir refuses to start.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"

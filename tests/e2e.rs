@@ -393,3 +393,93 @@ async fn operator_restart_converges_without_losing_anything() {
         assert_eq!(unchanged(&before, name), unchanged(&after, name), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_mode_acts_within_the_blast_radius_limit() {
+    let env = Env::new("enforce", demo_simulator().await).await;
+    // Two remedies among seven members is 29%: over a 10% limit nothing may happen.
+    // Enforcement changes users: the OAuth client asks for the `users` scope.
+    env.apply(
+        &examples(&env.sim)
+            .replace(
+                "  enforcement:\n    mode: Audit",
+                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 10",
+            )
+            .replace("\"users:read\"", "\"users\""),
+    )
+    .await;
+    let (reason, message) = eventually("EnforcementRefused", CONVERGE, || async {
+        let p = env.policies().get("corp").await.ok()?;
+        let c =
+            tailkeeper::api::find_condition(&p.status?.conditions, "EnforcementRefused")?.clone();
+        Some((c.reason, c.message))
+    })
+    .await;
+    assert_eq!(reason, "BlastRadiusExceeded");
+    assert!(message.contains("2 of 7 members (29%)"), "{message}");
+    assert_eq!(
+        env.sim.user_by_login("carol@example.com").unwrap().status,
+        "idle",
+        "nothing was changed"
+    );
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin"
+    );
+
+    // Within the limit the remedies are carried out.
+    env.policies()
+        .patch(
+            "corp",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"enforcement": {"maxAffectedPercent": 30}}})),
+        )
+        .await
+        .unwrap();
+    eventually("carol suspended and bob lowered", CONVERGE, || async {
+        let carol = env.sim.user_by_login("carol@example.com")?;
+        let bob = env.sim.user_by_login("bob@example.com")?;
+        (carol.status == "suspended" && bob.role == "member").then_some(())
+    })
+    .await;
+    // Never touched: the unknown dave, the exempt break-glass admin, the owner.
+    assert_eq!(
+        env.sim.user_by_login("dave@example.com").unwrap().status,
+        "active"
+    );
+    assert_eq!(
+        env.sim
+            .user_by_login("breakglass@example.com")
+            .unwrap()
+            .role,
+        "admin"
+    );
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "owner"
+    );
+
+    env.check("corp", "OffboardedAccessRemoved", CheckResultValue::Pass)
+        .await;
+    env.check("corp", "UserAccessValid", CheckResultValue::Pass)
+        .await;
+    let status = env.policies().get("corp").await.unwrap().status.unwrap();
+    let enforcement = status.enforcement.expect("enforcement status");
+    let mut actions: Vec<(String, String)> = enforcement
+        .actions
+        .iter()
+        .map(|a| (a.login_name.clone(), a.action.clone()))
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        vec![
+            ("bob@example.com".to_string(), "RoleLowered".to_string()),
+            ("carol@example.com".to_string(), "Suspended".to_string())
+        ]
+    );
+    assert!(tailkeeper::api::find_condition(&status.conditions, "EnforcementRefused").is_none());
+    assert!(
+        !env.events("Suspended").await.is_empty() && !env.events("RoleLowered").await.is_empty()
+    );
+}

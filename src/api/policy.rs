@@ -134,8 +134,11 @@ pub enum DirectoryFileFormat {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Enforcement {
-    /// `Audit` (default) only reports. `Enforce` may suspend offboarded people's accounts and
-    /// downgrade invalid roles.
+    /// `Audit` (default) only reports (status.enforcement.pending counts what `Enforce` would
+    /// change). `Enforce` suspends the accounts of offboarded people and lowers roles that a
+    /// person's organisational role does not allow, to the least privileged role it does allow.
+    /// Accounts the directory does not know, shared users, exempt accounts, roles covered by an
+    /// active grant and the owner are never touched.
     #[serde(default)]
     pub mode: EnforcementMode,
     /// Refuse to act when one evaluation would touch more than this share of users (percent,
@@ -357,6 +360,38 @@ pub struct AccessPolicyStatus {
     /// What the directory held at the last evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectoryStatus>,
+
+    /// What enforcement did, or (in `Audit` mode) would do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<EnforcementStatus>,
+}
+
+/// Enforcement at the last evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementStatus {
+    /// Changes the failing checks call for: made in `Enforce` mode, only reported in `Audit`.
+    pub pending: i64,
+    /// Why the changes were refused (the blast-radius limit), when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Changes made in Tailscale, most recent first (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<EnforcementAction>,
+}
+
+/// One change enforcement made in Tailscale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementAction {
+    /// The Tailscale login name.
+    pub login_name: String,
+    /// `Suspended` or `RoleLowered`.
+    pub action: String,
+    /// What changed, for example `admin -> member`.
+    pub detail: String,
+    /// When.
+    pub at: Time,
 }
 
 /// One compliance check's outcome.

@@ -77,11 +77,11 @@ pub struct TailscaleUser {
 }
 
 impl TailscaleUser {
-    fn is_shared(&self) -> bool {
+    pub(super) fn is_shared(&self) -> bool {
         self.user_type.trim().eq_ignore_ascii_case("shared")
     }
 
-    fn is_suspended(&self) -> bool {
+    pub(super) fn is_suspended(&self) -> bool {
         self.status.trim().eq_ignore_ascii_case("suspended")
     }
 }
@@ -448,7 +448,7 @@ fn user_access_valid(
 /// Role rules folded by organisational role: normalised org role -> (normalised Tailscale role
 /// -> that role as first written, for messages). Rules for the same org role in any case are
 /// combined; blank names are ignored.
-fn allowed_roles(rules: &[RoleRule]) -> BTreeMap<String, BTreeMap<String, String>> {
+pub(super) fn allowed_roles(rules: &[RoleRule]) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut allowed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for rule in rules.iter().filter(|rule| !rule.org_role.trim().is_empty()) {
         let tailscale_roles = allowed.entry(role_key(&rule.org_role)).or_default();
@@ -461,7 +461,7 @@ fn allowed_roles(rules: &[RoleRule]) -> BTreeMap<String, BTreeMap<String, String
     allowed
 }
 
-fn role_key(role: &str) -> String {
+pub(super) fn role_key(role: &str) -> String {
     role.trim().to_lowercase()
 }
 

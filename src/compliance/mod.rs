@@ -12,6 +12,7 @@
 
 pub mod checks;
 pub mod directory;
+pub mod enforcement;
 
 pub use checks::{
     evaluate, CheckName, CheckOutcome, CheckResult, Evaluation, Exemption, Finding, Inputs,

@@ -14,8 +14,10 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::writer::{BatchWindow, Writers};
+use crate::api::{AccessPolicy, TailscaleIntegration};
 use crate::metrics::Metrics;
 use crate::tailscale::{self, User};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 /// The field manager for every status write: one, stable, so server-side apply tracks ownership.
 pub const FIELD_MANAGER: &str = "tailkeeper";
@@ -61,6 +63,8 @@ pub struct Context {
     /// The policy writers, one per tailnet.
     pub writers: Writers,
     inventories: RwLock<HashMap<Key, Arc<Inventory>>>,
+    /// The controllers' caches of policies and integrations, for reads on hot paths.
+    stores: std::sync::OnceLock<(Store<AccessPolicy>, Store<TailscaleIntegration>)>,
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
 }
 
@@ -77,8 +81,32 @@ impl Context {
             writers: Writers::new(settings.batch_window),
             settings,
             inventories: RwLock::default(),
+            stores: std::sync::OnceLock::new(),
             tailscale: RwLock::default(),
         }
+    }
+
+    pub fn set_stores(
+        &self,
+        policies: Store<AccessPolicy>,
+        integrations: Store<TailscaleIntegration>,
+    ) {
+        let _ = self.stores.set((policies, integrations));
+    }
+
+    /// A policy from the controller's cache (None when absent or before the cache exists).
+    pub fn cached_policy(&self, ns: &str, name: &str) -> Option<Arc<AccessPolicy>> {
+        self.stores.get()?.0.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// An integration from the controller's cache.
+    pub fn cached_integration(&self, ns: &str, name: &str) -> Option<Arc<TailscaleIntegration>> {
+        self.stores.get()?.1.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// The Tailscale client last built for an integration, if any.
+    pub fn cached_client(&self, key: &Key) -> Option<(u64, tailscale::Client)> {
+        self.tailscale.read().ok()?.get(key).cloned()
     }
 
     pub fn inventory(&self, key: &Key) -> Option<Arc<Inventory>> {
@@ -89,6 +117,33 @@ impl Context {
         if let Ok(mut map) = self.inventories.write() {
             map.insert(key, Arc::new(inventory));
         }
+    }
+
+    /// Reflect a change enforcement made in the cached inventory, so the next evaluation does
+    /// not ask for it again before the next sync confirms it.
+    pub fn update_inventory_user(
+        &self,
+        key: &Key,
+        remedy: &crate::compliance::enforcement::Remedy,
+    ) {
+        use crate::compliance::enforcement::Remedy;
+        let Ok(mut map) = self.inventories.write() else {
+            return;
+        };
+        let Some(current) = map.get(key) else { return };
+        let mut inventory = (**current).clone();
+        for user in &mut inventory.users {
+            match remedy {
+                Remedy::Suspend { user_id, .. } if &user.id == user_id => {
+                    user.status = "suspended".into()
+                }
+                Remedy::LowerRole { user_id, to, .. } if &user.id == user_id => {
+                    user.role = to.clone()
+                }
+                _ => {}
+            }
+        }
+        map.insert(key.clone(), Arc::new(inventory));
     }
 
     pub fn forget_integration(&self, key: &Key) {

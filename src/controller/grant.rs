@@ -66,33 +66,52 @@ struct Blocked {
 async fn scope(grant: &AccessGrant, ctx: &Context) -> Result<Scope, Blocked> {
     let ns = grant.namespace().unwrap_or_default();
     let policy_name = &grant.spec.policy_ref.name;
-    let policy = Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(policy_name)
-        .await
-        .map_err(|e| Blocked {
-            reason: "KubernetesAPI",
-            message: e.to_string(),
-            stalled: false,
-        })?
-        .ok_or_else(|| Blocked {
-            reason: "PolicyNotFound",
-            message: format!("AccessPolicy {ns}/{policy_name} does not exist"),
-            stalled: true,
-        })?;
+    // The controllers' caches first: a burst of grants must not cost three reads each.
+    let policy = match ctx.cached_policy(&ns, policy_name) {
+        Some(p) => (*p).clone(),
+        None => Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(policy_name)
+            .await
+            .map_err(|e| Blocked {
+                reason: "KubernetesAPI",
+                message: e.to_string(),
+                stalled: false,
+            })?
+            .ok_or_else(|| Blocked {
+                reason: "PolicyNotFound",
+                message: format!("AccessPolicy {ns}/{policy_name} does not exist"),
+                stalled: true,
+            })?,
+    };
     let integration_name = &policy.spec.integration_ref.name;
-    let integration = Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(integration_name)
-        .await
-        .map_err(|e| Blocked {
-            reason: "KubernetesAPI",
-            message: e.to_string(),
-            stalled: false,
-        })?
-        .ok_or_else(|| Blocked {
-            reason: "IntegrationNotFound",
-            message: format!("TailscaleIntegration {ns}/{integration_name} (of policy {policy_name}) does not exist"),
-            stalled: true,
-        })?;
+    let integration = match ctx.cached_integration(&ns, integration_name) {
+        Some(i) => (*i).clone(),
+        None => Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(integration_name)
+            .await
+            .map_err(|e| Blocked {
+                reason: "KubernetesAPI",
+                message: e.to_string(),
+                stalled: false,
+            })?
+            .ok_or_else(|| Blocked {
+                reason: "IntegrationNotFound",
+                message: format!(
+                    "TailscaleIntegration {ns}/{integration_name} (of policy {policy_name}) does not exist"
+                ),
+                stalled: true,
+            })?,
+    };
+    // The client the integration's last sync built (its reconciler rebuilds it when the spec or
+    // the Secret change); connect afresh only when there is none yet.
+    if let Some((fingerprint, client)) = ctx.cached_client(&key_of(&integration)) {
+        return Ok(Scope {
+            policy,
+            integration,
+            client,
+            fingerprint,
+        });
+    }
     let connection = connect(&integration, ctx).await.map_err(|e| Blocked {
         reason: e.reason,
         message: format!(
@@ -235,7 +254,7 @@ async fn activate(
                 scope.fingerprint,
                 &scope.client,
             );
-            match writer.want(key_of(grant), want).await {
+            match writer.want(key_of(grant), want, Some(expires)).await {
                 Ok(written) => entries_applied(&written.entries, &written.already_present),
                 Err(WriteError::Rejected(message)) => {
                     let message = format!("Tailscale refused {}: {message}", access.describe());
@@ -408,7 +427,10 @@ async fn active(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Erro
                 scope.fingerprint,
                 &scope.client,
             );
-            if let Err(e) = writer.want(key_of(grant), Want::Entries(entries)).await {
+            if let Err(e) = writer
+                .want(key_of(grant), Want::Entries(entries), Some(expires))
+                .await
+            {
                 warn!(error = %e, "cannot re-assert an active grant's policy-file entries");
             }
         }

@@ -135,6 +135,7 @@ pub async fn run(
     // Policies: their own spec changes; the integration's inventory or connection changing; a
     // directory ConfigMap changing; a grant of theirs changing phase.
     let (policy_store, policy_writer) = reflector::store::<AccessPolicy>();
+    ctx.set_stores(policy_store.clone(), integration_store.clone());
     let policies = watcher(
         api::<AccessPolicy>(&client, &config.namespace),
         watcher::Config::default(),
@@ -182,6 +183,11 @@ pub async fn run(
             })
         })
         .watches_stream(grant_changes, move |g: AccessGrant| {
+            // Only role grants change a check's outcome (UserAccessValid); other grants need
+            // no re-evaluation, which keeps a burst of grants from re-evaluating per grant.
+            if g.spec.access.role.is_none() {
+                return Vec::new();
+            }
             referencing(&by_grant, &g.namespace().unwrap_or_default(), |p| {
                 p.name_any() == g.spec.policy_ref.name
             })

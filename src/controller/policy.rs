@@ -14,16 +14,17 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
-use tracing::{debug, instrument};
+use tracing::{debug, info, instrument};
 
 use super::context::{key_of, Context, Inventory};
 use super::status::apply_status;
 use super::Error;
 use crate::api::{
     find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus,
-    ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, FailingUser, GrantPhase,
-    KState, TailscaleIntegration,
+    ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, EnforcementAction,
+    EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState, TailscaleIntegration,
 };
+use crate::compliance::enforcement::{self, Plan, Remedy};
 use crate::compliance::{
     self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant,
 };
@@ -52,12 +53,21 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         .and_then(|i| i.status.as_ref())
         .and_then(|s| find_condition(&s.conditions, "Ready"))
         .is_some_and(|c| c.status == "True");
+    // An integration that has not reported yet is neither connected nor disconnected: every
+    // check, AccessControlConfigured included, waits for its first sync.
+    let first_sync_pending = integration.as_ref().is_some_and(|i| {
+        i.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "Ready"))
+            .is_none()
+    });
     let inventory = ctx.inventory(&(ns.clone(), integration_name.clone()));
     let directory = load_directory(&obj, &ctx).await;
     let role_grants = active_role_grants(&obj, &ctx).await?;
 
     let mut requeue = interval;
     let mut directory_status = previous.directory.clone();
+    let mut plan: Option<Plan> = None;
     // Checks 1, 2 and 4 need the directory and the inventory; when either is missing they are
     // Unknown (never a false Fail: a broken directory must not report everyone as a stranger).
     let (evaluation, unknown_reason) = match (&directory, &inventory) {
@@ -66,7 +76,9 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
                 people: dir.len() as i64,
                 sources: *sources,
             });
-            (evaluate(&obj, dir, inv, &role_grants, connected), None)
+            let (evaluation, planned) = evaluate(&obj, dir, inv, &role_grants, connected);
+            plan = Some(planned);
+            (evaluation, None)
         }
         (Err(message), _) => (
             evaluate_without_users(&obj, connected),
@@ -75,7 +87,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         (Ok(_), None) => {
             let message = match &integration {
                 None => format!("TailscaleIntegration {ns}/{integration_name} does not exist"),
-                Some(_) if !connected => format!(
+                Some(_) if !connected && !first_sync_pending => format!(
                     "TailscaleIntegration {ns}/{integration_name} is not connected: {}",
                     ready_message(integration.as_ref())
                 ),
@@ -83,7 +95,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             };
             let reason = if integration.is_none() {
                 "IntegrationNotFound"
-            } else if connected {
+            } else if connected || first_sync_pending {
                 "WaitingForInventory"
             } else {
                 "IntegrationNotReady"
@@ -98,6 +110,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     let checks = check_statuses(
         &evaluation,
         unknown_reason.as_ref().map(|(_, m)| m.as_str()),
+        first_sync_pending,
         now,
     );
     let passing = checks
@@ -163,6 +176,16 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         }
     }
 
+    let enforcement = match (&plan, connected) {
+        (Some(plan), true) => Some(enforce(&obj, plan, &previous, &mut conditions, &ctx).await),
+        _ => previous.enforcement.clone(),
+    };
+    if enforcement.as_ref().is_some_and(|e| !e.actions.is_empty())
+        && enforcement != previous.enforcement
+    {
+        // Tailscale changed: look again soon rather than at the next interval.
+        requeue = requeue.min(Duration::from_secs(2));
+    }
     let status = AccessPolicyStatus {
         observed_generation: obj.metadata.generation,
         conditions: conditions.into_vec(),
@@ -170,6 +193,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         shared_users: evaluation.shared_users.clone(),
         directory: directory_status,
         checks,
+        enforcement,
     };
     export_metrics(&ctx, &ns, &name, &status);
     announce_changes(&obj, &previous, &status, &unknown_reason, &ctx).await;
@@ -184,7 +208,7 @@ fn evaluate(
     inventory: &Inventory,
     role_grants: &[RoleGrant],
     connected: bool,
-) -> Evaluation {
+) -> (Evaluation, Plan) {
     let users: Vec<compliance::TailscaleUser> = inventory
         .users
         .iter()
@@ -197,14 +221,18 @@ fn evaluate(
             user_type: u.user_type.clone(),
         })
         .collect();
-    compliance::evaluate(&compliance::Inputs {
+    let inputs = compliance::Inputs {
         users: &users,
         directory,
         role_rules: &obj.spec.roles,
         exemptions: &obj.spec.exemptions,
         active_role_grants: role_grants,
         integration_connected: connected,
-    })
+    };
+    (
+        compliance::evaluate(&inputs),
+        enforcement::plan(&inputs, obj.spec.enforcement.max_affected_percent),
+    )
 }
 
 /// `AccessControlConfigured` reads only the policy and the connection, so it is evaluated even
@@ -221,17 +249,19 @@ fn evaluate_without_users(obj: &AccessPolicy, connected: bool) -> Evaluation {
 }
 
 /// Build the status of each check. With `unknown`, every check but `AccessControlConfigured`
-/// is Unknown with that message.
+/// is Unknown with that message (that one too with `all_unknown`).
 fn check_statuses(
     evaluation: &Evaluation,
     unknown: Option<&str>,
+    all_unknown: bool,
     now: Timestamp,
 ) -> Vec<CheckStatus> {
     CheckName::ALL
         .iter()
         .map(|&name| {
             let outcome = evaluation.check(name);
-            if let (Some(message), false) = (unknown, name == CheckName::AccessControlConfigured) {
+            let skip = all_unknown || name != CheckName::AccessControlConfigured;
+            if let (Some(message), true) = (unknown, skip) {
                 CheckStatus {
                     name: name.to_string(),
                     result: CheckResultValue::Unknown,
@@ -423,4 +453,118 @@ async fn announce_changes(
                 .await;
         }
     }
+}
+
+/// Carry out (in `Enforce` mode) or only count (in `Audit` mode) the remedies for the failing
+/// checks, within the blast-radius limit. Every change in Tailscale gets an Event and a line in
+/// status; a refusal gets a condition and a Warning Event.
+async fn enforce(
+    obj: &AccessPolicy,
+    plan: &Plan,
+    previous: &AccessPolicyStatus,
+    conditions: &mut Conditions,
+    ctx: &Context,
+) -> EnforcementStatus {
+    let mut status = previous.enforcement.clone().unwrap_or_default();
+    status.pending = plan.remedies.len() as i64;
+    status.refused = plan.refused.clone();
+    let enforcing = obj.spec.enforcement.mode == EnforcementMode::Enforce;
+    let refused_now = enforcing && plan.refused.is_some();
+    conditions.set_or_clear(
+        "EnforcementRefused",
+        refused_now,
+        "BlastRadiusExceeded",
+        plan.refused.as_deref().unwrap_or_default(),
+    );
+    if refused_now {
+        let was = previous
+            .enforcement
+            .as_ref()
+            .and_then(|e| e.refused.clone());
+        if was != plan.refused {
+            let message = plan.refused.clone().unwrap_or_default();
+            ctx.publish(
+                obj,
+                EventType::Warning,
+                "EnforcementRefused",
+                "Enforce",
+                message,
+            )
+            .await;
+        }
+    }
+    if !enforcing || plan.refused.is_some() || plan.remedies.is_empty() {
+        return status;
+    }
+    let (ns, _) = key_of(obj);
+    let integration_key = (ns.clone(), obj.spec.integration_ref.name.clone());
+    let client = match ctx.cached_client(&integration_key) {
+        Some((_, c)) => c,
+        None => {
+            conditions.set(
+                "EnforcementFailed",
+                ConditionStatus::True,
+                "NotConnected",
+                "no connection to the tailnet yet".to_string(),
+            );
+            return status;
+        }
+    };
+    let mut failures = Vec::new();
+    for remedy in &plan.remedies {
+        let (result, action, detail) = match remedy {
+            Remedy::Suspend { user_id, login } => (
+                client.suspend_user(user_id).await,
+                "Suspended",
+                format!("account of offboarded {login} suspended"),
+            ),
+            Remedy::LowerRole {
+                user_id,
+                login,
+                from,
+                to,
+            } => (
+                client.set_user_role(user_id, to).await,
+                "RoleLowered",
+                format!("role of {login} lowered from {from} to {to}"),
+            ),
+        };
+        match result {
+            Ok(()) => {
+                info!(%detail, "enforcement changed Tailscale");
+                ctx.publish(obj, EventType::Normal, action, "Enforce", detail.clone())
+                    .await;
+                status.actions.insert(
+                    0,
+                    EnforcementAction {
+                        login_name: remedy.login().to_string(),
+                        action: action.to_string(),
+                        detail,
+                        at: Time(Timestamp::now()),
+                    },
+                );
+                ctx.update_inventory_user(&integration_key, remedy);
+            }
+            Err(e) => {
+                let message = format!("{detail} failed: {e}");
+                ctx.publish(
+                    obj,
+                    EventType::Warning,
+                    "EnforcementFailed",
+                    "Enforce",
+                    message.clone(),
+                )
+                .await;
+                failures.push(message);
+            }
+        }
+    }
+    status.actions.truncate(MAX_FAILING_USERS);
+    conditions.set_or_clear(
+        "EnforcementFailed",
+        !failures.is_empty(),
+        "TailscaleRefused",
+        &failures.join("; "),
+    );
+    status
 }

@@ -36,8 +36,8 @@ pub struct BatchWindow {
 impl Default for BatchWindow {
     fn default() -> Self {
         Self {
-            quiet: Duration::from_millis(30),
-            max: Duration::from_millis(300),
+            quiet: Duration::from_millis(50),
+            max: Duration::from_millis(500),
         }
     }
 }
@@ -84,6 +84,13 @@ impl Entries {
     }
 }
 
+/// A grant's entries as the writer holds them, with when they lapse.
+#[derive(Clone, Debug)]
+struct Held {
+    entries: Entries,
+    expires: Option<Timestamp>,
+}
+
 /// What a grant asks of the policy file.
 #[derive(Clone, Debug)]
 pub enum Want {
@@ -126,6 +133,8 @@ struct Request {
     grant: Key,
     /// `None` drops the grant's entries.
     want: Option<Want>,
+    /// When the entries lapse: the writer removes them at that instant by itself.
+    expires: Option<Timestamp>,
     reply: oneshot::Sender<Result<Written, WriteError>>,
 }
 
@@ -136,20 +145,36 @@ pub struct PolicyWriter {
 }
 
 impl PolicyWriter {
-    /// Ask that `grant`'s entries be in the file; resolves once they are (or cannot be).
-    pub async fn want(&self, grant: Key, want: Want) -> Result<Written, WriteError> {
-        self.request(grant, Some(want)).await
+    /// Ask that `grant`'s entries be in the file until `expires`; resolves once they are (or
+    /// cannot be). At `expires` the writer takes them out by itself, without waiting for anyone.
+    pub async fn want(
+        &self,
+        grant: Key,
+        want: Want,
+        expires: Option<Timestamp>,
+    ) -> Result<Written, WriteError> {
+        self.request(grant, Some(want), expires).await
     }
 
     /// Ask that `grant`'s entries leave the file (those another active grant also wants stay).
     pub async fn drop_grant(&self, grant: Key) -> Result<Written, WriteError> {
-        self.request(grant, None).await
+        self.request(grant, None, None).await
     }
 
-    async fn request(&self, grant: Key, want: Option<Want>) -> Result<Written, WriteError> {
+    async fn request(
+        &self,
+        grant: Key,
+        want: Option<Want>,
+        expires: Option<Timestamp>,
+    ) -> Result<Written, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { grant, want, reply })
+            .send(Request {
+                grant,
+                want,
+                expires,
+                reply,
+            })
             .map_err(|_| WriteError::Unavailable("the policy writer stopped".into()))?;
         rx.await
             .unwrap_or_else(|_| Err(WriteError::Unavailable("the policy writer stopped".into())))
@@ -204,6 +229,7 @@ impl Writers {
             integration: integration.clone(),
             client: client.clone(),
             wanted: None,
+            retry_at: None,
             window: self.window,
             stats: self.stats.clone(),
         };
@@ -219,14 +245,35 @@ struct WriterTask {
     integration: Key,
     client: tailscale::Client,
     /// Entries of every active grant; `None` until seeded.
-    wanted: Option<BTreeMap<Key, Entries>>,
+    wanted: Option<BTreeMap<Key, Held>>,
+    /// After a failed round that only removed lapsed entries, when to try again.
+    retry_at: Option<Instant>,
     window: BatchWindow,
     stats: Arc<WriterStats>,
 }
 
 impl WriterTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            // Wake for the next request, or at the next expiry to take lapsed entries out: a
+            // grant's access ends on time even while its reconciler is busy elsewhere.
+            let first = match self.next_wake() {
+                Some(at) => tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(r) => r,
+                        None => return,
+                    },
+                    _ = tokio::time::sleep_until(at.into()) => {
+                        let ok = self.flush(Vec::new()).await;
+                        self.retry_at = (!ok).then(|| Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                None => match rx.recv().await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
             let mut batch = vec![first];
             let started = Instant::now();
             // Fold whatever else arrives while requests keep coming, up to the window.
@@ -240,13 +287,29 @@ impl WriterTask {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.flush(batch).await;
+            if self.flush(batch).await {
+                self.retry_at = None;
+            }
         }
+    }
+
+    /// The earliest expiry of the entries held (or the retry time after a failed removal).
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Timestamp::now();
+        let earliest = self
+            .wanted
+            .as_ref()?
+            .values()
+            .filter_map(|h| h.expires)
+            .min()?;
+        let wait = Duration::try_from(earliest.duration_since(now)).unwrap_or(Duration::ZERO);
+        let at = Instant::now() + wait;
+        Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 
     /// Seed the desired state from the grants' status: every Active, unexpired grant of a policy
     /// of this integration contributes the entries it recorded.
-    async fn seed(&self) -> Result<BTreeMap<Key, Entries>, WriteError> {
+    async fn seed(&self) -> Result<BTreeMap<Key, Held>, WriteError> {
         let (ns, name) = &self.integration;
         let policies: Api<AccessPolicy> = Api::namespaced(self.kube.clone(), ns);
         let grants: Api<AccessGrant> = Api::namespaced(self.kube.clone(), ns);
@@ -277,7 +340,8 @@ impl WriterTask {
             if live {
                 let entries = Entries::from_applied(&g);
                 if !entries.is_empty() {
-                    wanted.insert((ns.clone(), g.name_any()), entries);
+                    let expires = status.expires_at.as_ref().map(|t| t.0);
+                    wanted.insert((ns.clone(), g.name_any()), Held { entries, expires });
                 }
             }
         }
@@ -285,7 +349,8 @@ impl WriterTask {
         Ok(wanted)
     }
 
-    async fn flush(&mut self, batch: Vec<Request>) {
+    /// One read-modify-write for `batch` (and for entries that lapsed); false when it failed.
+    async fn flush(&mut self, batch: Vec<Request>) -> bool {
         self.stats
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -296,7 +361,7 @@ impl WriterTask {
                     for r in batch {
                         let _ = r.reply.send(Err(e.clone()));
                     }
-                    return;
+                    return false;
                 }
             }
         }
@@ -305,32 +370,54 @@ impl WriterTask {
         loop {
             let file = match self.client.get_policy_file().await {
                 Ok(f) => f,
-                Err(e) => return reply_all(pending, WriteError::Unavailable(e.to_string())),
+                Err(e) => {
+                    reply_all(pending, WriteError::Unavailable(e.to_string()));
+                    return false;
+                }
             };
+            let now = Timestamp::now();
             let legacy = match policy_file::uses_legacy_acls(&file.text) {
                 Ok(l) => l,
-                Err(e) => return reply_all(pending, unparsable(e)),
+                Err(e) => {
+                    reply_all(pending, unparsable(e));
+                    return false;
+                }
             };
             // The grants of this round, resolved against the file's form.
             let resolved: Vec<(Key, Option<Entries>)> = pending
                 .iter()
                 .map(|r| (r.grant.clone(), r.want.as_ref().map(|w| resolve(w, legacy))))
                 .collect();
-            let base = self.wanted.clone().unwrap_or_default();
+            let mut base = self.wanted.clone().unwrap_or_default();
+            base.retain(|_, h| h.expires.is_none_or(|at| at > now));
             let mut next = base.clone();
-            for (key, entries) in &resolved {
+            for (r, (key, entries)) in pending.iter().zip(&resolved) {
                 match entries {
-                    Some(e) => next.insert(key.clone(), e.clone()),
-                    None => next.remove(key),
-                };
+                    Some(e) if r.expires.is_none_or(|at| at > now) => {
+                        next.insert(
+                            key.clone(),
+                            Held {
+                                entries: e.clone(),
+                                expires: r.expires,
+                            },
+                        );
+                    }
+                    _ => {
+                        next.remove(key);
+                    }
+                }
             }
             let outcome = match policy_file::reconcile(&file.text, &desired(&next)) {
                 Ok(o) => o,
-                Err(e) => return reply_all(pending, unparsable(e)),
+                Err(e) => {
+                    reply_all(pending, unparsable(e));
+                    return false;
+                }
             };
             if !outcome.changed {
                 self.wanted = Some(next);
-                return self.reply_written(pending, resolved, outcome.already_present, false);
+                self.reply_written(pending, resolved, outcome.already_present, false);
+                return true;
             }
             match self
                 .client
@@ -343,7 +430,8 @@ impl WriterTask {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
                     self.wanted = Some(next);
-                    return self.reply_written(pending, resolved, outcome.already_present, true);
+                    self.reply_written(pending, resolved, outcome.already_present, true);
+                    return true;
                 }
                 Err(e) if e.is_precondition_failed() && conflicts < 5 => {
                     // Someone else wrote in between: re-read and re-apply.
@@ -360,13 +448,14 @@ impl WriterTask {
                     // Find the grants whose change Tailscale refuses; fail those, keep the rest.
                     let culprits = self.find_rejected(&file.text, &base, &resolved).await;
                     if culprits.is_empty() {
-                        return reply_all(
+                        reply_all(
                             pending,
                             WriteError::Unavailable(format!(
                                 "Tailscale refused the policy file: {}",
                                 e.tailscale_message()
                             )),
                         );
+                        return false;
                     }
                     let mut kept = Vec::new();
                     for r in pending {
@@ -378,11 +467,14 @@ impl WriterTask {
                         }
                     }
                     if kept.is_empty() {
-                        return;
+                        return true;
                     }
                     pending = kept;
                 }
-                Err(e) => return reply_all(pending, WriteError::Unavailable(e.to_string())),
+                Err(e) => {
+                    reply_all(pending, WriteError::Unavailable(e.to_string()));
+                    return false;
+                }
             }
         }
     }
@@ -392,14 +484,20 @@ impl WriterTask {
     async fn find_rejected(
         &self,
         text: &str,
-        base: &BTreeMap<Key, Entries>,
+        base: &BTreeMap<Key, Held>,
         resolved: &[(Key, Option<Entries>)],
     ) -> Vec<(Key, String)> {
         let mut culprits = Vec::new();
         for (key, entries) in resolved {
             let Some(entries) = entries else { continue };
             let mut alone = base.clone();
-            alone.insert(key.clone(), entries.clone());
+            alone.insert(
+                key.clone(),
+                Held {
+                    entries: entries.clone(),
+                    expires: None,
+                },
+            );
             let Ok(candidate) = policy_file::reconcile(text, &desired(&alone)) else {
                 continue;
             };
@@ -463,9 +561,9 @@ fn resolve(want: &Want, legacy: bool) -> Entries {
     }
 }
 
-fn desired(wanted: &BTreeMap<Key, Entries>) -> Desired {
+fn desired(wanted: &BTreeMap<Key, Held>) -> Desired {
     let mut d = Desired::default();
-    for e in wanted.values() {
+    for e in wanted.values().map(|h| &h.entries) {
         d.members.extend(e.members.iter().cloned());
         for v in &e.grants {
             if !d.grants.contains(v) {
