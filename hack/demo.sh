@@ -434,10 +434,11 @@ start_proc tailscale-sim "$STATE_DIR/tailscale-sim.log" \
 sim_listening() { grep -q 'tailscale-sim listening on' "$STATE_DIR/tailscale-sim.log"; }
 wait_for "the simulator on $SIM_URL" 60 tailscale-sim sim_listening
 
-# --- the operator
+# --- the operator (one replica: no leader election needed)
 start_proc tailkeeper "$STATE_DIR/tailkeeper.log" \
   env KUBECONFIG="$KUBECONFIG_PATH" RUST_LOG="${RUST_LOG:-info}" "$TAILKEEPER" run \
-  --watch-namespace "$NAMESPACE" --listen "127.0.0.1:$OPERATOR_PORT"
+  --watch-namespace "$NAMESPACE" --listen "127.0.0.1:$OPERATOR_PORT" \
+  --leader-election=false
 wait_for "the operator's /readyz on 127.0.0.1:$OPERATOR_PORT" 60 tailkeeper \
   curl -sf "http://127.0.0.1:$OPERATOR_PORT/readyz"
 

@@ -116,9 +116,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.map_err(|e| {
+    let kube_config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig or in-cluster config): {e}")
     })?;
+    let connect = |config: kube::Config| {
+        kube::Client::try_from(config)
+            .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))
+    };
+    let client = connect(kube_config.clone())?;
+    // The Lease gets a connection of its own (see controller::run).
+    let lease_client = connect(kube_config)?;
     let mut settings = Settings {
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         ..Settings::default()
@@ -142,7 +149,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
         leader_election,
     };
-    controller::run(client, config, shutdown_signal()).await
+    controller::run(client, lease_client, config, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).

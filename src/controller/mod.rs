@@ -71,8 +71,12 @@ where
 
 /// Run the operator until `shutdown` resolves. With leader election, wait for the Lease first
 /// (the health server answers meanwhile), release it on shutdown, and fail as soon as it is lost.
+///
+/// `lease_client` renews the Lease over its own connection: under a burst of work the shared
+/// connection queues requests, and a renewal stuck behind them would cost the leadership.
 pub async fn run(
     client: kube::Client,
+    lease_client: kube::Client,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -96,7 +100,7 @@ pub async fn run(
     let leadership = match config.leader_election.clone() {
         Some(election) => {
             health.set_standby();
-            match leader::acquire(client.clone(), election, shutdown.clone()).await? {
+            match leader::acquire(lease_client, election, shutdown.clone()).await? {
                 Some(leadership) => Some(leadership),
                 None => {
                     health.set_ready(false);

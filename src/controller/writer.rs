@@ -278,7 +278,15 @@ impl WriterTask {
             let started = Instant::now();
             // Fold whatever else arrives while requests keep coming, up to the window.
             loop {
-                let left = self.window.max.saturating_sub(started.elapsed());
+                // An expiry due meanwhile ends the window: lapsed access goes first.
+                let until_expiry = self.next_wake().map_or(self.window.max, |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+                let left = self
+                    .window
+                    .max
+                    .saturating_sub(started.elapsed())
+                    .min(until_expiry);
                 if left.is_zero() {
                     break;
                 }
