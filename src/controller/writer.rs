@@ -415,7 +415,18 @@ impl WriterTask {
                     }
                 }
             }
-            let outcome = match policy_file::reconcile(&file.text, &desired(&next)) {
+            // Editing a large file is CPU work: off the async workers, so nothing else (the
+            // Lease renewal above all) waits behind it.
+            let (text, wanted) = (file.text.clone(), desired(&next));
+            let edited =
+                tokio::task::spawn_blocking(move || policy_file::reconcile(&text, &wanted))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(PolicyFileError::Internal(format!(
+                            "the edit task failed: {e}"
+                        )))
+                    });
+            let outcome = match edited {
                 Ok(o) => o,
                 Err(e) => {
                     reply_all(pending, unparsable(e));

@@ -348,10 +348,10 @@ fn remove_unwanted_members(
         return Ok(None);
     };
     // Which file group each wanted group resolves to, so that ownership is judged per group.
-    let mut wanted_by_group: Vec<Vec<String>> = vec![Vec::new(); groups.items.len()];
+    let mut wanted_by_group: Vec<HashSet<String>> = vec![HashSet::new(); groups.items.len()];
     for (group, login) in &desired.members {
         if let Some(index) = find_group(groups, group)? {
-            wanted_by_group[index].push(login.to_lowercase());
+            wanted_by_group[index].insert(login.to_lowercase());
         }
     }
 
@@ -414,18 +414,19 @@ fn remove_unwanted_rules(
         return Ok(None);
     };
     let wanted = dedup(desired.rules(section));
-    let mut matched = vec![false; wanted.len()];
+    // Each wanted rule may keep one owned entry; a second copy is removed.
+    let mut unmatched: HashSet<String> = wanted.iter().map(|rule| canonical(rule)).collect();
     for (entry_index, entry) in entries.items.iter().enumerate() {
         if entry.marker.is_none() {
             continue;
         }
         let value = entry.value.to_json(text);
-        let slot = value.as_ref().and_then(|value| {
-            (0..wanted.len()).find(|slot| !matched[*slot] && wanted[*slot] == value)
-        });
-        match slot {
-            Some(slot) => matched[slot] = true,
-            None => {
+        let kept = value
+            .as_ref()
+            .is_some_and(|value| unmatched.remove(&canonical(value)));
+        match kept {
+            true => {}
+            false => {
                 let shown = value.as_ref().map_or_else(
                     || text[entry.value.span.start..entry.value.span.end].to_string(),
                     compact_json,
@@ -449,6 +450,10 @@ fn add_wanted_members(
     groups_index: Option<usize>,
     desired: &Desired,
 ) -> Result<Option<Step>, PolicyFileError> {
+    // Logins present per group, built once per call: a burst wants hundreds of members, and
+    // scanning each group's array for each of them would be quadratic per edit.
+    let mut present_by_group: std::collections::HashMap<usize, HashSet<String>> =
+        std::collections::HashMap::new();
     for (group, login) in &desired.members {
         let Some(groups_index) = groups_index else {
             let section = format!("{}: {{}}", json_string("groups"));
@@ -466,13 +471,15 @@ fn add_wanted_members(
         let members = groups.items[group_index].value.as_array().ok_or_else(|| {
             PolicyFileError::Unsupported(format!("group {group} is not a list of members"))
         })?;
-        let present = members.items.iter().any(|member| {
-            member
-                .value
-                .as_str(text)
-                .is_some_and(|member| same_login(&member, login))
+        let present = present_by_group.entry(group_index).or_insert_with(|| {
+            members
+                .items
+                .iter()
+                .filter_map(|member| member.value.as_str(text))
+                .map(|member| member.to_lowercase())
+                .collect()
         });
-        if !present {
+        if !present.contains(&login.to_lowercase()) {
             return Ok(Some(Step {
                 edits: vec![insert_first(text, members, &json_string(login))],
                 change: Some(Change::Added(format!("{group}: {login}"))),
@@ -499,13 +506,14 @@ fn add_wanted_rules(
     let entries = root.items[section_index].value.as_array().ok_or_else(|| {
         PolicyFileError::Unsupported(format!("the {} section is not a list", section.name()))
     })?;
-    let present: Vec<Option<Json>> = entries
+    let present: HashSet<String> = entries
         .items
         .iter()
-        .map(|entry| entry.value.to_json(text))
+        .filter_map(|entry| entry.value.to_json(text))
+        .map(|entry| canonical(&entry))
         .collect();
     for rule in wanted {
-        if !present.iter().any(|entry| entry.as_ref() == Some(rule)) {
+        if !present.contains(&canonical(rule)) {
             let rendered = compact_json(rule);
             return Ok(Some(Step {
                 edits: vec![insert_first(text, entries, &rendered)],
@@ -579,4 +587,25 @@ fn compact_json(value: &Json) -> String {
         }
         scalar => scalar.to_string(),
     }
+}
+
+/// A rule's canonical text: object keys sorted at every level, so rules that are equal as JSON
+/// (key order aside) compare and hash equal.
+fn canonical(value: &Json) -> String {
+    fn sorted(value: &Json) -> Json {
+        match value {
+            Json::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Json::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            Json::Array(items) => Json::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
 }
