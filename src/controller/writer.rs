@@ -36,8 +36,8 @@ pub struct BatchWindow {
 impl Default for BatchWindow {
     fn default() -> Self {
         Self {
-            quiet: Duration::from_millis(50),
-            max: Duration::from_millis(500),
+            quiet: Duration::from_millis(80),
+            max: Duration::from_millis(600),
         }
     }
 }
@@ -230,6 +230,7 @@ impl Writers {
             client: client.clone(),
             wanted: None,
             retry_at: None,
+            in_sync: false,
             window: self.window,
             stats: self.stats.clone(),
         };
@@ -248,6 +249,10 @@ struct WriterTask {
     wanted: Option<BTreeMap<Key, Held>>,
     /// After a failed round that only removed lapsed entries, when to try again.
     retry_at: Option<Instant>,
+    /// Whether the file has matched `wanted` since the writer started: until then a round must
+    /// read the file even for a drop (entries of grants that lapsed while nothing ran are in
+    /// it, and only a round takes them out).
+    in_sync: bool,
     window: BatchWindow,
     stats: Arc<WriterStats>,
 }
@@ -373,6 +378,25 @@ impl WriterTask {
                 }
             }
         }
+        // Drops of grants the writer no longer holds (their entries lapsed and were taken out
+        // at expiry) need no round trip; answering them at once keeps the next expiry on time.
+        let now = Timestamp::now();
+        let held = self.wanted.as_ref().filter(|_| self.in_sync);
+        let lapsed =
+            held.is_some_and(|w| w.values().any(|h| h.expires.is_some_and(|at| at <= now)));
+        let (idle, batch): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| r.want.is_none() && held.is_some_and(|w| !w.contains_key(&r.grant)));
+        for r in idle {
+            let _ = r.reply.send(Ok(Written {
+                entries: Entries::default(),
+                already_present: Vec::new(),
+                changed: false,
+            }));
+        }
+        if batch.is_empty() && !lapsed {
+            return true;
+        }
         let mut pending: Vec<Request> = batch;
         let mut conflicts = 0;
         loop {
@@ -435,6 +459,7 @@ impl WriterTask {
             };
             if !outcome.changed {
                 self.wanted = Some(next);
+                self.in_sync = true;
                 self.reply_written(pending, resolved, outcome.already_present, false);
                 return true;
             }
@@ -449,6 +474,7 @@ impl WriterTask {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
                     self.wanted = Some(next);
+                    self.in_sync = true;
                     self.reply_written(pending, resolved, outcome.already_present, true);
                     return true;
                 }
