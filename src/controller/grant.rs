@@ -228,7 +228,11 @@ async fn activate(
         Err(e) => return transient(grant, ctx, &e.to_string()).await,
     };
     let now = Timestamp::now();
-    let expires = now + SignedDuration::try_from(length).unwrap_or(SignedDuration::MAX);
+    // Kubernetes stores times to the second: round the expiry up to one, so the instant recorded
+    // in status is exactly the one enforced (before and after a restart) and no grant lasts
+    // less than its duration.
+    let expires =
+        whole_second_up(now + SignedDuration::try_from(length).unwrap_or(SignedDuration::MAX));
     let applied: Vec<AppliedChange> = match &access {
         PlannedAccess::Member { .. }
         | PlannedAccess::Rule { .. }
@@ -965,6 +969,15 @@ fn entries_applied(entries: &Entries, already_present: &[(String, String)]) -> V
 
 fn entries_empty(e: &Entries) -> bool {
     e.members.is_empty() && e.grants.is_empty() && e.acls.is_empty() && e.ssh.is_empty()
+}
+
+fn whole_second_up(t: Timestamp) -> Timestamp {
+    t.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Ceil),
+    )
+    .unwrap_or(t)
 }
 
 /// Requeue for an instant: the reconciler wakes exactly at expiry.
