@@ -134,7 +134,18 @@ async fn apply(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error
         Some(GrantPhase::Active) => active(grant, ctx).await,
         Some(
             GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Denied | GrantPhase::Failed,
-        ) => retention(grant, ctx).await,
+        ) => {
+            // The phase ended when the grant was revoked, or when it was denied or failed.
+            let status = grant.status.clone().unwrap_or_default();
+            let ended = status
+                .revoked_at
+                .map(|t| t.0)
+                .or_else(|| {
+                    find_condition(&status.conditions, "Ready").map(|c| c.last_transition_time.0)
+                })
+                .unwrap_or_else(Timestamp::now);
+            retention(grant, ctx, ended).await
+        }
         None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval) => {
             pending(grant, ctx).await
         }
@@ -612,7 +623,7 @@ async fn revoke(
     if role_kept {
         set_condition(grant, ctx, "RoleChangedMeanwhile", &message).await?;
     }
-    retention(grant, ctx).await
+    retention(grant, ctx, Timestamp::now()).await
 }
 
 /// Deletion: revoke an active grant first; only then may the object go.
@@ -635,7 +646,13 @@ async fn cleanup(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Err
 }
 
 /// Remove terminal grants after the policy's retention period, if it sets one.
-async fn retention(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error> {
+/// `ended` is when the grant reached its final phase: the status just written, not the one the
+/// reconcile started from.
+async fn retention(
+    grant: &AccessGrant,
+    ctx: &Context,
+    ended: Timestamp,
+) -> Result<Action, kube::Error> {
     let ns = grant.namespace().unwrap_or_default();
     let policy = Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&grant.spec.policy_ref.name)
@@ -646,12 +663,6 @@ async fn retention(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::E
     else {
         return Ok(Action::await_change());
     };
-    let status = grant.status.clone().unwrap_or_default();
-    let ended = status
-        .revoked_at
-        .map(|t| t.0)
-        .or_else(|| find_condition(&status.conditions, "Ready").map(|c| c.last_transition_time.0))
-        .unwrap_or_else(Timestamp::now);
     let until = ended + SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
     if Timestamp::now() >= until {
         info!("retention period over; deleting the grant record");
@@ -792,7 +803,7 @@ async fn end(
 ) -> Result<Action, kube::Error> {
     publish_once(grant, ctx, phase, EventType::Warning, reason, message).await;
     write(grant, ctx, phase, KState::Stalled, reason, message, |_| {}).await?;
-    retention(grant, ctx).await
+    retention(grant, ctx, Timestamp::now()).await
 }
 
 async fn revocation_failed(
