@@ -63,45 +63,58 @@ struct Blocked {
     stalled: bool,
 }
 
+/// An object from a controller cache, else read from the API server.
+async fn cached_or_get<K>(
+    cached: Option<Arc<K>>,
+    api: Api<K>,
+    name: &str,
+    missing: impl FnOnce() -> Blocked,
+) -> Result<K, Blocked>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(obj) = cached {
+        return Ok((*obj).clone());
+    }
+    api.get_opt(name)
+        .await
+        .map_err(|e| Blocked {
+            reason: "KubernetesAPI",
+            message: e.to_string(),
+            stalled: false,
+        })?
+        .ok_or_else(missing)
+}
+
 async fn scope(grant: &AccessGrant, ctx: &Context) -> Result<Scope, Blocked> {
     let ns = grant.namespace().unwrap_or_default();
     let policy_name = &grant.spec.policy_ref.name;
     // The controllers' caches first: a burst of grants must not cost three reads each.
-    let policy = match ctx.cached_policy(&ns, policy_name) {
-        Some(p) => (*p).clone(),
-        None => Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(policy_name)
-            .await
-            .map_err(|e| Blocked {
-                reason: "KubernetesAPI",
-                message: e.to_string(),
-                stalled: false,
-            })?
-            .ok_or_else(|| Blocked {
-                reason: "PolicyNotFound",
-                message: format!("AccessPolicy {ns}/{policy_name} does not exist"),
-                stalled: true,
-            })?,
-    };
+    let policy = cached_or_get(
+        ctx.cached_policy(&ns, policy_name),
+        Api::namespaced(ctx.client.clone(), &ns),
+        policy_name,
+        || Blocked {
+            reason: "PolicyNotFound",
+            message: format!("AccessPolicy {ns}/{policy_name} does not exist"),
+            stalled: true,
+        },
+    )
+    .await?;
     let integration_name = &policy.spec.integration_ref.name;
-    let integration = match ctx.cached_integration(&ns, integration_name) {
-        Some(i) => (*i).clone(),
-        None => Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(integration_name)
-            .await
-            .map_err(|e| Blocked {
-                reason: "KubernetesAPI",
-                message: e.to_string(),
-                stalled: false,
-            })?
-            .ok_or_else(|| Blocked {
-                reason: "IntegrationNotFound",
-                message: format!(
-                    "TailscaleIntegration {ns}/{integration_name} (of policy {policy_name}) does not exist"
-                ),
-                stalled: true,
-            })?,
-    };
+    let integration: TailscaleIntegration = cached_or_get(
+        ctx.cached_integration(&ns, integration_name),
+        Api::namespaced(ctx.client.clone(), &ns),
+        integration_name,
+        || Blocked {
+            reason: "IntegrationNotFound",
+            message: format!(
+                "TailscaleIntegration {ns}/{integration_name} (of policy {policy_name}) does not exist"
+            ),
+            stalled: true,
+        },
+    )
+    .await?;
     // The client the integration's last sync built (its reconciler rebuilds it when the spec or
     // the Secret change); connect afresh only when there is none yet.
     if let Some((fingerprint, client)) = ctx.cached_client(&key_of(&integration)) {
