@@ -5,12 +5,14 @@
 mod conditions;
 mod grant;
 mod integration;
+mod ledger;
 mod policy;
 mod reference;
 
 pub use conditions::{find_condition, ConditionStatus, Conditions, KState};
 pub use grant::*;
 pub use integration::*;
+pub use ledger::*;
 pub use policy::*;
 pub use reference::markdown as reference_markdown;
 
@@ -34,7 +36,7 @@ pub struct LocalRef {
     pub name: String,
 }
 
-/// The three CRDs, in the order they should be applied.
+/// The CRDs, in the order they should be applied.
 pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
@@ -42,6 +44,7 @@ pub fn crds(
         TailscaleIntegration::crd(),
         AccessPolicy::crd(),
         AccessGrant::crd(),
+        GrantLedger::crd(),
     ]
 }
 

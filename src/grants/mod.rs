@@ -1,6 +1,10 @@
-//! What a grant means under its policy: which grantable item it names, whether its duration and
-//! approval are acceptable, and exactly what it changes in Tailscale. Pure: the grant reconciler
-//! does the I/O.
+//! Grants, pure: what a grant means under its policy (which grantable item it names, whether its
+//! duration and approval are acceptable, what it changes in Tailscale), its lifecycle
+//! ([`lifecycle`]) and the ledger's rules for roles and posture attributes ([`ledger`]). No I/O:
+//! the grant reconciler loads, calls these and acts.
+
+pub mod ledger;
+pub mod lifecycle;
 
 use std::time::Duration;
 

@@ -1,0 +1,401 @@
+//! The grant lifecycle as one pure decision: from the grant, its policy (if it still exists),
+//! whether the ledger holds access for it, and the clock, the next step. The grant reconciler
+//! loads these, calls [`decide`], carries the step out and writes status once.
+//!
+//! Ending access never depends on the policy: a hold in the ledger is ended at expiry, when the
+//! grant is deleted, or when the grant ended for any other reason, whatever else exists.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{resolve, PlannedAccess, Resolution};
+use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantPhase};
+use crate::duration;
+
+/// What the reconciler knows about a grant.
+#[derive(Clone, Debug)]
+pub struct GrantState<'a> {
+    pub spec: &'a AccessGrantSpec,
+    pub phase: Option<GrantPhase>,
+    pub expires_at: Option<Timestamp>,
+    /// When the grant reached a final phase (for retention).
+    pub ended_at: Option<Timestamp>,
+    pub deleting: bool,
+    /// The ledger holds access for this grant (by UID).
+    pub held: bool,
+}
+
+/// Why a grant is where it is: the `Ready` condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Active,
+    AwaitingApproval,
+    Denied,
+    PolicyNotFound,
+    Expired,
+    Revoked,
+    Activating,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Active => "Active",
+            Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::Denied => "Denied",
+            Reason::PolicyNotFound => "PolicyNotFound",
+            Reason::Expired => "Expired",
+            Reason::Revoked => "Revoked",
+            Reason::Activating => "Activating",
+        }
+    }
+}
+
+/// The next step for a grant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The policy does not allow it: end as Denied.
+    Deny { message: String },
+    /// Nothing to do until something changes (an approval, the policy appearing).
+    Wait {
+        phase: GrantPhase,
+        reason: Reason,
+        message: String,
+        /// Whether a person must act (Stalled) rather than the grant waiting its turn.
+        stalled: bool,
+    },
+    /// Apply the access (again, if a crash interrupted an earlier try: every step is idempotent).
+    Activate {
+        access: PlannedAccess,
+        duration: Duration,
+    },
+    /// Active and in force: wake at expiry.
+    Hold { until: Timestamp },
+    /// Take the access away; the grant ends in `phase`.
+    Revoke { phase: GrantPhase },
+    /// Ended; keep the record until then.
+    Retain { until: Timestamp },
+    /// Ended and kept long enough: delete the record.
+    Delete,
+    /// Ended, nothing held, no retention: nothing to do (also: let a deletion proceed).
+    Done,
+}
+
+/// Decide the next step. `policy` is `None` when the grant's AccessPolicy does not exist.
+pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp) -> Step {
+    if grant.deleting {
+        return if grant.held {
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+            }
+        } else {
+            Step::Done
+        };
+    }
+    match grant.phase {
+        Some(GrantPhase::Active) => match grant.expires_at {
+            Some(at) if now >= at => Step::Revoke {
+                phase: GrantPhase::Expired,
+            },
+            Some(at) if grant.held => Step::Hold { until: at },
+            // Active without a hold (a ledger lost, or written before the ledger existed):
+            // nothing proves what is in force, so end it rather than trust it.
+            _ => Step::Revoke {
+                phase: GrantPhase::Revoked,
+            },
+        },
+        Some(
+            phase @ (GrantPhase::Expired
+            | GrantPhase::Revoked
+            | GrantPhase::Denied
+            | GrantPhase::Failed),
+        ) => {
+            if grant.held {
+                return Step::Revoke { phase };
+            }
+            retention(policy, grant.ended_at, now)
+        }
+        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval) => {
+            let Some(policy) = policy else {
+                if grant.held {
+                    // Activation had begun when the policy went away: undo it.
+                    return Step::Revoke {
+                        phase: GrantPhase::Revoked,
+                    };
+                }
+                return Step::Wait {
+                    phase: GrantPhase::Pending,
+                    reason: Reason::PolicyNotFound,
+                    message: format!("AccessPolicy {} does not exist", grant.spec.policy_ref.name),
+                    stalled: true,
+                };
+            };
+            match resolve(policy, grant.spec) {
+                Resolution::Denied(message) if grant.held => {
+                    // The policy changed under an interrupted activation: undo, then deny.
+                    let _ = message;
+                    Step::Revoke {
+                        phase: GrantPhase::Revoked,
+                    }
+                }
+                Resolution::Denied(message) => Step::Deny { message },
+                Resolution::AwaitingApproval {
+                    access, approvers, ..
+                } => Step::Wait {
+                    phase: GrantPhase::AwaitingApproval,
+                    reason: Reason::AwaitingApproval,
+                    message: format!(
+                        "{} for {} awaits approval by {approvers}",
+                        access.describe(),
+                        grant.spec.user
+                    ),
+                    stalled: false,
+                },
+                Resolution::Approved { access, duration } => {
+                    if is_exempt(policy, &grant.spec.user)
+                        && matches!(access, PlannedAccess::Role { .. })
+                    {
+                        return Step::Deny {
+                            message: format!(
+                                "{} is exempt in this policy (break-glass and service accounts); grants never change an exempt account's role",
+                                grant.spec.user
+                            ),
+                        };
+                    }
+                    Step::Activate { access, duration }
+                }
+            }
+        }
+    }
+}
+
+fn is_exempt(policy: &AccessPolicySpec, login: &str) -> bool {
+    policy
+        .exemptions
+        .iter()
+        .any(|e| e.login_name.eq_ignore_ascii_case(login))
+}
+
+/// Keep an ended grant as a record for the policy's retention period, if it sets one.
+fn retention(policy: Option<&AccessPolicySpec>, ended: Option<Timestamp>, now: Timestamp) -> Step {
+    let Some(keep) = policy
+        .and_then(|p| p.grant_retention.as_deref())
+        .and_then(|r| duration::parse(r).ok())
+    else {
+        return Step::Done;
+    };
+    let until =
+        ended.unwrap_or(now) + SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
+    if now >= until {
+        Step::Delete
+    } else {
+        Step::Retain { until }
+    }
+}
+
+/// The expiry of a grant activated at `now` for `length`: rounded up to a whole second, as
+/// Kubernetes stores times, so the instant recorded is the one enforced and no grant is shorter
+/// than approved.
+pub fn expiry(now: Timestamp, length: Duration) -> Timestamp {
+    let at = now + SignedDuration::try_from(length).unwrap_or(SignedDuration::MAX);
+    at.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Ceil),
+    )
+    .unwrap_or(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(retention: Option<&str>) -> AccessPolicySpec {
+        serde_json::from_value(json!({
+            "integrationRef": {"name": "t"},
+            "exemptions": [{"loginName": "breakglass@example.com", "reason": "break-glass"}],
+            "grantRetention": retention,
+            "grantable": {
+                "groups": [{"name": "group:prod", "terms": {"maxDuration": "1h", "approvalRequired": false}}],
+                "roles": [{"role": "admin", "terms": {"maxDuration": "1h", "approvalRequired": true, "approvers": {"users": ["bob"]}}}]
+            }
+        }))
+        .expect("policy")
+    }
+
+    fn spec(user: &str, access: serde_json::Value) -> AccessGrantSpec {
+        serde_json::from_value(json!({
+            "policyRef": {"name": "p"}, "user": user, "access": access,
+            "duration": "30m", "reason": "incident", "requestedBy": "alice"
+        }))
+        .expect("spec")
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    fn state(spec: &AccessGrantSpec, phase: Option<GrantPhase>) -> GrantState<'_> {
+        GrantState {
+            spec,
+            phase,
+            expires_at: None,
+            ended_at: None,
+            deleting: false,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn a_held_grant_is_revoked_at_its_expiry_instant_and_not_before() {
+        let s = spec("alice@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.expires_at = Some(at(100));
+        g.held = true;
+        let p = policy(None);
+        assert_eq!(decide(&g, Some(&p), at(99)), Step::Hold { until: at(100) });
+        assert_eq!(
+            decide(&g, Some(&p), at(100)),
+            Step::Revoke {
+                phase: GrantPhase::Expired
+            }
+        );
+        // The policy being gone changes nothing about ending access.
+        assert_eq!(
+            decide(&g, None, at(100)),
+            Step::Revoke {
+                phase: GrantPhase::Expired
+            }
+        );
+    }
+
+    #[test]
+    fn deletion_revokes_whatever_the_phase_while_anything_is_held() {
+        let s = spec("alice@example.com", json!({"group": "group:prod"}));
+        for phase in [
+            None,
+            Some(GrantPhase::Pending),
+            Some(GrantPhase::Active),
+            Some(GrantPhase::Failed),
+        ] {
+            let mut g = state(&s, phase);
+            g.deleting = true;
+            g.held = true;
+            assert_eq!(
+                decide(&g, None, at(0)),
+                Step::Revoke {
+                    phase: GrantPhase::Revoked
+                }
+            );
+            g.held = false;
+            assert_eq!(decide(&g, None, at(0)), Step::Done);
+        }
+    }
+
+    #[test]
+    fn an_active_grant_without_a_hold_is_ended_not_trusted() {
+        let s = spec("alice@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.expires_at = Some(at(100));
+        assert_eq!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked
+            }
+        );
+    }
+
+    #[test]
+    fn an_ended_grant_still_holding_access_is_revoked_first() {
+        let s = spec("alice@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&s, Some(GrantPhase::Failed));
+        g.held = true;
+        assert_eq!(
+            decide(&g, Some(&policy(Some("1h"))), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Failed
+            }
+        );
+    }
+
+    #[test]
+    fn pending_grants_wait_for_their_policy_and_approval() {
+        let s = spec("alice@example.com", json!({"role": "admin"}));
+        let g = state(&s, None);
+        assert!(matches!(
+            decide(&g, None, at(0)),
+            Step::Wait {
+                reason: Reason::PolicyNotFound,
+                stalled: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Wait {
+                phase: GrantPhase::AwaitingApproval,
+                stalled: false,
+                ..
+            }
+        ));
+        let ok = spec("alice@example.com", json!({"group": "group:prod"}));
+        assert!(matches!(
+            decide(&state(&ok, None), Some(&policy(None)), at(0)),
+            Step::Activate {
+                access: PlannedAccess::Member { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn exempt_accounts_never_get_role_grants() {
+        let mut s = spec("BreakGlass@example.com", json!({"role": "admin"}));
+        s.approval = Some(crate::api::Approval {
+            approved_by: "bob".into(),
+            comment: None,
+        });
+        match decide(&state(&s, None), Some(&policy(None)), at(0)) {
+            Step::Deny { message } => assert!(message.contains("exempt"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_policy_that_now_denies_an_interrupted_activation_undoes_it() {
+        let s = spec("alice@example.com", json!({"group": "group:other"}));
+        let mut g = state(&s, Some(GrantPhase::Pending));
+        g.held = true;
+        assert_eq!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked
+            }
+        );
+    }
+
+    #[test]
+    fn retention_counts_from_the_end() {
+        let s = spec("alice@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&s, Some(GrantPhase::Expired));
+        g.ended_at = Some(at(0));
+        assert_eq!(decide(&g, Some(&policy(None)), at(10)), Step::Done);
+        assert_eq!(
+            decide(&g, Some(&policy(Some("1h"))), at(10)),
+            Step::Retain { until: at(3600) }
+        );
+        assert_eq!(
+            decide(&g, Some(&policy(Some("1h"))), at(3600)),
+            Step::Delete
+        );
+    }
+
+    #[test]
+    fn expiry_rounds_up_to_whole_seconds() {
+        let now = at(0) + SignedDuration::from_millis(1);
+        assert_eq!(expiry(now, Duration::from_secs(60)), at(61));
+        assert_eq!(expiry(at(0), Duration::from_secs(60)), at(60));
+    }
+}
