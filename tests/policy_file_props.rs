@@ -1,13 +1,14 @@
 //! Property tests for the policy-file editor: on generated HuJSON files (random layouts,
 //! comments, trailing commas, legacy keys) and random sequences of desired states, every output
 //! parses, means exactly "the original plus what is wanted", is a fixed point, and going back to
-//! nothing wanted restores the original bytes.
+//! nothing wanted restores the original bytes; with two owners editing the same file, neither
+//! ever touches the other's items.
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
-use tailkeeper::policy_file::{managed, reconcile, Desired, PolicyFileError};
+use tailkeeper::policy_file::{managed, reconcile, Entries, Owner, PolicyFileError};
 
 const GROUPS: [&str; 4] = ["group:eng", "group:prod", "group:ops", "group:sre"];
 /// Wanted groups include one the files never have, so groups get created and removed.
@@ -332,7 +333,7 @@ fn policy_file() -> impl Strategy<Value = String> {
         })
 }
 
-fn desired_state() -> impl Strategy<Value = Desired> {
+fn desired_state() -> impl Strategy<Value = Entries> {
     let pairs: Vec<(String, String)> = WANTED_GROUPS
         .iter()
         .flat_map(|group| {
@@ -348,12 +349,17 @@ fn desired_state() -> impl Strategy<Value = Desired> {
         rules(),
         rules(),
     )
-        .prop_map(|(members, grants, ssh, acls)| Desired {
+        .prop_map(|(members, grants, ssh, acls)| Entries {
             members: members.into_iter().collect(),
             grants,
             ssh,
             acls,
         })
+}
+
+/// The owner the single-owner properties edit as.
+fn owner() -> Owner {
+    Owner::new("a1").expect("a valid id")
 }
 
 fn parse_hujson(text: &str) -> Json {
@@ -374,40 +380,105 @@ fn same_login(left: &Json, right: &str) -> bool {
         .is_some_and(|left| left.to_lowercase() == right.to_lowercase())
 }
 
+/// The member list of `group` in a policy's meaning, created as the editor would (an exact
+/// group name first, else one differing only in case).
+fn members_of<'a>(root: &'a mut serde_json::Map<String, Json>, group: &str) -> &'a mut Vec<Json> {
+    let key = key_ignoring_case(root, "groups").unwrap_or_else(|| "groups".into());
+    let groups = root.entry(key).or_insert_with(|| json!({}));
+    let groups = groups.as_object_mut().unwrap();
+    let group_key = if groups.contains_key(group) {
+        group.to_string()
+    } else {
+        key_ignoring_case(groups, group).unwrap_or_else(|| group.to_string())
+    };
+    let members = groups.entry(group_key).or_insert_with(|| json!([]));
+    members.as_array_mut().unwrap()
+}
+
+/// The entries of the rule section `name` in a policy's meaning, created if missing.
+fn entries_of<'a>(root: &'a mut serde_json::Map<String, Json>, name: &str) -> &'a mut Vec<Json> {
+    let key = key_ignoring_case(root, name).unwrap_or_else(|| name.into());
+    let entries = root.entry(key).or_insert_with(|| json!([]));
+    entries.as_array_mut().unwrap()
+}
+
+fn rule_sections(entries: &Entries) -> [(&'static str, &Vec<Json>); 3] {
+    [
+        ("grants", &entries.grants),
+        ("ssh", &entries.ssh),
+        ("acls", &entries.acls),
+    ]
+}
+
 /// The original's meaning plus everything wanted that it does not already hold.
-fn expected_semantics(original: &Json, desired: &Desired) -> Json {
+fn expected_semantics(original: &Json, desired: &Entries) -> Json {
     let mut expected = original.clone();
     let root = expected.as_object_mut().unwrap();
     for (group, login) in &desired.members {
-        let key = key_ignoring_case(root, "groups").unwrap_or_else(|| "groups".into());
-        let groups = root.entry(key).or_insert_with(|| json!({}));
-        let groups = groups.as_object_mut().unwrap();
-        let group_key = if groups.contains_key(group) {
-            group.clone()
-        } else {
-            key_ignoring_case(groups, group).unwrap_or_else(|| group.clone())
-        };
-        let members = groups.entry(group_key).or_insert_with(|| json!([]));
-        let members = members.as_array_mut().unwrap();
+        let members = members_of(root, group);
         if !members.iter().any(|member| same_login(member, login)) {
             members.push(json!(login));
         }
     }
-    for (name, wanted) in [
-        ("grants", &desired.grants),
-        ("ssh", &desired.ssh),
-        ("acls", &desired.acls),
-    ] {
+    for (name, wanted) in rule_sections(desired) {
         for rule in wanted {
-            let key = key_ignoring_case(root, name).unwrap_or_else(|| name.into());
-            let entries = root.entry(key).or_insert_with(|| json!([]));
-            let entries = entries.as_array_mut().unwrap();
+            let entries = entries_of(root, name);
             if !entries.contains(rule) {
                 entries.push(rule.clone());
             }
         }
     }
     expected
+}
+
+/// The original's meaning plus each owner's own copy of what it wants and the original does
+/// not hold: two owners wanting the same thing hold one copy each.
+fn expected_semantics_of_owners(original: &Json, wanted: &[Entries]) -> Json {
+    let mut expected = original.clone();
+    for desired in wanted {
+        let owned = expected_owned(original, desired);
+        let root = expected.as_object_mut().unwrap();
+        for (group, login) in &desired.members {
+            if owned
+                .members
+                .contains(&(group.clone(), login.to_lowercase()))
+            {
+                members_of(root, group).push(json!(login));
+            }
+        }
+        for (name, rules) in rule_sections(&owned) {
+            for rule in rules {
+                entries_of(root, name).push(rule.clone());
+            }
+        }
+    }
+    expected
+}
+
+/// `actual` without groups and sections that the original lacks and that are empty now: a
+/// container one owner created and another filled stays, emptied, until its creator's next
+/// write (nobody else may remove it).
+fn without_lingering_containers(mut actual: Json, original: &Json) -> Json {
+    let original = original.as_object().unwrap();
+    let root = actual.as_object_mut().unwrap();
+    if let Some(key) = key_ignoring_case(root, "groups") {
+        let original_groups = original.get(&key).and_then(Json::as_object);
+        if let Some(groups) = root[&key].as_object_mut() {
+            groups.retain(|group, members| {
+                original_groups.is_some_and(|groups| groups.contains_key(group))
+                    || members.as_array().is_none_or(|members| !members.is_empty())
+            });
+        }
+    }
+    root.retain(|key, value| {
+        let empty = match value {
+            Json::Array(items) => items.is_empty(),
+            Json::Object(map) => map.is_empty(),
+            _ => false,
+        };
+        original.contains_key(key) || !empty
+    });
+    actual
 }
 
 /// Order of members and entries is the editor's choice; everything else must match exactly.
@@ -432,7 +503,7 @@ fn normalized(mut value: Json) -> Json {
 }
 
 /// Memberships the file did not already hold (case-insensitively): exactly what gets a marker.
-fn expected_owned_members(original: &Json, desired: &Desired) -> BTreeSet<(String, String)> {
+fn expected_owned_members(original: &Json, desired: &Entries) -> BTreeSet<(String, String)> {
     let groups = original
         .as_object()
         .and_then(|root| key_ignoring_case(root, "groups").map(|key| &root[&key]));
@@ -447,6 +518,49 @@ fn expected_owned_members(original: &Json, desired: &Desired) -> BTreeSet<(Strin
         })
         .map(|(group, login)| (group.clone(), login.to_lowercase()))
         .collect()
+}
+
+/// Wanted rules of each section that the file did not already hold: exactly what gets a
+/// marker, one copy of each, in a fixed order.
+fn expected_owned(original: &Json, desired: &Entries) -> Entries {
+    let held = |name: &str| {
+        original
+            .as_object()
+            .and_then(|root| key_ignoring_case(root, name).map(|key| &root[&key]))
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let owned_rules = |name: &str, wanted: &[Json]| {
+        let held = held(name);
+        let mut owned: Vec<Json> = Vec::new();
+        for rule in wanted {
+            if !held.contains(rule) && !owned.contains(rule) {
+                owned.push(rule.clone());
+            }
+        }
+        owned.sort_by_key(|rule| rule.to_string());
+        owned
+    };
+    Entries {
+        members: expected_owned_members(original, desired),
+        grants: owned_rules("grants", &desired.grants),
+        ssh: owned_rules("ssh", &desired.ssh),
+        acls: owned_rules("acls", &desired.acls),
+    }
+}
+
+/// What `managed` reports, in the form of [`expected_owned`]: logins lowercased, rules sorted.
+fn comparable(mut owned: Entries) -> Entries {
+    owned.members = owned
+        .members
+        .into_iter()
+        .map(|(group, login)| (group, login.to_lowercase()))
+        .collect();
+    for rules in [&mut owned.grants, &mut owned.ssh, &mut owned.acls] {
+        rules.sort_by_key(|rule| rule.to_string());
+    }
+    owned
 }
 
 proptest! {
@@ -464,7 +578,7 @@ proptest! {
         let original_semantics = parse_hujson(&original);
         let mut text = original.clone();
         for desired in &steps {
-            let outcome = reconcile(&text, desired).expect("a generated file reconciles");
+            let outcome = reconcile(&text, &owner(), desired).expect("a generated file reconciles");
             prop_assert_eq!(outcome.changed, outcome.text != text);
             text = outcome.text;
 
@@ -474,7 +588,7 @@ proptest! {
                 normalized(expected_semantics(&original_semantics, desired)),
                 "\n{}", text
             );
-            let owned: BTreeSet<(String, String)> = managed(&text)
+            let owned: BTreeSet<(String, String)> = managed(&text, &owner())
                 .unwrap()
                 .members
                 .into_iter()
@@ -482,10 +596,10 @@ proptest! {
                 .collect();
             prop_assert_eq!(owned, expected_owned_members(&original_semantics, desired));
 
-            let again = reconcile(&text, desired).unwrap();
+            let again = reconcile(&text, &owner(), desired).unwrap();
             prop_assert!(!again.changed, "not a fixed point:\n{}", text);
         }
-        let restored = reconcile(&text, &Desired::default()).unwrap();
+        let restored = reconcile(&text, &owner(), &Entries::default()).unwrap();
         prop_assert_eq!(restored.text, original);
     }
 
@@ -498,18 +612,18 @@ proptest! {
         position in any::<prop::sample::Index>(),
         insertion in prop::sample::select(vec![" /* human */", " // human\n", "\n"]),
     ) {
-        let written = reconcile(&original, &desired).unwrap().text;
+        let written = reconcile(&original, &owner(), &desired).unwrap().text;
         // Generated strings and comments hold no commas, so every comma is a separator.
         let commas: Vec<usize> = written.match_indices(',').map(|(at, _)| at + 1).collect();
         prop_assume!(!commas.is_empty());
         let at = commas[position.index(commas.len())];
         // Text between an item and its marker would detach the marker: the item would then
         // be a human's, and is rightly kept. That is not the case under test.
-        prop_assume!(!written[at..].starts_with(" /* tailkeeper */"));
+        prop_assume!(!written[at..].starts_with(" /* tailkeeper:"));
         let mut edited = written.clone();
         edited.insert_str(at, insertion);
 
-        let cleared = reconcile(&edited, &Desired::default()).unwrap();
+        let cleared = reconcile(&edited, &owner(), &Entries::default()).unwrap();
         prop_assert_eq!(parse_hujson(&cleared.text), parse_hujson(&original), "\n{}", cleared.text);
         prop_assert!(!cleared.text.contains("tailkeeper"));
         // Owned items are written on one line each; a comment on a line without a marker was
@@ -540,7 +654,7 @@ proptest! {
             end += 1;
         }
         damaged.replace_range(start..end, "");
-        match reconcile(&damaged, &desired) {
+        match reconcile(&damaged, &owner(), &desired) {
             Ok(outcome) => {
                 parse_hujson(&outcome.text);
             }
@@ -550,5 +664,58 @@ proptest! {
             }
             Err(_) => {}
         }
+    }
+
+    /// Two installations edit the same file in turns, each under its own owner id: each holds
+    /// exactly what it last wanted (less what a human already held), neither ever removes or
+    /// changes the other's items or containers, and once both want nothing the original bytes
+    /// come back.
+    #[test]
+    fn two_owners_never_touch_each_others_items(
+        original in policy_file(),
+        steps in prop::collection::vec((0..2usize, desired_state()), 1..8),
+    ) {
+        let owners = [owner(), Owner::new("ops-2.b_x").unwrap()];
+        let original_semantics = parse_hujson(&original);
+        let mut wanted = [Entries::default(), Entries::default()];
+        let mut text = original.clone();
+        for (me, desired) in &steps {
+            let other = &owners[1 - me];
+            let others_items = managed(&text, other).unwrap();
+            let others_markers = text.matches(&other.marker()).count();
+            let outcome = reconcile(&text, &owners[*me], desired)
+                .expect("a generated file reconciles");
+            prop_assert_eq!(outcome.changed, outcome.text != text);
+            text = outcome.text;
+            wanted[*me] = desired.clone();
+
+            prop_assert_eq!(&managed(&text, other).unwrap(), &others_items, "\n{}", text);
+            prop_assert_eq!(text.matches(&other.marker()).count(), others_markers, "\n{}", text);
+            for (owner, wanted) in owners.iter().zip(&wanted) {
+                prop_assert_eq!(
+                    comparable(managed(&text, owner).unwrap()),
+                    expected_owned(&original_semantics, wanted),
+                    "{}\n{}", owner.id(), text
+                );
+            }
+            prop_assert_eq!(
+                normalized(without_lingering_containers(parse_hujson(&text), &original_semantics)),
+                normalized(expected_semantics_of_owners(&original_semantics, &wanted)),
+                "\n{}", text
+            );
+            let again = reconcile(&text, &owners[*me], desired).unwrap();
+            prop_assert!(!again.changed, "not a fixed point:\n{}", text);
+        }
+        // Both clear, in turns, until neither changes anything: a container one created and
+        // the other filled goes on its creator's turn after the other's items left it.
+        let (mut turn, mut quiet_turns) = (0, 0);
+        while quiet_turns < 2 {
+            prop_assert!(turn < 8, "clearing does not settle:\n{}", text);
+            let outcome = reconcile(&text, &owners[turn % 2], &Entries::default()).unwrap();
+            quiet_turns = if outcome.changed { 0 } else { quiet_turns + 1 };
+            text = outcome.text;
+            turn += 1;
+        }
+        prop_assert_eq!(text, original);
     }
 }

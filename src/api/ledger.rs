@@ -32,6 +32,13 @@ pub struct GrantLedgerSpec {
     /// refuses to delete it then, so revocation can always reach Tailscale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The integration's spec as JSON (no credential in it), so that holds still end after the
+    /// integration is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The integration's UID: its entries in the policy file carry it in their markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_uid: Option<String>,
     /// Access held for grants: one entry per grant in effect (or being applied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Hold>,

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::writer::{BatchWindow, Writers};
-use crate::api::{AccessPolicy, TailscaleIntegration};
+use crate::api::{AccessGrant, AccessPolicy, GrantLedger, TailscaleIntegration};
 use crate::metrics::Metrics;
 use crate::tailscale::{self, User};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -65,6 +65,10 @@ pub struct Context {
     inventories: RwLock<HashMap<Key, Arc<Inventory>>>,
     /// The controllers' caches of policies and integrations, for reads on hot paths.
     stores: std::sync::OnceLock<(Store<AccessPolicy>, Store<TailscaleIntegration>)>,
+    /// The caches of grants and ledgers (the sweeper reads both).
+    grant_stores: std::sync::OnceLock<(Store<AccessGrant>, Store<GrantLedger>)>,
+    /// One lock per integration's ledger.
+    pub ledger_locks: super::ledger::Locks,
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
 }
 
@@ -82,6 +86,8 @@ impl Context {
             settings,
             inventories: RwLock::default(),
             stores: std::sync::OnceLock::new(),
+            grant_stores: std::sync::OnceLock::new(),
+            ledger_locks: Default::default(),
             tailscale: RwLock::default(),
         }
     }
@@ -92,6 +98,32 @@ impl Context {
         integrations: Store<TailscaleIntegration>,
     ) {
         let _ = self.stores.set((policies, integrations));
+    }
+
+    pub fn set_grant_stores(&self, grants: Store<AccessGrant>, ledgers: Store<GrantLedger>) {
+        let _ = self.grant_stores.set((grants, ledgers));
+    }
+
+    /// A grant from the controller's cache.
+    pub fn cached_grant(&self, ns: &str, name: &str) -> Option<Arc<AccessGrant>> {
+        self.grant_stores
+            .get()?
+            .0
+            .get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// The ledgers of a namespace, from the cache.
+    pub fn ledgers_in(&self, ns: &str) -> Vec<Arc<GrantLedger>> {
+        self.grant_stores
+            .get()
+            .map(|(_, ledgers)| {
+                ledgers
+                    .state()
+                    .into_iter()
+                    .filter(|l| l.namespace().as_deref() == Some(ns))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A policy from the controller's cache (None when absent or before the cache exists).

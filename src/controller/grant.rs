@@ -1,14 +1,15 @@
-//! The AccessGrant reconciler: judge a grant against its policy, apply it to Tailscale once
-//! approved, and take it away the moment it lapses — also across restarts, because the expiry
-//! lives in the grant's status. Deleting an active grant revokes it first (finalizer).
+//! The AccessGrant reconciler, a short pipeline: load the grant, its policy (from the cache) and
+//! whether the ledger holds access for it; ask [`lifecycle::decide`] for the next step; carry it
+//! out through the ledger ([`super::ledger`], which records every change before making it); write
+//! status once. It holds no lifecycle decision of its own.
 //!
-//! Policy-file access goes through the tailnet's [`PolicyWriter`](super::writer::PolicyWriter);
-//! roles and posture attributes are changed here directly.
+//! Deleting a grant that holds access ends the access first (finalizer). Should the grant vanish
+//! anyway (its finalizer removed by force), the ledger's sweeper ends the access at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
@@ -17,21 +18,37 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use tracing::{info, instrument, warn};
 
-use super::connection::connect;
-use super::context::{key_of, Context};
+use super::context::{Context, Key};
+use super::ledger::{self, Failure, NotStarted, Reach, Request, Started};
 use super::status::apply_status;
-use super::writer::{Entries, Want, WriteError};
+use super::writer::Want;
 use super::Error;
 use crate::api::{
     find_condition, AccessGrant, AccessGrantStatus, AccessPolicy, AppliedChange, ChangeKind,
-    ConditionStatus, Conditions, GrantPhase, KState, TailscaleIntegration,
+    ConditionStatus, Conditions, GrantLedger, GrantLedgerSpec, GrantPhase, Hold, KState,
+    TailscaleIntegration,
 };
-use crate::duration;
-use crate::grants::{self, PlannedAccess, Resolution};
+use crate::grants::ledger::RoleRefusal;
+use crate::grants::lifecycle::{self, GrantState, Step};
+use crate::grants::{self, PlannedAccess};
+use crate::policy_file::Entries;
 use crate::tailscale::{self, UserType};
 
 /// The finalizer that makes deletion revoke first.
 pub const FINALIZER: &str = "tailkeeper.io/revoke";
+
+/// How soon a grant waiting for another role grant to end looks again.
+const ROLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a grant reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Deletion waits: the access is not ended yet.
+    #[error("access not ended yet: {0}")]
+    RevocationPending(String),
+}
 
 #[instrument(skip_all, fields(namespace = %obj.namespace().unwrap_or_default(), grant = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -39,377 +56,247 @@ pub async fn reconcile(obj: Arc<AccessGrant>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(g) => apply(&g, &ctx).await,
-            Finalizer::Cleanup(g) => cleanup(&g, &ctx).await,
+            Finalizer::Apply(g) => Ok(run(&g, &ctx).await?.action),
+            Finalizer::Cleanup(g) => {
+                let outcome = run(&g, &ctx).await?;
+                match outcome.holding {
+                    None => Ok(outcome.action),
+                    Some(why) => Err(GrantError::RevocationPending(why)),
+                }
+            }
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// The grant, its policy and a connection to the policy's tailnet.
-struct Scope {
-    policy: AccessPolicy,
-    integration: TailscaleIntegration,
-    client: tailscale::Client,
-    fingerprint: u64,
+/// What a reconcile did: when to look again, and whether access is still held (and why).
+struct Outcome {
+    action: Action,
+    holding: Option<String>,
 }
 
-/// Why the scope of a grant is unavailable, as a condition reason and message.
-struct Blocked {
-    reason: &'static str,
-    message: String,
-    /// Whether the user must fix something (Stalled) or it may resolve by itself.
-    stalled: bool,
-}
-
-/// An object from a controller cache, else read from the API server.
-async fn cached_or_get<K>(
-    cached: Option<Arc<K>>,
-    api: Api<K>,
-    name: &str,
-    missing: impl FnOnce() -> Blocked,
-) -> Result<K, Blocked>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    if let Some(obj) = cached {
-        return Ok((*obj).clone());
+impl From<Action> for Outcome {
+    fn from(action: Action) -> Self {
+        Outcome {
+            action,
+            holding: None,
+        }
     }
-    api.get_opt(name)
-        .await
-        .map_err(|e| Blocked {
-            reason: "KubernetesAPI",
-            message: e.to_string(),
-            stalled: false,
-        })?
-        .ok_or_else(missing)
 }
 
-async fn scope(grant: &AccessGrant, ctx: &Context) -> Result<Scope, Blocked> {
+async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> {
     let ns = grant.namespace().unwrap_or_default();
-    let policy_name = &grant.spec.policy_ref.name;
-    // The controllers' caches first: a burst of grants must not cost three reads each.
-    let policy = cached_or_get(
-        ctx.cached_policy(&ns, policy_name),
-        Api::namespaced(ctx.client.clone(), &ns),
-        policy_name,
-        || Blocked {
-            reason: "PolicyNotFound",
-            message: format!("AccessPolicy {ns}/{policy_name} does not exist"),
-            stalled: true,
-        },
-    )
-    .await?;
-    let integration_name = &policy.spec.integration_ref.name;
-    let integration: TailscaleIntegration = cached_or_get(
-        ctx.cached_integration(&ns, integration_name),
-        Api::namespaced(ctx.client.clone(), &ns),
-        integration_name,
-        || Blocked {
-            reason: "IntegrationNotFound",
-            message: format!(
-                "TailscaleIntegration {ns}/{integration_name} (of policy {policy_name}) does not exist"
-            ),
-            stalled: true,
-        },
-    )
-    .await?;
-    // The client the integration's last sync built (its reconciler rebuilds it when the spec or
-    // the Secret change); connect afresh only when there is none yet.
-    if let Some((fingerprint, client)) = ctx.cached_client(&key_of(&integration)) {
-        return Ok(Scope {
-            policy,
-            integration,
-            client,
-            fingerprint,
-        });
-    }
-    let connection = connect(&integration, ctx).await.map_err(|e| Blocked {
-        reason: e.reason,
-        message: format!(
-            "cannot connect to TailscaleIntegration {ns}/{integration_name}: {}",
-            e.message
-        ),
-        stalled: true,
-    })?;
-    Ok(Scope {
-        policy,
-        integration,
-        client: connection.client,
-        fingerprint: connection.fingerprint,
-    })
-}
-
-async fn apply(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error> {
-    let previous = grant.status.clone().unwrap_or_default();
-    match previous.phase {
-        Some(GrantPhase::Active) => active(grant, ctx).await,
-        Some(
-            GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Denied | GrantPhase::Failed,
-        ) => {
-            // The phase ended when the grant was revoked, or when it was denied or failed.
-            let status = grant.status.clone().unwrap_or_default();
-            let ended = status
-                .revoked_at
-                .map(|t| t.0)
-                .or_else(|| {
-                    find_condition(&status.conditions, "Ready").map(|c| c.last_transition_time.0)
-                })
-                .unwrap_or_else(Timestamp::now);
-            retention(grant, ctx, ended).await
+    let status = grant.status.clone().unwrap_or_default();
+    let policy = load_policy(ctx, &ns, &grant.spec.policy_ref.name).await?;
+    let holder = holder(ctx, grant, policy.as_ref()).await?;
+    let state = GrantState {
+        spec: &grant.spec,
+        phase: status.phase,
+        expires_at: status.expires_at.as_ref().map(|t| t.0),
+        ended_at: ended_at(&status),
+        deleting: grant.metadata.deletion_timestamp.is_some(),
+        held: holder.is_some(),
+    };
+    let now = Timestamp::now();
+    match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
+        Step::Deny { message } => {
+            finish(
+                grant,
+                ctx,
+                GrantPhase::Denied,
+                "Denied",
+                &message,
+                policy.as_ref(),
+            )
+            .await
         }
-        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval) => {
-            pending(grant, ctx).await
-        }
-    }
-}
-
-/// A grant not yet active: judge it, and activate it once approved.
-async fn pending(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error> {
-    let scope = match scope(grant, ctx).await {
-        Ok(s) => s,
-        Err(b) => {
-            let state = if b.stalled {
+        Step::Wait {
+            phase,
+            reason,
+            message,
+            stalled,
+        } => {
+            publish_once(
+                grant,
+                ctx,
+                phase,
+                EventType::Normal,
+                reason.as_str(),
+                &message,
+            )
+            .await;
+            let state = if stalled {
                 KState::Stalled
             } else {
                 KState::Failing
             };
-            write(
-                grant,
-                ctx,
-                GrantPhase::Pending,
-                state,
-                b.reason,
-                &b.message,
-                |_| {},
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(if b.stalled {
-                30
+            write(grant, ctx, phase, state, reason.as_str(), &message, |_| {}).await?;
+            Ok(if stalled {
+                Action::requeue(Duration::from_secs(30))
             } else {
-                5
-            })));
+                Action::await_change()
+            }
+            .into())
         }
-    };
-    match grants::resolve(&scope.policy.spec, &grant.spec) {
-        Resolution::Denied(message) => {
-            end(grant, ctx, GrantPhase::Denied, "Denied", &message).await
-        }
-        Resolution::AwaitingApproval {
-            access, approvers, ..
-        } => {
-            let message = format!(
-                "{} for {} awaits approval by {approvers}",
-                access.describe(),
-                grant.spec.user
-            );
-            publish_once(
+        Step::Activate { access, duration } => {
+            let Some(policy) = policy else {
+                return Ok(Action::requeue(Duration::from_secs(1)).into());
+            };
+            activate(
                 grant,
                 ctx,
-                GrantPhase::AwaitingApproval,
-                EventType::Normal,
-                "AwaitingApproval",
-                &message,
+                &policy,
+                access,
+                lifecycle::expiry(now, duration),
             )
-            .await;
-            write(
-                grant,
-                ctx,
-                GrantPhase::AwaitingApproval,
-                KState::Failing,
-                "AwaitingApproval",
-                &message,
-                |_| {},
-            )
-            .await?;
-            Ok(Action::await_change())
+            .await
         }
-        Resolution::Approved { access, duration } => {
-            activate(grant, ctx, &scope, access, duration).await
+        Step::Hold { until } => Ok(requeue_at(until).into()),
+        Step::Revoke { phase } => revoke(grant, ctx, holder, policy.as_ref(), phase).await,
+        Step::Retain { until } => Ok(requeue_at(until).into()),
+        Step::Delete => {
+            info!("retention period over; deleting the grant record");
+            Api::<AccessGrant>::namespaced(ctx.client.clone(), &ns)
+                .delete(&grant.name_any(), &DeleteParams::default())
+                .await?;
+            Ok(Action::await_change().into())
         }
+        Step::Done => Ok(Action::await_change().into()),
     }
 }
 
 async fn activate(
     grant: &AccessGrant,
     ctx: &Context,
-    scope: &Scope,
+    policy: &AccessPolicy,
     access: PlannedAccess,
-    length: Duration,
-) -> Result<Action, kube::Error> {
+    expires: Timestamp,
+) -> Result<Outcome, GrantError> {
+    let ns = grant.namespace().unwrap_or_default();
+    let name = &policy.spec.integration_ref.name;
+    let integration = match ctx.cached_integration(&ns, name) {
+        Some(i) => Some((*i).clone()),
+        None => {
+            Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(name)
+                .await?
+        }
+    };
+    let Some(integration) = integration else {
+        let message = format!(
+            "TailscaleIntegration {ns}/{name} (of policy {}) does not exist",
+            policy.name_any()
+        );
+        return failed(grant, ctx, &Failure::Blocked(message)).await;
+    };
+    let reach = match ledger::reach_integration(ctx, &integration).await {
+        Ok(r) => r,
+        Err(f) => return failed(grant, ctx, &f).await,
+    };
     let login = grant.spec.user.clone();
-    // The user must exist in the tailnet: fail clearly rather than grant to nobody.
-    let user = match find_user(ctx, scope, &login).await {
+    let user = match find_user(ctx, &reach, &login).await {
         Ok(Some(u)) => u,
         Ok(None) => {
             let message = format!(
                 "Tailscale has no user {login} in tailnet {}",
-                scope.integration.spec.tailnet
+                integration.spec.tailnet
             );
-            return end(grant, ctx, GrantPhase::Failed, "UnknownUser", &message).await;
+            return finish(
+                grant,
+                ctx,
+                GrantPhase::Failed,
+                "UnknownUser",
+                &message,
+                Some(policy),
+            )
+            .await;
         }
-        Err(e) => return transient(grant, ctx, &e.to_string()).await,
+        Err(e) => return failed(grant, ctx, &Failure::tailscale(&e, "users:read")).await,
     };
-    let now = Timestamp::now();
-    // Kubernetes stores times to the second: round the expiry up to one, so the instant recorded
-    // in status is exactly the one enforced (before and after a restart) and no grant lasts
-    // less than its duration.
-    let expires =
-        whole_second_up(now + SignedDuration::try_from(length).unwrap_or(SignedDuration::MAX));
-    let applied: Vec<AppliedChange> = match &access {
-        PlannedAccess::Member { .. }
-        | PlannedAccess::Rule { .. }
-        | PlannedAccess::SshRule { .. } => {
-            let want = match &access {
-                PlannedAccess::Member { group } => Want::Entries(Entries {
-                    members: vec![(group.clone(), login.clone())],
-                    ..Default::default()
-                }),
-                PlannedAccess::SshRule { template } => Want::Entries(Entries {
-                    ssh: vec![grants::ssh_entry(template, &login)],
-                    ..Default::default()
-                }),
-                PlannedAccess::Rule { template } => Want::Rule {
-                    template: template.clone(),
-                    login: login.clone(),
-                },
-                _ => unreachable!("matched above"),
-            };
-            let writer = ctx.writers.get(
-                &ctx.client,
-                &key_of(&scope.integration),
-                scope.fingerprint,
-                &scope.client,
-            );
-            match writer.want(key_of(grant), want, Some(expires)).await {
-                Ok(written) => entries_applied(&written.entries, &written.already_present),
-                Err(WriteError::Rejected(message)) => {
-                    let message = format!("Tailscale refused {}: {message}", access.describe());
-                    return end(
-                        grant,
-                        ctx,
-                        GrantPhase::Failed,
-                        "RejectedByTailscale",
-                        &message,
-                    )
-                    .await;
-                }
-                Err(e @ WriteError::Unparsable(_)) => {
-                    let message = e.to_string();
-                    write(
-                        grant,
-                        ctx,
-                        GrantPhase::Pending,
-                        KState::Stalled,
-                        "PolicyFileUnparsable",
-                        &message,
-                        |_| {},
-                    )
-                    .await?;
-                    return Ok(Action::requeue(Duration::from_secs(30)));
-                }
-                Err(e) => return transient(grant, ctx, &e.to_string()).await,
-            }
+    let request = match &access {
+        PlannedAccess::Member { group } => Request::PolicyFile(Want::Entries(Entries {
+            members: [(group.clone(), login.clone())].into_iter().collect(),
+            ..Default::default()
+        })),
+        PlannedAccess::SshRule { template } => Request::PolicyFile(Want::Entries(Entries {
+            ssh: vec![grants::ssh_entry(template, &login)],
+            ..Default::default()
+        })),
+        PlannedAccess::Rule { template } => Request::PolicyFile(Want::Rule {
+            template: template.clone(),
+            login: login.clone(),
+        }),
+        PlannedAccess::Role { role } => Request::Role(role.clone()),
+        PlannedAccess::PostureAttribute { key, value } => Request::Posture {
+            key: key.clone(),
+            value: value.clone(),
+        },
+    };
+    let started: Started = match ledger::start(ctx, &reach, grant, &user, expires, request).await {
+        Ok(s) => s,
+        Err(NotStarted::Role(refusal @ RoleRefusal::NotARaise { .. })) => {
+            let message = refusal.message(&login, &access_role(&access));
+            return finish(
+                grant,
+                ctx,
+                GrantPhase::Denied,
+                "RoleNotRaised",
+                &message,
+                Some(policy),
+            )
+            .await;
         }
-        PlannedAccess::Role { role } => {
-            // The role to restore must be the current one, not the last sync's.
-            let user = match scope.client.get_user(&user.id).await {
-                Ok(u) => u,
-                Err(e) => return tailscale_failure(grant, ctx, &e).await,
-            };
-            // Record the role to restore before changing it, so a crash in between loses nothing.
-            let recorded = grant
-                .status
-                .iter()
-                .flat_map(|s| s.applied.iter())
-                .find(|c| c.kind == ChangeKind::Role)
-                .and_then(|c| c.previous.clone());
-            let previous = match recorded {
-                Some(p) => p,
-                None => inherited_previous_role(grant, ctx, role)
-                    .await?
-                    .unwrap_or_else(|| user.role.clone()),
-            };
-            let change = AppliedChange {
-                kind: ChangeKind::Role,
-                target: user.id.clone(),
-                value: Some(role.clone()),
-                previous: Some(previous.clone()),
-                owned: !previous.eq_ignore_ascii_case(role),
-            };
-            let record = vec![change.clone()];
+        Err(NotStarted::Role(refusal @ RoleRefusal::Conflicts { .. })) => {
+            let message = refusal.message(&login, &access_role(&access));
+            publish_once(
+                grant,
+                ctx,
+                GrantPhase::Pending,
+                EventType::Normal,
+                "WaitingForRoleGrant",
+                &message,
+            )
+            .await;
             write(
                 grant,
                 ctx,
                 GrantPhase::Pending,
                 KState::Reconciling,
-                "Activating",
-                "raising the role",
-                |s| s.applied = record.clone(),
+                "WaitingForRoleGrant",
+                &message,
+                |_| {},
             )
             .await?;
-            if !user.role.eq_ignore_ascii_case(role) {
-                if let Err(e) = scope.client.set_user_role(&user.id, role).await {
-                    return tailscale_failure(grant, ctx, &e).await;
-                }
-            }
-            vec![change]
+            return Ok(Action::requeue(ROLE_WAIT).into());
         }
-        PlannedAccess::PostureAttribute { key, value } => {
-            let devices = match scope.client.list_devices().await {
-                Ok(d) => d,
-                Err(e) => return tailscale_failure(grant, ctx, &e).await,
-            };
-            let mine: Vec<_> = devices
-                .iter()
-                .filter(|d| d.user.eq_ignore_ascii_case(&login))
-                .collect();
-            if mine.is_empty() {
-                let message = format!(
-                    "{login} has no devices in the tailnet to carry posture attribute {key}"
-                );
-                return end(grant, ctx, GrantPhase::Failed, "NoDevices", &message).await;
-            }
-            // Tailscale removes the attribute itself at the latest expiry of the user's active
-            // grants of it, so access ends on time even if the operator is down.
-            let until = latest_expiry(grant, ctx, key)
-                .await?
-                .map_or(expires, |t| t.max(expires));
-            let mut changes = Vec::new();
-            for d in mine {
-                let id = if d.id.is_empty() { &d.node_id } else { &d.id };
-                let comment = format!(
-                    "AccessGrant {}/{}",
-                    grant.namespace().unwrap_or_default(),
-                    grant.name_any()
-                );
-                if let Err(e) = scope
-                    .client
-                    .set_posture_attribute(id, key, value, Some(until), &comment)
-                    .await
-                {
-                    return tailscale_failure(grant, ctx, &e).await;
-                }
-                changes.push(AppliedChange {
-                    kind: ChangeKind::PostureAttribute,
-                    target: id.clone(),
-                    value: Some(format!("{key}={value}")),
-                    previous: None,
-                    owned: true,
-                });
-            }
-            changes
+        Err(NotStarted::NoDevices) => {
+            let message = format!(
+                "{login} has no devices in the tailnet to carry {}",
+                access.describe()
+            );
+            return finish(
+                grant,
+                ctx,
+                GrantPhase::Failed,
+                "NoDevices",
+                &message,
+                Some(policy),
+            )
+            .await;
         }
+        Err(NotStarted::Failed(f)) => return failed(grant, ctx, &f).await,
     };
+    let applied = started
+        .hold
+        .as_ref()
+        .map(|h| changes_of(h, started.already_held))
+        .unwrap_or_default();
     let message = format!(
-        "{} granted to {login} until {expires}{}",
+        "{} granted to {login} until {}{}",
         access.describe(),
-        if applied.iter().any(|c| !c.owned) {
-            " (already held; it will be kept at expiry)"
-        } else {
-            ""
-        }
+        started.expires,
+        started.note
     );
     info!(%message, "grant activated");
     ctx.publish(
@@ -420,6 +307,7 @@ async fn activate(
         message.clone(),
     )
     .await;
+    let now = Timestamp::now();
     write(
         grant,
         ctx,
@@ -429,262 +317,318 @@ async fn activate(
         &message,
         |s| {
             s.activated_at = Some(Time(now));
-            s.expires_at = Some(Time(expires));
+            s.expires_at = Some(Time(started.expires));
+            s.revoked_at = None;
             s.applied = applied.clone();
         },
     )
     .await?;
-    Ok(requeue_at(expires))
+    Ok(requeue_at(started.expires).into())
 }
 
-/// An active grant: keep it in force until its expiry, then revoke it.
-async fn active(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error> {
-    let Some(Time(expires)) = grant.status.as_ref().and_then(|s| s.expires_at.clone()) else {
-        return pending(grant, ctx).await;
-    };
-    if Timestamp::now() >= expires {
-        return revoke(grant, ctx, GrantPhase::Expired).await;
-    }
-    // Re-assert policy-file entries (after a restart, or if someone removed them by hand).
-    let entries = Entries::from_applied(grant);
-    if !entries_empty(&entries) {
-        if let Ok(scope) = scope(grant, ctx).await {
-            let writer = ctx.writers.get(
-                &ctx.client,
-                &key_of(&scope.integration),
-                scope.fingerprint,
-                &scope.client,
-            );
-            if let Err(e) = writer
-                .want(key_of(grant), Want::Entries(entries), Some(expires))
-                .await
-            {
-                warn!(error = %e, "cannot re-assert an active grant's policy-file entries");
-            }
-        }
-    }
-    Ok(requeue_at(expires))
-}
-
-/// Take the access away and record why.
+/// End the grant's access (whatever holds it) and record how it ended.
 async fn revoke(
     grant: &AccessGrant,
     ctx: &Context,
+    holder: Option<Key>,
+    policy: Option<&AccessPolicy>,
     phase: GrantPhase,
-) -> Result<Action, kube::Error> {
-    let scope = match scope(grant, ctx).await {
-        Ok(s) => s,
-        Err(b) => {
-            // Without a connection nothing can be taken away: keep trying, loudly.
-            let message = format!("cannot revoke yet: {}", b.message);
-            warn!(%message);
+) -> Result<Outcome, GrantError> {
+    let ns = grant.namespace().unwrap_or_default();
+    let current = grant.status.as_ref().and_then(|s| s.phase);
+    let mut notes = Vec::new();
+    let mut changed_by_person = false;
+    if let Some(key) = holder {
+        let recorded = recorded_ledger(ctx, &key);
+        let result = match ledger::reach(ctx, &key, &recorded).await {
+            Ok(reach) => ledger::end(ctx, &reach, &ns, &grant.uid().unwrap_or_default()).await,
+            Err(f) => Err(f),
+        };
+        match result {
+            Ok(ended) => {
+                notes = ended.notes;
+                changed_by_person = ended.changed_by_person;
+            }
+            Err(f) => {
+                let message = format!("cannot end the access yet, retrying: {}", f.message());
+                warn!(%message);
+                ctx.publish(
+                    grant,
+                    EventType::Warning,
+                    "RevocationFailed",
+                    "Revoke",
+                    message.clone(),
+                )
+                .await;
+                let keep = current.unwrap_or(GrantPhase::Pending);
+                write(
+                    grant,
+                    ctx,
+                    keep,
+                    KState::Failing,
+                    "RevocationFailed",
+                    &message,
+                    |_| {},
+                )
+                .await?;
+                return Ok(Outcome {
+                    action: Action::requeue(f.retry()),
+                    holding: Some(message),
+                });
+            }
+        }
+    }
+    // A grant that never became active keeps the phase it ended in (Failed, Denied).
+    let ended_in = match current {
+        Some(
+            p @ (GrantPhase::Failed
+            | GrantPhase::Denied
+            | GrantPhase::Expired
+            | GrantPhase::Revoked),
+        ) => p,
+        _ => phase,
+    };
+    let what = if ended_in == GrantPhase::Expired {
+        "Expired"
+    } else {
+        "Revoked"
+    };
+    let mut message = format!("access of {} {}", grant.spec.user, what.to_lowercase());
+    if !notes.is_empty() {
+        message.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    if current == Some(GrantPhase::Active)
+        || current == Some(GrantPhase::Pending)
+        || current.is_none()
+    {
+        info!(%message, "grant ended");
+        ctx.publish(grant, EventType::Normal, what, "Revoke", message.clone())
+            .await;
+        if changed_by_person {
             ctx.publish(
                 grant,
                 EventType::Warning,
-                "RevocationBlocked",
+                "ChangedMeanwhile",
                 "Revoke",
                 message.clone(),
             )
             .await;
-            write(
-                grant,
-                ctx,
-                GrantPhase::Active,
-                KState::Failing,
-                "RevocationBlocked",
-                &message,
-                |_| {},
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
         }
-    };
-    let applied = grant
-        .status
-        .as_ref()
-        .map(|s| s.applied.clone())
-        .unwrap_or_default();
-    let mut notes = Vec::new();
-    if !entries_empty(&Entries::from_applied(grant)) {
-        let writer = ctx.writers.get(
-            &ctx.client,
-            &key_of(&scope.integration),
-            scope.fingerprint,
-            &scope.client,
-        );
-        if let Err(e) = writer.drop_grant(key_of(grant)).await {
-            return revocation_failed(grant, ctx, &e.to_string()).await;
-        }
-    }
-    for change in &applied {
-        match change.kind {
-            ChangeKind::Role => {
-                let (Some(granted), Some(previous)) = (&change.value, &change.previous) else {
-                    continue;
-                };
-                if !change.owned {
-                    continue;
-                }
-                if other_active_grant(grant, ctx, |c| {
-                    c.kind == ChangeKind::Role
-                        && c.target == change.target
-                        && c.value.as_deref() == Some(granted.as_str())
-                })
-                .await?
-                {
-                    notes.push(format!(
-                        "role {granted} kept: another active grant holds it"
-                    ));
-                    continue;
-                }
-                match scope.client.get_user(&change.target).await {
-                    Ok(u) if u.role.eq_ignore_ascii_case(granted) => {
-                        if let Err(e) = scope.client.set_user_role(&change.target, previous).await {
-                            return revocation_failed(grant, ctx, &e.to_string()).await;
-                        }
-                        notes.push(format!("role set back to {previous}"));
-                    }
-                    Ok(u) => {
-                        let message = format!(
-                            "role of {} was changed to {} while the grant was active; left as it is (it would have been set back to {previous})",
-                            grant.spec.user, u.role
-                        );
-                        ctx.publish(
-                            grant,
-                            EventType::Warning,
-                            "RoleChangedMeanwhile",
-                            "Revoke",
-                            message.clone(),
-                        )
-                        .await;
-                        notes.push(message);
-                    }
-                    Err(e) if e.status() == Some(404) => {
-                        notes.push("the user no longer exists".to_string())
-                    }
-                    Err(e) => return revocation_failed(grant, ctx, &e.to_string()).await,
-                }
-            }
-            ChangeKind::PostureAttribute => {
-                let key = change
-                    .value
-                    .as_deref()
-                    .and_then(|v| v.split_once('='))
-                    .map(|(k, _)| k.to_string())
-                    .unwrap_or_default();
-                if other_active_grant(grant, ctx, |c| {
-                    c.kind == ChangeKind::PostureAttribute
-                        && c.target == change.target
-                        && c.value == change.value
-                })
-                .await?
-                {
-                    continue;
-                }
-                if let Err(e) = scope
-                    .client
-                    .delete_posture_attribute(&change.target, &key)
-                    .await
-                {
-                    if e.status() != Some(404) {
-                        return revocation_failed(grant, ctx, &e.to_string()).await;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let what = if phase == GrantPhase::Expired {
-        "expired"
-    } else {
-        "revoked"
-    };
-    let mut message = format!("access of {} {what}", grant.spec.user);
-    if !notes.is_empty() {
-        message.push_str(&format!(" ({})", notes.join("; ")));
-    }
-    info!(%message, "grant ended");
-    ctx.publish(
-        grant,
-        EventType::Normal,
-        if phase == GrantPhase::Expired {
-            "Expired"
+        let now = Timestamp::now();
+        let reason = if ended_in == GrantPhase::Expired || ended_in == GrantPhase::Revoked {
+            what
         } else {
             "Revoked"
-        },
-        "Revoke",
-        message.clone(),
+        };
+        write_with(
+            grant,
+            ctx,
+            ended_in,
+            KState::Ready,
+            reason,
+            &message,
+            changed_by_person,
+            |s| {
+                s.revoked_at = Some(Time(now));
+            },
+        )
+        .await?;
+    }
+    let state = GrantState {
+        spec: &grant.spec,
+        phase: Some(ended_in),
+        expires_at: None,
+        ended_at: Some(Timestamp::now()),
+        deleting: false,
+        held: false,
+    };
+    Ok(
+        match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
+            Step::Retain { until } => requeue_at(until),
+            _ => Action::await_change(),
+        }
+        .into(),
     )
-    .await;
-    let role_kept = notes.iter().any(|n| n.contains("left as it is"));
+}
+
+/// A change that could not be made: terminal ones end the grant as Failed; the rest leave it
+/// Pending (Stalled when a person must act), to resume without a new approval once fixed.
+async fn failed(grant: &AccessGrant, ctx: &Context, f: &Failure) -> Result<Outcome, GrantError> {
+    if f.terminal() {
+        return finish(
+            grant,
+            ctx,
+            GrantPhase::Failed,
+            f.reason(),
+            &f.message(),
+            None,
+        )
+        .await;
+    }
+    let message = f.message();
+    let event = if f.stalled() {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    publish_once(grant, ctx, GrantPhase::Pending, event, f.reason(), &message).await;
+    let state = if f.stalled() {
+        KState::Stalled
+    } else {
+        KState::Failing
+    };
     write(
         grant,
         ctx,
-        phase,
-        KState::Ready,
-        if phase == GrantPhase::Expired {
-            "Expired"
-        } else {
-            "Revoked"
-        },
+        GrantPhase::Pending,
+        state,
+        f.reason(),
         &message,
-        |s| {
-            s.revoked_at = Some(Time(Timestamp::now()));
-        },
+        |_| {},
     )
     .await?;
-    if role_kept {
-        set_condition(grant, ctx, "RoleChangedMeanwhile", &message).await?;
-    }
-    retention(grant, ctx, Timestamp::now()).await
+    Ok(Action::requeue(f.retry()).into())
 }
 
-/// Deletion: revoke an active grant first; only then may the object go.
-async fn cleanup(grant: &AccessGrant, ctx: &Context) -> Result<Action, kube::Error> {
-    let phase = grant.status.as_ref().and_then(|s| s.phase);
-    let has_changes = grant.status.as_ref().is_some_and(|s| !s.applied.is_empty());
-    if phase == Some(GrantPhase::Active) || (phase == Some(GrantPhase::Pending) && has_changes) {
-        revoke(grant, ctx, GrantPhase::Revoked).await?;
-        // Refuse to drop the finalizer until the revocation is recorded.
-        let api: Api<AccessGrant> =
-            Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
-        let now = api.get(&grant.name_any()).await?;
-        if now.status.as_ref().and_then(|s| s.phase) != Some(GrantPhase::Revoked) {
-            return Err(kube::Error::Service(
-                "revocation not complete; retrying".into(),
-            ));
-        }
-    }
-    Ok(Action::await_change())
-}
-
-/// Remove terminal grants after the policy's retention period, if it sets one.
-/// `ended` is when the grant reached its final phase: the status just written, not the one the
-/// reconcile started from.
-async fn retention(
+/// End a grant that will never be active (Denied or Failed): a Warning Event, a Stalled status
+/// quoting why, and the retention timer.
+async fn finish(
     grant: &AccessGrant,
     ctx: &Context,
-    ended: Timestamp,
-) -> Result<Action, kube::Error> {
-    let ns = grant.namespace().unwrap_or_default();
-    let policy = Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&grant.spec.policy_ref.name)
-        .await?;
-    let Some(keep) = policy
-        .and_then(|p| p.spec.grant_retention.clone())
-        .and_then(|r| duration::parse(&r).ok())
-    else {
-        return Ok(Action::await_change());
+    phase: GrantPhase,
+    reason: &str,
+    message: &str,
+    policy: Option<&AccessPolicy>,
+) -> Result<Outcome, GrantError> {
+    publish_once(grant, ctx, phase, EventType::Warning, reason, message).await;
+    write(grant, ctx, phase, KState::Stalled, reason, message, |_| {}).await?;
+    let state = GrantState {
+        spec: &grant.spec,
+        phase: Some(phase),
+        expires_at: None,
+        ended_at: Some(Timestamp::now()),
+        deleting: false,
+        held: false,
     };
-    let until = ended + SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
-    if Timestamp::now() >= until {
-        info!("retention period over; deleting the grant record");
-        Api::<AccessGrant>::namespaced(ctx.client.clone(), &ns)
-            .delete(&grant.name_any(), &DeleteParams::default())
-            .await?;
-        return Ok(Action::await_change());
+    Ok(
+        match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
+            Step::Retain { until } => requeue_at(until),
+            _ => Action::await_change(),
+        }
+        .into(),
+    )
+}
+
+async fn load_policy(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Option<AccessPolicy>, kube::Error> {
+    if let Some(p) = ctx.cached_policy(ns, name) {
+        return Ok(Some((*p).clone()));
     }
-    Ok(requeue_at(until))
+    Api::<AccessPolicy>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+}
+
+/// The ledger holding access for the grant: from the cache, confirmed against the API server
+/// for the policy's integration when the cache has none (it may lag behind a write just made).
+async fn holder(
+    ctx: &Context,
+    grant: &AccessGrant,
+    policy: Option<&AccessPolicy>,
+) -> Result<Option<Key>, kube::Error> {
+    if let Some(key) = ledger::holder(ctx, grant) {
+        return Ok(Some(key));
+    }
+    let (Some(policy), Some(uid)) = (policy, grant.uid()) else {
+        return Ok(None);
+    };
+    let ns = grant.namespace().unwrap_or_default();
+    let name = &policy.spec.integration_ref.name;
+    let fresh = Api::<GrantLedger>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(name)
+        .await?;
+    Ok(fresh
+        .filter(|l| crate::grants::ledger::hold(&l.spec, &uid).is_some())
+        .map(|_| (ns, name.clone())))
+}
+
+fn recorded_ledger(ctx: &Context, key: &Key) -> GrantLedgerSpec {
+    ctx.ledgers_in(&key.0)
+        .into_iter()
+        .find(|l| l.name_any() == key.1)
+        .map(|l| l.spec.clone())
+        .unwrap_or_default()
+}
+
+/// When the grant reached its final phase: when it was revoked, else when `Ready` last changed.
+fn ended_at(status: &AccessGrantStatus) -> Option<Timestamp> {
+    status
+        .revoked_at
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| find_condition(&status.conditions, "Ready").map(|c| c.last_transition_time.0))
+}
+
+fn access_role(access: &PlannedAccess) -> String {
+    match access {
+        PlannedAccess::Role { role } => role.clone(),
+        other => other.describe(),
+    }
+}
+
+/// What the grant changed, for its status (the ledger is the record that ends it).
+fn changes_of(hold: &Hold, already_held: bool) -> Vec<AppliedChange> {
+    let mut out = Vec::new();
+    if let Some(role) = &hold.role {
+        out.push(AppliedChange {
+            kind: ChangeKind::Role,
+            target: hold.user_id.clone(),
+            value: Some(role.clone()),
+            previous: None,
+            owned: !already_held,
+        });
+    }
+    if let Some(e) = &hold.entries {
+        for m in &e.members {
+            out.push(AppliedChange {
+                kind: ChangeKind::GroupMembership,
+                target: m.group.clone(),
+                value: Some(m.login.clone()),
+                previous: None,
+                owned: !already_held,
+            });
+        }
+        for (section, values, kind) in [
+            ("grants", &e.grants, ChangeKind::Rule),
+            ("acls", &e.acls, ChangeKind::Rule),
+            ("ssh", &e.ssh, ChangeKind::SshRule),
+        ] {
+            for v in values {
+                out.push(AppliedChange {
+                    kind,
+                    target: section.to_string(),
+                    value: Some(v.clone()),
+                    previous: None,
+                    owned: true,
+                });
+            }
+        }
+    }
+    if let Some(p) = &hold.posture {
+        for d in &p.devices {
+            out.push(AppliedChange {
+                kind: ChangeKind::PostureAttribute,
+                target: d.clone(),
+                value: Some(format!("{}={}", p.key, p.value)),
+                previous: None,
+                owned: true,
+            });
+        }
+    }
+    out
 }
 
 /// Write the grant's status: phase, kstatus conditions, message and whatever `edit` adds.
@@ -695,6 +639,22 @@ async fn write(
     state: KState,
     reason: &str,
     message: &str,
+    edit: impl FnOnce(&mut AccessGrantStatus),
+) -> Result<(), kube::Error> {
+    write_with(grant, ctx, phase, state, reason, message, false, edit).await
+}
+
+/// [`write`], also raising `ChangedMeanwhile` (kept from then on) when a person changed what the
+/// grant had set.
+#[allow(clippy::too_many_arguments)]
+async fn write_with(
+    grant: &AccessGrant,
+    ctx: &Context,
+    phase: GrantPhase,
+    state: KState,
+    reason: &str,
+    message: &str,
+    changed_meanwhile: bool,
     edit: impl FnOnce(&mut AccessGrantStatus),
 ) -> Result<(), kube::Error> {
     let previous = grant.status.clone().unwrap_or_default();
@@ -712,7 +672,7 @@ async fn write(
     );
     conditions.set_kstatus(state, reason, message);
     for c in &previous.conditions {
-        if c.type_ == "RoleChangedMeanwhile" {
+        if c.type_ == CHANGED_MEANWHILE {
             conditions.set(
                 &c.type_,
                 ConditionStatus::True,
@@ -721,133 +681,24 @@ async fn write(
             );
         }
     }
+    if changed_meanwhile {
+        conditions.set(
+            CHANGED_MEANWHILE,
+            ConditionStatus::True,
+            CHANGED_MEANWHILE,
+            message,
+        );
+    }
     status.conditions = conditions.into_vec();
     let api: Api<AccessGrant> =
         Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
     apply_status(&api, grant, grant.status.as_ref(), &status).await
 }
 
-async fn set_condition(
-    grant: &AccessGrant,
-    ctx: &Context,
-    type_: &str,
-    message: &str,
-) -> Result<(), kube::Error> {
-    let api: Api<AccessGrant> =
-        Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
-    let fresh = api.get(&grant.name_any()).await?;
-    let mut status = fresh.status.clone().unwrap_or_default();
-    let mut conditions = Conditions::new(
-        &status.conditions,
-        fresh.metadata.generation,
-        Timestamp::now(),
-    );
-    for c in &status.conditions {
-        conditions.set(
-            &c.type_,
-            ConditionStatus::from_bool(c.status == "True"),
-            &c.reason,
-            c.message.clone(),
-        );
-    }
-    conditions.set(type_, ConditionStatus::True, type_, message.to_string());
-    status.conditions = conditions.into_vec();
-    apply_status(&api, &fresh, fresh.status.as_ref(), &status).await
-}
+/// The condition raised when a person changed, during the grant, what it had set.
+pub const CHANGED_MEANWHILE: &str = "RoleChangedMeanwhile";
 
-/// A failure Tailscale may recover from: stay in the phase, retry soon.
-async fn transient(
-    grant: &AccessGrant,
-    ctx: &Context,
-    message: &str,
-) -> Result<Action, kube::Error> {
-    let phase = grant
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .unwrap_or(GrantPhase::Pending);
-    let phase = if phase == GrantPhase::AwaitingApproval {
-        GrantPhase::Pending
-    } else {
-        phase
-    };
-    write(
-        grant,
-        ctx,
-        phase,
-        KState::Failing,
-        "TailscaleUnavailable",
-        message,
-        |_| {},
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(5)))
-}
-
-/// A Tailscale error while activating: refusals (4xx) fail the grant quoting Tailscale; the rest
-/// are retried.
-async fn tailscale_failure(
-    grant: &AccessGrant,
-    ctx: &Context,
-    e: &tailscale::Error,
-) -> Result<Action, kube::Error> {
-    if e.is_transient() {
-        return transient(grant, ctx, &e.to_string()).await;
-    }
-    let message = format!("Tailscale refused the change: {e}");
-    end(
-        grant,
-        ctx,
-        GrantPhase::Failed,
-        "RejectedByTailscale",
-        &message,
-    )
-    .await
-}
-
-/// End a grant that will never be active (Denied or Failed): a Warning Event, a Stalled status
-/// quoting why, and the retention timer.
-async fn end(
-    grant: &AccessGrant,
-    ctx: &Context,
-    phase: GrantPhase,
-    reason: &str,
-    message: &str,
-) -> Result<Action, kube::Error> {
-    publish_once(grant, ctx, phase, EventType::Warning, reason, message).await;
-    write(grant, ctx, phase, KState::Stalled, reason, message, |_| {}).await?;
-    retention(grant, ctx, Timestamp::now()).await
-}
-
-async fn revocation_failed(
-    grant: &AccessGrant,
-    ctx: &Context,
-    message: &str,
-) -> Result<Action, kube::Error> {
-    let message = format!("revocation failed, retrying: {message}");
-    warn!(%message);
-    ctx.publish(
-        grant,
-        EventType::Warning,
-        "RevocationFailed",
-        "Revoke",
-        message.clone(),
-    )
-    .await;
-    write(
-        grant,
-        ctx,
-        GrantPhase::Active,
-        KState::Failing,
-        "RevocationFailed",
-        &message,
-        |_| {},
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(2)))
-}
-
-/// Publish an Event when the grant enters `phase` (not on every reconcile in it).
+/// Publish an Event when the grant enters `phase` or a new reason (not on every reconcile).
 async fn publish_once(
     grant: &AccessGrant,
     ctx: &Context,
@@ -872,10 +723,10 @@ async fn publish_once(
 /// grants then costs no user lists), else asked of Tailscale (a user who just signed in).
 async fn find_user(
     ctx: &Context,
-    scope: &Scope,
+    reach: &Reach,
     login: &str,
 ) -> Result<Option<tailscale::User>, tailscale::Error> {
-    if let Some(inventory) = ctx.inventory(&key_of(&scope.integration)) {
+    if let Some(inventory) = ctx.inventory(&reach.integration) {
         if let Some(u) = inventory
             .users
             .iter()
@@ -884,124 +735,10 @@ async fn find_user(
             return Ok(Some(u.clone()));
         }
     }
-    let users = scope.client.list_users(UserType::All).await?;
+    let users = reach.client.list_users(UserType::All).await?;
     Ok(users
         .into_iter()
         .find(|u| u.login_name.eq_ignore_ascii_case(login)))
-}
-
-/// Other active grants in the namespace (not this one) for the same user.
-async fn others(grant: &AccessGrant, ctx: &Context) -> Result<Vec<AccessGrant>, kube::Error> {
-    let ns = grant.namespace().unwrap_or_default();
-    let now = Timestamp::now();
-    let list = Api::<AccessGrant>::namespaced(ctx.client.clone(), &ns)
-        .list(&Default::default())
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|g| g.name_any() != grant.name_any())
-        .filter(|g| g.spec.user.eq_ignore_ascii_case(&grant.spec.user))
-        .filter(|g| {
-            g.status.as_ref().is_some_and(|s| {
-                s.phase == Some(GrantPhase::Active)
-                    && s.expires_at.as_ref().is_some_and(|t| t.0 > now)
-            })
-        })
-        .collect())
-}
-
-async fn other_active_grant(
-    grant: &AccessGrant,
-    ctx: &Context,
-    matches: impl Fn(&AppliedChange) -> bool,
-) -> Result<bool, kube::Error> {
-    Ok(others(grant, ctx)
-        .await?
-        .iter()
-        .any(|g| g.status.iter().flat_map(|s| s.applied.iter()).any(&matches)))
-}
-
-/// When another active grant already raised the user to `role`, the role to restore is the one
-/// that grant recorded, not the raised one.
-async fn inherited_previous_role(
-    grant: &AccessGrant,
-    ctx: &Context,
-    role: &str,
-) -> Result<Option<String>, kube::Error> {
-    Ok(others(grant, ctx).await?.iter().find_map(|g| {
-        g.status
-            .iter()
-            .flat_map(|s| s.applied.iter())
-            .find(|c| c.kind == ChangeKind::Role && c.value.as_deref() == Some(role))
-            .and_then(|c| c.previous.clone())
-    }))
-}
-
-/// The latest expiry among the user's other active grants of the same posture attribute.
-async fn latest_expiry(
-    grant: &AccessGrant,
-    ctx: &Context,
-    key: &str,
-) -> Result<Option<Timestamp>, kube::Error> {
-    Ok(others(grant, ctx)
-        .await?
-        .iter()
-        .filter(|g| {
-            g.status.iter().flat_map(|s| s.applied.iter()).any(|c| {
-                c.kind == ChangeKind::PostureAttribute
-                    && c.value
-                        .as_deref()
-                        .is_some_and(|v| v.starts_with(&format!("{key}=")))
-            })
-        })
-        .filter_map(|g| g.status.as_ref()?.expires_at.as_ref().map(|t| t.0))
-        .max())
-}
-
-fn entries_applied(entries: &Entries, already_present: &[(String, String)]) -> Vec<AppliedChange> {
-    let mut out = Vec::new();
-    for (group, login) in &entries.members {
-        let owned = !already_present
-            .iter()
-            .any(|(g, l)| g == group && l.eq_ignore_ascii_case(login));
-        out.push(AppliedChange {
-            kind: ChangeKind::GroupMembership,
-            target: group.clone(),
-            value: Some(login.clone()),
-            previous: None,
-            owned,
-        });
-    }
-    for (section, values, kind) in [
-        ("grants", &entries.grants, ChangeKind::Rule),
-        ("acls", &entries.acls, ChangeKind::Rule),
-        ("ssh", &entries.ssh, ChangeKind::SshRule),
-    ] {
-        for v in values {
-            out.push(AppliedChange {
-                kind,
-                target: section.to_string(),
-                value: Some(v.to_string()),
-                previous: None,
-                owned: true,
-            });
-        }
-    }
-    out
-}
-
-fn entries_empty(e: &Entries) -> bool {
-    e.members.is_empty() && e.grants.is_empty() && e.acls.is_empty() && e.ssh.is_empty()
-}
-
-fn whole_second_up(t: Timestamp) -> Timestamp {
-    t.round(
-        jiff::TimestampRound::new()
-            .smallest(jiff::Unit::Second)
-            .mode(jiff::RoundMode::Ceil),
-    )
-    .unwrap_or(t)
 }
 
 /// Requeue for an instant: the reconciler wakes exactly at expiry.

@@ -6,6 +6,7 @@ mod context;
 mod grant;
 mod integration;
 pub mod leader;
+mod ledger;
 mod policy;
 mod status;
 mod writer;
@@ -29,7 +30,9 @@ use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::ResourceExt;
 use tracing::{error, info, warn};
 
-use crate::api::{find_condition, AccessGrant, AccessPolicy, GrantPhase, TailscaleIntegration};
+use crate::api::{
+    find_condition, AccessGrant, AccessPolicy, GrantLedger, GrantPhase, TailscaleIntegration,
+};
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
 use crate::server::{self, Health};
 
@@ -40,7 +43,22 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<kube::Error>>),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<grant::GrantError>>),
+}
+
+impl Error {
+    /// What kind of failure, for the metrics' `reason` label.
+    pub fn category(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(_) => "KubernetesAPI",
+            Error::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(grant::GrantError::RevocationPending(_))
+                | F::CleanupFailed(grant::GrantError::RevocationPending(_)) => "RevocationPending",
+                _ => "KubernetesAPI",
+            },
+        }
+    }
 }
 
 /// How the operator process runs.
@@ -226,6 +244,40 @@ pub async fn run(
     .default_backoff()
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
+    // Ledgers: the sweeper ends holds whose grant expired, ended or is gone; woken by every
+    // grant change in the namespace (deletions included) and at the earliest expiry.
+    let (ledger_store, ledger_writer) = reflector::store::<GrantLedger>();
+    ctx.set_grant_stores(grant_store.clone(), ledger_store.clone());
+    let ledgers = watcher(
+        api::<GrantLedger>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ledger_writer)
+    .applied_objects();
+    let grant_events = watcher(
+        api::<AccessGrant>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let sweeper_ctx = ctx.clone();
+    let ledger_controller = Controller::for_stream(ledgers, ledger_store.clone())
+        .watches_stream(grant_events, move |g: AccessGrant| {
+            ledger::ledgers_for(&sweeper_ctx, &g)
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| timed("ledger", ctx.clone(), ledger::sweep(obj, ctx)),
+            error_policy::<GrantLedger>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "ledger sweep failed");
+            }
+        });
+
     let by_policy = grant_store.clone();
     let grant_controller = Controller::for_stream(grants, grant_store.clone())
         .watches_stream(policy_changes, move |p: AccessPolicy| {
@@ -261,10 +313,11 @@ pub async fn run(
     // readiness signal wakes only its latest waiter, and the controllers wait on it too.
     let readiness = {
         let health = health.clone();
-        let (a, b, c) = (
+        let (a, b, c, d) = (
             integration_store.clone(),
             policy_store.clone(),
             grant_store.clone(),
+            ledger_store.clone(),
         );
         async move {
             loop {
@@ -272,6 +325,7 @@ pub async fn run(
                 if ready(a.wait_until_ready().now_or_never())
                     && ready(b.wait_until_ready().now_or_never())
                     && ready(c.wait_until_ready().now_or_never())
+                    && ready(d.wait_until_ready().now_or_never())
                 {
                     info!("caches synced; ready");
                     health.set_ready(true);
@@ -288,7 +342,12 @@ pub async fn run(
         "tailkeeper started"
     );
     let controllers = async {
-        tokio::join!(integration_controller, policy_controller, grant_controller);
+        tokio::join!(
+            integration_controller,
+            policy_controller,
+            grant_controller,
+            ledger_controller
+        );
     };
     let lost = match &leadership {
         // On shutdown the controllers finish their running reconciles; the Lease stays renewed
@@ -344,12 +403,12 @@ where
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
+    if let Err(e) = &result {
         ctx.metrics
             .reconcile_errors
             .get_or_create(&ErrorLabels {
                 controller: controller.to_string(),
-                reason: "KubernetesAPI".to_string(),
+                reason: e.category().to_string(),
             })
             .inc();
     }

@@ -3,28 +3,31 @@
 //! GET the HuJSON with its ETag, apply the minimal edits for the desired state, POST with
 //! If-Match; on 412 re-read and re-apply. A file that cannot be parsed is never overwritten.
 //!
-//! The desired state is the union of the entries of every active grant. It is seeded from the
-//! grants' status (`status.applied`) when the writer starts, so a restart loses nothing, and is
-//! then kept current by the grant reconciler's requests. Ownership in the file itself is fenced
-//! by marker comments (see [`crate::policy_file`]).
+//! The desired state is the union of the entries of every grant the ledger holds. It is seeded
+//! from the integration's `GrantLedger` when the writer starts, so a restart loses nothing, and is
+//! then kept current by requests. Grants are named by (namespace, UID). Ownership in the file
+//! itself is fenced by marker comments carrying the integration's identity (see
+//! [`crate::policy_file`]), so two installations never remove each other's entries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::api::{Api, ListParams};
-use kube::ResourceExt;
+use kube::api::Api;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::api::{AccessGrant, AccessPolicy, ChangeKind, GrantPhase, RuleTemplate};
+use crate::api::{GrantLedger, RuleTemplate};
 use crate::grants::rule_entries;
-use crate::policy_file::{self, Desired, PolicyFileError};
+use crate::policy_file::{self, Entries, Owner, PolicyFileError};
 use crate::tailscale;
 
 use super::context::Key;
+
+/// How many times a write met a changed file (412) before the round gives up.
+const MAX_CONFLICTS: u32 = 5;
 
 /// How long the writer waits for more requests after one arrives, and at most, before writing.
 #[derive(Clone, Copy, Debug)]
@@ -39,48 +42,6 @@ impl Default for BatchWindow {
             quiet: Duration::from_millis(80),
             max: Duration::from_millis(600),
         }
-    }
-}
-
-/// The policy-file entries one grant contributes.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Entries {
-    pub members: Vec<(String, String)>,
-    pub grants: Vec<Value>,
-    pub acls: Vec<Value>,
-    pub ssh: Vec<Value>,
-}
-
-impl Entries {
-    /// Entries recorded in a grant's status.
-    pub fn from_applied(grant: &AccessGrant) -> Entries {
-        let mut e = Entries::default();
-        for change in grant.status.iter().flat_map(|s| s.applied.iter()) {
-            let Some(value) = &change.value else { continue };
-            match change.kind {
-                ChangeKind::GroupMembership => {
-                    e.members.push((change.target.clone(), value.clone()))
-                }
-                ChangeKind::Rule | ChangeKind::SshRule => {
-                    if let Ok(v) = serde_json::from_str::<Value>(value) {
-                        match change.target.as_str() {
-                            "acls" => e.acls.push(v),
-                            "ssh" => e.ssh.push(v),
-                            _ => e.grants.push(v),
-                        }
-                    }
-                }
-                ChangeKind::Role | ChangeKind::PostureAttribute => {}
-            }
-        }
-        e
-    }
-
-    fn is_empty(&self) -> bool {
-        self.members.is_empty()
-            && self.grants.is_empty()
-            && self.acls.is_empty()
-            && self.ssh.is_empty()
     }
 }
 
@@ -124,6 +85,12 @@ pub enum WriteError {
     /// The policy file cannot be parsed: it is never overwritten; a person must fix it.
     #[error("the policy file cannot be parsed, so Tailkeeper will not overwrite it: {0}")]
     Unparsable(String),
+    /// The credential may not write the policy file (HTTP 403: the `policy_file` scope).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Every attempt met a policy file changed since it was read (HTTP 412 each time).
+    #[error("{0}")]
+    Contended(String),
     /// Tailscale failed or could not be reached; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -213,6 +180,7 @@ impl Writers {
         integration: &Key,
         fingerprint: u64,
         client: &tailscale::Client,
+        owner: &Owner,
     ) -> PolicyWriter {
         let mut map = match self.map.lock() {
             Ok(m) => m,
@@ -228,6 +196,7 @@ impl Writers {
             kube: kube.clone(),
             integration: integration.clone(),
             client: client.clone(),
+            owner: owner.clone(),
             wanted: None,
             retry_at: None,
             in_sync: false,
@@ -245,6 +214,8 @@ struct WriterTask {
     kube: kube::Client,
     integration: Key,
     client: tailscale::Client,
+    /// Whose entries this writer keeps (the identity in its markers).
+    owner: Owner,
     /// Entries of every active grant; `None` until seeded.
     wanted: Option<BTreeMap<Key, Held>>,
     /// After a failed round that only removed lapsed entries, when to try again.
@@ -320,42 +291,32 @@ impl WriterTask {
         Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 
-    /// Seed the desired state from the grants' status: every Active, unexpired grant of a policy
-    /// of this integration contributes the entries it recorded.
+    /// Seed the desired state from the integration's ledger: every hold with policy-file
+    /// entries that has not expired.
     async fn seed(&self) -> Result<BTreeMap<Key, Held>, WriteError> {
         let (ns, name) = &self.integration;
-        let policies: Api<AccessPolicy> = Api::namespaced(self.kube.clone(), ns);
-        let grants: Api<AccessGrant> = Api::namespaced(self.kube.clone(), ns);
-        let unavailable = |e: kube::Error| {
-            WriteError::Unavailable(format!("cannot list grants to seed the policy writer: {e}"))
-        };
-        let ours: BTreeSet<String> = policies
-            .list(&ListParams::default())
+        let ledger = Api::<GrantLedger>::namespaced(self.kube.clone(), ns)
+            .get_opt(name)
             .await
-            .map_err(unavailable)?
-            .items
-            .into_iter()
-            .filter(|p| &p.spec.integration_ref.name == name)
-            .map(|p| p.name_any())
-            .collect();
+            .map_err(|e| {
+                WriteError::Unavailable(format!(
+                    "cannot read the grant ledger to seed the policy writer: {e}"
+                ))
+            })?;
         let now = Timestamp::now();
         let mut wanted = BTreeMap::new();
-        for g in grants
-            .list(&ListParams::default())
-            .await
-            .map_err(unavailable)?
-            .items
+        for (key, entries, expires) in ledger
+            .map(|l| super::ledger::seeded_entries(&l.spec, ns))
+            .unwrap_or_default()
         {
-            let Some(status) = &g.status else { continue };
-            let live = status.phase == Some(GrantPhase::Active)
-                && status.expires_at.as_ref().is_some_and(|t| t.0 > now)
-                && ours.contains(&g.spec.policy_ref.name);
-            if live {
-                let entries = Entries::from_applied(&g);
-                if !entries.is_empty() {
-                    let expires = status.expires_at.as_ref().map(|t| t.0);
-                    wanted.insert((ns.clone(), g.name_any()), Held { entries, expires });
-                }
+            if expires > now {
+                wanted.insert(
+                    key,
+                    Held {
+                        entries,
+                        expires: Some(expires),
+                    },
+                );
             }
         }
         debug!(integration = %name, grants = wanted.len(), "policy writer seeded");
@@ -402,6 +363,10 @@ impl WriterTask {
         loop {
             let file = match self.client.get_policy_file().await {
                 Ok(f) => f,
+                Err(e) if e.is_forbidden() => {
+                    reply_all(pending, WriteError::Forbidden(e.tailscale_message()));
+                    return false;
+                }
                 Err(e) => {
                     reply_all(pending, WriteError::Unavailable(e.to_string()));
                     return false;
@@ -441,9 +406,9 @@ impl WriterTask {
             }
             // Editing a large file is CPU work: off the async workers, so nothing else (the
             // Lease renewal above all) waits behind it.
-            let (text, wanted) = (file.text.clone(), desired(&next));
+            let (text, wanted, owner) = (file.text.clone(), desired(&next), self.owner.clone());
             let edited =
-                tokio::task::spawn_blocking(move || policy_file::reconcile(&text, &wanted))
+                tokio::task::spawn_blocking(move || policy_file::reconcile(&text, &owner, &wanted))
                     .await
                     .unwrap_or_else(|e| {
                         Err(PolicyFileError::Internal(format!(
@@ -478,7 +443,21 @@ impl WriterTask {
                     self.reply_written(pending, resolved, outcome.already_present, true);
                     return true;
                 }
-                Err(e) if e.is_precondition_failed() && conflicts < 5 => {
+                Err(e) if e.is_precondition_failed() && conflicts >= MAX_CONFLICTS => {
+                    reply_all(
+                        pending,
+                        WriteError::Contended(format!(
+                            "the policy file changed under each of {} attempts to write it (HTTP 412 each time); retrying",
+                            conflicts + 1
+                        )),
+                    );
+                    return false;
+                }
+                Err(e) if e.is_forbidden() => {
+                    reply_all(pending, WriteError::Forbidden(e.tailscale_message()));
+                    return false;
+                }
+                Err(e) if e.is_precondition_failed() => {
                     // Someone else wrote in between: re-read and re-apply.
                     conflicts += 1;
                     self.stats
@@ -543,7 +522,7 @@ impl WriterTask {
                     expires: None,
                 },
             );
-            let Ok(candidate) = policy_file::reconcile(text, &desired(&alone)) else {
+            let Ok(candidate) = policy_file::reconcile(text, &self.owner, &desired(&alone)) else {
                 continue;
             };
             if !candidate.changed {
@@ -606,25 +585,10 @@ fn resolve(want: &Want, legacy: bool) -> Entries {
     }
 }
 
-fn desired(wanted: &BTreeMap<Key, Held>) -> Desired {
-    let mut d = Desired::default();
-    for e in wanted.values().map(|h| &h.entries) {
-        d.members.extend(e.members.iter().cloned());
-        for v in &e.grants {
-            if !d.grants.contains(v) {
-                d.grants.push(v.clone());
-            }
-        }
-        for v in &e.acls {
-            if !d.acls.contains(v) {
-                d.acls.push(v.clone());
-            }
-        }
-        for v in &e.ssh {
-            if !d.ssh.contains(v) {
-                d.ssh.push(v.clone());
-            }
-        }
+fn desired(wanted: &BTreeMap<Key, Held>) -> Entries {
+    let mut d = Entries::default();
+    for h in wanted.values() {
+        d.extend(&h.entries);
     }
     d
 }

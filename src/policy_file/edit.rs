@@ -5,7 +5,7 @@
 //! and removing in any order always leads back to the original bytes. Only when a human has
 //! reshaped the surroundings does removal fall back to a best effort that keeps the file valid.
 
-use super::scan::{Container, MARKER};
+use super::scan::Container;
 
 /// Replace `start..end` of the text with `replacement`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,17 +44,17 @@ pub(crate) fn apply(text: &str, mut edits: Vec<Edit>) -> String {
 }
 
 /// Inserts `item` (already rendered, e.g. `"key": value`) as the first item of `container`,
-/// followed by the ownership marker.
+/// followed by the ownership `marker`.
 ///
 /// Inserting at the start (never at the end) keeps a human's comments after the last item where
 /// they are, and the layout follows the container's: empty, inline or one item per line.
-pub(crate) fn insert_first(text: &str, container: &Container, item: &str) -> Edit {
+pub(crate) fn insert_first(text: &str, container: &Container, item: &str, marker: &str) -> Edit {
     let after_open = container.open + 1;
     let Some(first) = container.items.first() else {
-        return Edit::insert(after_open, format!("{item} {MARKER}"));
+        return Edit::insert(after_open, format!("{item} {marker}"));
     };
     match first_line_break(text, after_open, first.start) {
-        None => Edit::insert(after_open, format!("{item} {MARKER}, ")),
+        None => Edit::insert(after_open, format!("{item} {marker}, ")),
         Some(line_break) => {
             // Reuse the file's line ending so a CRLF file stays CRLF.
             let newline = if text.as_bytes()[line_break] == b'\r' {
@@ -63,7 +63,7 @@ pub(crate) fn insert_first(text: &str, container: &Container, item: &str) -> Edi
                 "\n"
             };
             let indent = line_indent(text, first.start);
-            Edit::insert(line_break, format!("{newline}{indent}{item}, {MARKER}"))
+            Edit::insert(line_break, format!("{newline}{indent}{item}, {marker}"))
         }
     }
 }
@@ -74,12 +74,17 @@ pub(crate) fn remove_item(text: &str, container: &Container, index: usize) -> Ve
     let item = &container.items[index];
     let marker = item
         .marker
-        .expect("only items with an ownership marker are removed");
+        .as_ref()
+        .expect("only items with an ownership marker are removed")
+        .span;
+    // The marker as written in the file: markers differ in length by owner, and the spans below
+    // must be exactly those the insertion added.
+    let marker_text = &text[marker.start..marker.end];
     let (start, value_end) = (item.start, item.value.span.end);
     let after_value = &text[value_end..];
 
-    // One item per line: `\n<indent>ITEM, /* tailkeeper */`, the marker ending the line.
-    let multi_line_tail = format!(", {MARKER}");
+    // One item per line: `\n<indent>ITEM, /* tailkeeper:<id> */`, the marker ending the line.
+    let multi_line_tail = format!(", {marker_text}");
     if after_value.starts_with(&multi_line_tail) && item.comma == Some(value_end) {
         let end = value_end + multi_line_tail.len();
         let line_ends_after = text[end..].starts_with('\n') || text[end..].starts_with("\r\n");
@@ -96,15 +101,15 @@ pub(crate) fn remove_item(text: &str, container: &Container, index: usize) -> Ve
         }
     }
 
-    let inline_tail = format!(" {MARKER}");
+    let inline_tail = format!(" {marker_text}");
     if after_value.starts_with(&inline_tail) && marker.start == value_end + 1 {
-        // Inline, not last: `ITEM /* tailkeeper */, `.
+        // Inline, not last: `ITEM /* tailkeeper:<id> */, `.
         let with_comma = format!("{inline_tail}, ");
         if after_value.starts_with(&with_comma) {
             return vec![Edit::remove(start, value_end + with_comma.len())];
         }
         if item.comma.is_none() {
-            // The sole item of a container that was empty: `ITEM /* tailkeeper */`.
+            // The sole item of a container that was empty: `ITEM /* tailkeeper:<id> */`.
             if start == container.open + 1 {
                 return vec![Edit::remove(start, marker.end)];
             }
@@ -128,7 +133,9 @@ fn fallback_removal(text: &str, container: &Container, index: usize) -> Vec<Edit
     let item = &container.items[index];
     let marker = item
         .marker
-        .expect("only items with an ownership marker are removed");
+        .as_ref()
+        .expect("only items with an ownership marker are removed")
+        .span;
     let mut ranges = vec![
         (item.start, item.value.span.end),
         (marker.start, marker.end),

@@ -5,21 +5,34 @@
 //! stays byte for byte as it was, and a file that does not parse is never rewritten.
 //!
 //! # Ownership
-//! Everything Tailkeeper adds carries the block comment `/* tailkeeper */` right after it (after
-//! its comma in one-item-per-line layouts). A marker belongs to the item immediately before it,
-//! with only whitespace and at most a comma in between (so a marker a human pushed onto the next
-//! line still counts, and one behind another comment does not). A group or section Tailkeeper
-//! created is marked too, and goes away once it holds no items and none are wanted. Ownership
-//! is read from the file alone, so it survives operator restarts, and unmarked items (a human's
-//! static memberships and rules) are never modified or removed: a person who was in a group
-//! before a grant keeps that membership when the grant lapses.
+//! Several installations may edit one file (two operators, or two integrations on the same
+//! tailnet), so every edit is made on behalf of an [`Owner`], and everything an owner adds
+//! carries the block comment `/* tailkeeper:<id> */` with its id right after it (after its comma
+//! in one-item-per-line layouts). A marker belongs to the item immediately before it, with only
+//! whitespace and at most a comma in between (so a marker a human pushed onto the next line
+//! still counts, and one behind another comment does not). A group or section an owner created
+//! is marked too, and goes away once it holds no items and that owner wants none there.
+//!
+//! An item is the owner's only when its marker names that owner; only such items are ever
+//! modified or removed. Items marked by another owner, and those with the bare `/* tailkeeper */`
+//! of files written before markers named their owner (whose owner is unknown), are foreign:
+//! never modified or removed, and neither is a group or section that someone else marked, even
+//! when empty. Unmarked items are a human's (static memberships and rules) and are never
+//! touched either: a person who was in a group before a grant keeps that membership when the
+//! grant lapses. Ownership is read from the file alone, so it survives operator restarts.
+//!
+//! When adding, a wanted member or rule that a human already holds (unmarked) counts as present
+//! and is not added again. One that only another owner holds does not count: the owner adds its
+//! own marked copy, because the other may remove theirs at any time and this owner's access must
+//! stay in effect. Two copies of the owner's own are reduced to one.
 //!
 //! # Layout
 //! Items are inserted at the start of their container (so a human's trailing comments never
 //! move), in the container's own layout, and removing an item deletes exactly the span its
-//! insertion added. Adding and removing in any order therefore leads back to the original bytes.
-//! Where a human reshaped the surroundings, removal takes the item, its marker and one adjacent
-//! comma (and the line, if nothing else is left on it), which always leaves a valid file.
+//! insertion added. Adding and removing in any order, by any owners, therefore leads back to the
+//! original bytes. Where a human reshaped the surroundings, removal takes the item, its marker
+//! and one adjacent comma (and the line, if nothing else is left on it), which always leaves a
+//! valid file.
 
 mod edit;
 mod scan;
@@ -33,26 +46,92 @@ use serde_json::Value as Json;
 use edit::{insert_first, remove_item, Edit};
 use scan::{Container, Value};
 
-/// What the active grants want the policy file to contain.
+/// Policy-file entries: what an owner wants the file to contain ([`reconcile`]), or what it
+/// holds there ([`managed`]).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Desired {
-    /// (group, login) memberships wanted by active grants, e.g. ("group:prod", "alice@example.com").
+pub struct Entries {
+    /// (group, login) memberships, e.g. ("group:prod", "alice@example.com").
     pub members: BTreeSet<(String, String)>,
-    /// Whole entries wanted in the `grants` section.
+    /// Whole entries of the `grants` section.
     pub grants: Vec<Json>,
-    /// Whole entries wanted in the `ssh` section.
+    /// Whole entries of the `ssh` section.
     pub ssh: Vec<Json>,
-    /// Whole entries wanted in the legacy `acls` section.
+    /// Whole entries of the legacy `acls` section.
     pub acls: Vec<Json>,
 }
 
-impl Desired {
+impl Entries {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.grants.is_empty()
+            && self.ssh.is_empty()
+            && self.acls.is_empty()
+    }
+
+    /// Adds `other`'s entries; a rule already held is not repeated.
+    pub fn extend(&mut self, other: &Entries) {
+        self.members.extend(other.members.iter().cloned());
+        for (mine, theirs) in [
+            (&mut self.grants, &other.grants),
+            (&mut self.ssh, &other.ssh),
+            (&mut self.acls, &other.acls),
+        ] {
+            for rule in theirs {
+                if !mine.contains(rule) {
+                    mine.push(rule.clone());
+                }
+            }
+        }
+    }
+
     fn rules(&self, section: RuleSection) -> &[Json] {
         match section {
             RuleSection::Grants => &self.grants,
             RuleSection::Ssh => &self.ssh,
             RuleSection::Acls => &self.acls,
         }
+    }
+
+    fn rules_mut(&mut self, section: RuleSection) -> &mut Vec<Json> {
+        match section {
+            RuleSection::Grants => &mut self.grants,
+            RuleSection::Ssh => &mut self.ssh,
+            RuleSection::Acls => &mut self.acls,
+        }
+    }
+}
+
+/// The installation on whose behalf edits are made; its id is written into every marker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    id: String,
+}
+
+impl Owner {
+    /// Longest id accepted, so markers stay short on every line they end.
+    pub const MAX_ID_LEN: usize = 64;
+
+    /// An owner with id `id`: 1 to 64 characters from `A-Z a-z 0-9 . _ -`. The limited
+    /// alphabet keeps the marker one comment that reads back as the same id (no `*/`, no
+    /// whitespace to trim away).
+    pub fn new(id: &str) -> Result<Owner, PolicyFileError> {
+        let valid = (1..=Self::MAX_ID_LEN).contains(&id.len())
+            && id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(PolicyFileError::InvalidOwner { id: id.to_string() });
+        }
+        Ok(Owner { id: id.to_string() })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The comment written after everything this owner adds: `/* tailkeeper:<id> */`.
+    pub fn marker(&self) -> String {
+        format!("/* tailkeeper:{} */", self.id)
     }
 }
 
@@ -71,16 +150,6 @@ pub struct Outcome {
     pub removed: Vec<String>,
 }
 
-/// What Tailkeeper currently owns in a file: the marked members and entries.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Managed {
-    /// (group, login) as written in the file.
-    pub members: BTreeSet<(String, String)>,
-    pub grants: Vec<Json>,
-    pub ssh: Vec<Json>,
-    pub acls: Vec<Json>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyFileError {
     /// The file is not valid HuJSON; it must not be rewritten.
@@ -96,6 +165,8 @@ pub enum PolicyFileError {
     ScimGroup { group: String },
     #[error("{group:?} is not a policy-file group name (expected \"group:<name>\")")]
     InvalidGroupName { group: String },
+    #[error("{id:?} is not a valid policy-file owner id (expected 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-')")]
+    InvalidOwner { id: String },
     /// The file parses but has a shape Tailkeeper cannot edit safely (e.g. `groups` is not an
     /// object, or a section appears twice).
     #[error("cannot edit the policy file: {0}")]
@@ -105,10 +176,11 @@ pub enum PolicyFileError {
     Internal(String),
 }
 
-/// Edits `text` so that it contains exactly the wanted owned items, touching nothing else.
+/// Edits `text` so that `owner`'s items are exactly those `desired` needs, touching nothing
+/// else: neither a human's items nor another owner's.
 ///
 /// Idempotent: reconciling the output again with the same `desired` changes nothing.
-pub fn reconcile(text: &str, desired: &Desired) -> Result<Outcome, PolicyFileError> {
+pub fn reconcile(text: &str, owner: &Owner, desired: &Entries) -> Result<Outcome, PolicyFileError> {
     for (group, _) in &desired.members {
         check_group_name(group)?;
     }
@@ -129,7 +201,7 @@ pub fn reconcile(text: &str, desired: &Desired) -> Result<Outcome, PolicyFileErr
         let root = scan::parse(&current).map_err(|error| {
             PolicyFileError::Internal(format!("an edit produced an unparsable file: {error}"))
         })?;
-        let Some(step) = next_step(&current, &root, desired)? else {
+        let Some(step) = next_step(&current, &root, owner, desired)? else {
             let already_present = already_present(&current, &root, desired)?;
             return Ok(Outcome {
                 changed: current != text,
@@ -151,11 +223,11 @@ pub fn reconcile(text: &str, desired: &Desired) -> Result<Outcome, PolicyFileErr
     ))
 }
 
-/// What Tailkeeper currently owns in `text` (marked members and entries).
-pub fn managed(text: &str) -> Result<Managed, PolicyFileError> {
+/// What `owner` holds in `text`: the members and entries marked with its marker, as written.
+pub fn managed(text: &str, owner: &Owner) -> Result<Entries, PolicyFileError> {
     let root_value = scan::parse(text)?;
     let root = root_object(&root_value)?;
-    let mut owned = Managed::default();
+    let mut owned = Entries::default();
     if let Some(groups) =
         find_section(root, "groups")?.and_then(|i| root.items[i].value.as_object())
     {
@@ -163,11 +235,7 @@ pub fn managed(text: &str) -> Result<Managed, PolicyFileError> {
             let (Some(key), Some(members)) = (&group.key, group.value.as_array()) else {
                 continue;
             };
-            for member in members
-                .items
-                .iter()
-                .filter(|member| member.marker.is_some())
-            {
+            for member in members.items.iter().filter(|member| member.owned_by(owner)) {
                 if let Some(login) = member.value.as_str(text) {
                     owned.members.insert((key.name.clone(), login));
                 }
@@ -180,16 +248,13 @@ pub fn managed(text: &str) -> Result<Managed, PolicyFileError> {
         else {
             continue;
         };
-        let owned_entries = entries
-            .items
-            .iter()
-            .filter(|entry| entry.marker.is_some())
-            .filter_map(|entry| entry.value.to_json(text));
-        match section {
-            RuleSection::Grants => owned.grants.extend(owned_entries),
-            RuleSection::Ssh => owned.ssh.extend(owned_entries),
-            RuleSection::Acls => owned.acls.extend(owned_entries),
-        }
+        owned.rules_mut(section).extend(
+            entries
+                .items
+                .iter()
+                .filter(|entry| entry.owned_by(owner))
+                .filter_map(|entry| entry.value.to_json(text)),
+        );
     }
     Ok(owned)
 }
@@ -260,23 +325,24 @@ fn check_group_name(group: &str) -> Result<(), PolicyFileError> {
 fn next_step(
     text: &str,
     root_value: &Value,
-    desired: &Desired,
+    owner: &Owner,
+    desired: &Entries,
 ) -> Result<Option<Step>, PolicyFileError> {
     let root = root_object(root_value)?;
     let groups_index = find_section(root, "groups")?;
-    if let Some(step) = remove_unwanted_members(text, root, groups_index, desired)? {
+    if let Some(step) = remove_unwanted_members(text, root, groups_index, owner, desired)? {
         return Ok(Some(step));
     }
     for section in RuleSection::ALL {
-        if let Some(step) = remove_unwanted_rules(text, root, section, desired)? {
+        if let Some(step) = remove_unwanted_rules(text, root, section, owner, desired)? {
             return Ok(Some(step));
         }
     }
-    if let Some(step) = add_wanted_members(text, root, groups_index, desired)? {
+    if let Some(step) = add_wanted_members(text, root, groups_index, owner, desired)? {
         return Ok(Some(step));
     }
     for section in RuleSection::ALL {
-        if let Some(step) = add_wanted_rules(text, root, section, desired)? {
+        if let Some(step) = add_wanted_rules(text, root, section, owner, desired)? {
             return Ok(Some(step));
         }
     }
@@ -337,7 +403,8 @@ fn remove_unwanted_members(
     text: &str,
     root: &Container,
     groups_index: Option<usize>,
-    desired: &Desired,
+    owner: &Owner,
+    desired: &Entries,
 ) -> Result<Option<Step>, PolicyFileError> {
     let Some(groups_index) = groups_index else {
         return Ok(None);
@@ -362,7 +429,7 @@ fn remove_unwanted_members(
         let group_name = group.key.as_ref().map_or("", |key| key.name.as_str());
         let mut kept = HashSet::new();
         for (member_index, member) in members.items.iter().enumerate() {
-            if member.marker.is_none() {
+            if !member.owned_by(owner) {
                 continue;
             }
             let login = member.value.as_str(text);
@@ -383,18 +450,19 @@ fn remove_unwanted_members(
         }
     }
 
-    // A group Tailkeeper created goes away once no member is left in it and none is wanted;
-    // a comment a human left inside it goes with it, like one inside an owned rule.
+    // A group this owner created goes away once no member is left in it and none is wanted;
+    // a comment a human left inside it goes with it, like one inside an owned rule. One that
+    // someone else created stays: they may still want it.
     for (group_index, group) in groups.items.iter().enumerate() {
         let emptied = group
             .value
             .as_array()
             .is_some_and(|members| members.items.is_empty());
-        if group.marker.is_some() && emptied && wanted_by_group[group_index].is_empty() {
+        if group.owned_by(owner) && emptied && wanted_by_group[group_index].is_empty() {
             return Ok(Some(Step::plain(remove_item(text, groups, group_index))));
         }
     }
-    if section.marker.is_some() && groups.items.is_empty() && desired.members.is_empty() {
+    if section.owned_by(owner) && groups.items.is_empty() && desired.members.is_empty() {
         return Ok(Some(Step::plain(remove_item(text, root, groups_index))));
     }
     Ok(None)
@@ -404,7 +472,8 @@ fn remove_unwanted_rules(
     text: &str,
     root: &Container,
     section: RuleSection,
-    desired: &Desired,
+    owner: &Owner,
+    desired: &Entries,
 ) -> Result<Option<Step>, PolicyFileError> {
     let Some(section_index) = find_section(root, section.name())? else {
         return Ok(None);
@@ -417,7 +486,7 @@ fn remove_unwanted_rules(
     // Each wanted rule may keep one owned entry; a second copy is removed.
     let mut unmatched: HashSet<String> = wanted.iter().map(|rule| canonical(rule)).collect();
     for (entry_index, entry) in entries.items.iter().enumerate() {
-        if entry.marker.is_none() {
+        if !entry.owned_by(owner) {
             continue;
         }
         let value = entry.value.to_json(text);
@@ -438,7 +507,7 @@ fn remove_unwanted_rules(
             }
         }
     }
-    if section_item.marker.is_some() && entries.items.is_empty() && wanted.is_empty() {
+    if section_item.owned_by(owner) && entries.items.is_empty() && wanted.is_empty() {
         return Ok(Some(Step::plain(remove_item(text, root, section_index))));
     }
     Ok(None)
@@ -448,16 +517,21 @@ fn add_wanted_members(
     text: &str,
     root: &Container,
     groups_index: Option<usize>,
-    desired: &Desired,
+    owner: &Owner,
+    desired: &Entries,
 ) -> Result<Option<Step>, PolicyFileError> {
-    // Logins present per group, built once per call: a burst wants hundreds of members, and
-    // scanning each group's array for each of them would be quadratic per edit.
+    // Logins present per group (a human's or ours; another owner's copy may go at any time),
+    // built once per call: a burst wants hundreds of members, and scanning each group's array
+    // for each of them would be quadratic per edit.
     let mut present_by_group: std::collections::HashMap<usize, HashSet<String>> =
         std::collections::HashMap::new();
+    let marker = owner.marker();
     for (group, login) in &desired.members {
         let Some(groups_index) = groups_index else {
             let section = format!("{}: {{}}", json_string("groups"));
-            return Ok(Some(Step::plain(vec![insert_first(text, root, &section)])));
+            return Ok(Some(Step::plain(vec![insert_first(
+                text, root, &section, &marker,
+            )])));
         };
         let groups = root.items[groups_index].value.as_object().ok_or_else(|| {
             PolicyFileError::Unsupported("the groups section is not an object".into())
@@ -465,7 +539,7 @@ fn add_wanted_members(
         let Some(group_index) = find_group(groups, group)? else {
             let property = format!("{}: []", json_string(group));
             return Ok(Some(Step::plain(vec![insert_first(
-                text, groups, &property,
+                text, groups, &property, &marker,
             )])));
         };
         let members = groups.items[group_index].value.as_array().ok_or_else(|| {
@@ -475,13 +549,14 @@ fn add_wanted_members(
             members
                 .items
                 .iter()
+                .filter(|member| member.present_for(owner))
                 .filter_map(|member| member.value.as_str(text))
                 .map(|member| member.to_lowercase())
                 .collect()
         });
         if !present.contains(&login.to_lowercase()) {
             return Ok(Some(Step {
-                edits: vec![insert_first(text, members, &json_string(login))],
+                edits: vec![insert_first(text, members, &json_string(login), &marker)],
                 change: Some(Change::Added(format!("{group}: {login}"))),
             }));
         }
@@ -493,22 +568,28 @@ fn add_wanted_rules(
     text: &str,
     root: &Container,
     section: RuleSection,
-    desired: &Desired,
+    owner: &Owner,
+    desired: &Entries,
 ) -> Result<Option<Step>, PolicyFileError> {
     let wanted = dedup(desired.rules(section));
     if wanted.is_empty() {
         return Ok(None);
     }
+    let marker = owner.marker();
     let Some(section_index) = find_section(root, section.name())? else {
         let property = format!("{}: []", json_string(section.name()));
-        return Ok(Some(Step::plain(vec![insert_first(text, root, &property)])));
+        return Ok(Some(Step::plain(vec![insert_first(
+            text, root, &property, &marker,
+        )])));
     };
     let entries = root.items[section_index].value.as_array().ok_or_else(|| {
         PolicyFileError::Unsupported(format!("the {} section is not a list", section.name()))
     })?;
+    // As for members: another owner's copy of a rule does not keep ours in effect.
     let present: HashSet<String> = entries
         .items
         .iter()
+        .filter(|entry| entry.present_for(owner))
         .filter_map(|entry| entry.value.to_json(text))
         .map(|entry| canonical(&entry))
         .collect();
@@ -516,7 +597,7 @@ fn add_wanted_rules(
         if !present.contains(&canonical(rule)) {
             let rendered = compact_json(rule);
             return Ok(Some(Step {
-                edits: vec![insert_first(text, entries, &rendered)],
+                edits: vec![insert_first(text, entries, &rendered, &marker)],
                 change: Some(Change::Added(format!("{}: {rendered}", section.name()))),
             }));
         }
@@ -528,7 +609,7 @@ fn add_wanted_rules(
 fn already_present(
     text: &str,
     root_value: &Value,
-    desired: &Desired,
+    desired: &Entries,
 ) -> Result<Vec<(String, String)>, PolicyFileError> {
     let root = root_object(root_value)?;
     let Some(groups) = find_section(root, "groups")?.and_then(|i| root.items[i].value.as_object())

@@ -8,8 +8,7 @@
 
 use super::PolicyFileError;
 
-/// The comment Tailkeeper writes after everything it adds, in its canonical spelling.
-pub(crate) const MARKER: &str = "/* tailkeeper */";
+use super::Owner;
 
 /// Nesting deeper than this is refused rather than risking the stack on a hostile file.
 const MAX_DEPTH: usize = 256;
@@ -54,7 +53,55 @@ pub(crate) struct Item {
     /// The comma that follows the item (possibly after comments), if any.
     pub comma: Option<usize>,
     /// The ownership marker that belongs to this item, if any.
-    pub marker: Option<Span>,
+    pub marker: Option<Marker>,
+}
+
+impl Item {
+    /// Whether `owner` wrote this item: marked, and by that owner's marker.
+    pub fn owned_by(&self, owner: &Owner) -> bool {
+        self.marker
+            .as_ref()
+            .is_some_and(|marker| match &marker.owner {
+                MarkerOwner::Id(id) => id == owner.id(),
+                MarkerOwner::Legacy => false,
+            })
+    }
+
+    /// Whether this item counts as present for `owner`: a human's (unmarked) or its own. Another
+    /// owner's copy does not count, since that owner may remove it at any time.
+    pub fn present_for(&self, owner: &Owner) -> bool {
+        self.marker.is_none() || self.owned_by(owner)
+    }
+}
+
+/// An ownership marker: a block comment `/* tailkeeper:<id> */` (or the bare legacy
+/// `/* tailkeeper */`) right after an item.
+#[derive(Debug)]
+pub(crate) struct Marker {
+    pub span: Span,
+    pub owner: MarkerOwner,
+}
+
+/// Whose marker it is, as written in the comment.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MarkerOwner {
+    /// The bare `tailkeeper` of files written before markers named their owner: the owner is
+    /// unknown, so nobody may treat the item as its own.
+    Legacy,
+    /// The text after `tailkeeper:`, as written; only a valid id can equal an [`Owner`].
+    Id(String),
+}
+
+impl MarkerOwner {
+    /// The owner named by a block comment's body, or `None` when the comment is no marker.
+    fn from_comment_body(body: &str) -> Option<MarkerOwner> {
+        let body = body.trim();
+        if body == "tailkeeper" {
+            return Some(MarkerOwner::Legacy);
+        }
+        body.strip_prefix("tailkeeper:")
+            .map(|id| MarkerOwner::Id(id.to_string()))
+    }
 }
 
 #[derive(Debug)]
@@ -495,23 +542,24 @@ impl Parser<'_> {
 
     /// The marker right after the value just read: only whitespace and at most one comma may
     /// separate them. Called before the separator is consumed.
-    fn marker_after_value(&self) -> Option<Span> {
-        let is_marker = |token: Option<Token>| {
-            token.filter(|token| {
-                token.kind == TokenKind::BlockComment
-                    && self.text[token.start + 2..token.end - 2].trim() == "tailkeeper"
+    fn marker_after_value(&self) -> Option<Marker> {
+        let as_marker = |token: Option<Token>| {
+            let token = token.filter(|token| token.kind == TokenKind::BlockComment)?;
+            let owner = MarkerOwner::from_comment_body(&self.text[token.start + 2..token.end - 2])?;
+            Some(Marker {
+                span: Span {
+                    start: token.start,
+                    end: token.end,
+                },
+                owner,
             })
         };
         let following = self.tokens.get(self.next).copied();
-        let found = match following {
+        match following {
             Some(token) if token.kind == TokenKind::Comma => {
-                is_marker(self.tokens.get(self.next + 1).copied())
+                as_marker(self.tokens.get(self.next + 1).copied())
             }
-            _ => is_marker(following),
-        };
-        found.map(|token| Span {
-            start: token.start,
-            end: token.end,
-        })
+            _ => as_marker(following),
+        }
     }
 }

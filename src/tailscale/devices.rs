@@ -80,6 +80,21 @@ impl Client {
         expiry: Option<jiff::Timestamp>,
         comment: &str,
     ) -> Result<(), Error> {
+        let value = serde_json::Value::String(value.to_string());
+        self.set_posture_attribute_value(device_id, key, &value, expiry, comment)
+            .await
+    }
+
+    /// Set a custom posture attribute to any JSON value (a string, number or boolean), as a
+    /// person may have set it.
+    pub async fn set_posture_attribute_value(
+        &self,
+        device_id: &str,
+        key: &str,
+        value: &serde_json::Value,
+        expiry: Option<jiff::Timestamp>,
+        comment: &str,
+    ) -> Result<(), Error> {
         let mut req = Request::new(
             "attributes.set",
             Method::POST,

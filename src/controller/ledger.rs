@@ -1,0 +1,886 @@
+//! The ledger in Kubernetes: one `GrantLedger` per integration, read and written under one lock
+//! per integration, always before the change in Tailscale it records. Starting and ending a
+//! grant's access both go through here, for every kind of access, so the same cause fails the
+//! same way; and the sweeper ends every hold whose grant expired, ended or is gone, whatever was
+//! deleted, from the ledger alone.
+//!
+//! This module decides nothing itself: [`crate::grants::ledger`] says what to change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use super::connection::connect;
+use super::context::{key_of, Context, Key};
+use super::writer::{Want, WriteError};
+use crate::api::{
+    AccessGrant, GrantLedger, GrantLedgerSpec, GrantPhase, GroupMember, HeldEntries, HeldPosture,
+    Hold, TailscaleIntegration,
+};
+use crate::grants::ledger::{self as rules, DeviceAttribute, PostureChange, RoleRefusal};
+use crate::policy_file::Entries;
+use crate::tailscale;
+
+/// How soon a failed revocation is tried again.
+pub const REVOCATION_RETRY: Duration = Duration::from_secs(2);
+
+/// Why a change in Tailscale did not happen: one vocabulary for every kind of access.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The credential lacks a scope (HTTP 403): a person must add it; the grant resumes then.
+    MissingScope {
+        scope: &'static str,
+        message: String,
+    },
+    /// The credential was refused (HTTP 401).
+    Unauthorized(String),
+    /// Tailscale refused this change for good (unknown user, the policy file's tests).
+    Rejected(String),
+    /// The policy file cannot be parsed: a person must fix it; noticed within seconds.
+    Unparsable(String),
+    /// The policy file kept changing under every attempt to write it.
+    Contended(String),
+    /// Tailscale or Kubernetes failed or could not be reached; retried soon.
+    Unavailable(String),
+    /// The integration cannot be reached (deleted and no spec recorded, Secret missing).
+    Blocked(String),
+}
+
+impl Failure {
+    /// The condition reason and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::MissingScope { .. } => "MissingScope",
+            Failure::Unauthorized(_) => "CredentialsRefused",
+            Failure::Rejected(_) => "RejectedByTailscale",
+            Failure::Unparsable(_) => "PolicyFileUnparsable",
+            Failure::Contended(_) => "PolicyFileContended",
+            Failure::Unavailable(_) => "TailscaleUnavailable",
+            Failure::Blocked(_) => "IntegrationUnavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Failure::MissingScope { scope, message } => format!(
+                "the integration's credential lacks the {scope:?} scope: add it to the OAuth client (or use a token that has it); Tailscale said: {message}"
+            ),
+            Failure::Unauthorized(m)
+            | Failure::Rejected(m)
+            | Failure::Unparsable(m)
+            | Failure::Contended(m)
+            | Failure::Unavailable(m)
+            | Failure::Blocked(m) => m.clone(),
+        }
+    }
+
+    /// A person must change something (Stalled), as opposed to a retry fixing it.
+    pub fn stalled(&self) -> bool {
+        matches!(
+            self,
+            Failure::MissingScope { .. }
+                | Failure::Unauthorized(_)
+                | Failure::Unparsable(_)
+                | Failure::Blocked(_)
+        )
+    }
+
+    /// The grant can never take effect as asked.
+    pub fn terminal(&self) -> bool {
+        matches!(self, Failure::Rejected(_))
+    }
+
+    /// When to look again.
+    pub fn retry(&self) -> Duration {
+        match self {
+            // A fixed policy file or credential is noticed within seconds.
+            Failure::Unparsable(_) | Failure::MissingScope { .. } | Failure::Unauthorized(_) => {
+                Duration::from_secs(3)
+            }
+            Failure::Blocked(_) => Duration::from_secs(10),
+            _ => Duration::from_secs(2),
+        }
+    }
+
+    /// A Tailscale error from a call that needs `scope`.
+    pub fn tailscale(e: &tailscale::Error, scope: &'static str) -> Failure {
+        match e.status() {
+            Some(403) => Failure::MissingScope {
+                scope,
+                message: e.tailscale_message(),
+            },
+            Some(401) => Failure::Unauthorized(format!(
+                "Tailscale refused the integration's credential: {e}"
+            )),
+            _ if e.is_transient() => Failure::Unavailable(e.to_string()),
+            _ => Failure::Rejected(format!("Tailscale refused the change: {e}")),
+        }
+    }
+
+    fn write(e: WriteError) -> Failure {
+        match e {
+            WriteError::Rejected(m) => {
+                Failure::Rejected(format!("Tailscale refused the change: {m}"))
+            }
+            WriteError::Unparsable(m) => Failure::Unparsable(format!(
+                "the policy file cannot be parsed, so Tailkeeper will not overwrite it: {m}"
+            )),
+            WriteError::Forbidden(m) => Failure::MissingScope {
+                scope: "policy_file",
+                message: m,
+            },
+            WriteError::Contended(m) => Failure::Contended(m),
+            WriteError::Unavailable(m) => Failure::Unavailable(m),
+        }
+    }
+
+    fn kube(e: kube::Error) -> Failure {
+        Failure::Unavailable(format!("cannot write the grant ledger: {e}"))
+    }
+}
+
+/// One lock per integration's ledger: ledger writes and the Tailscale changes they record never
+/// interleave between two grants of the same tailnet.
+#[derive(Default)]
+pub struct Locks {
+    map: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Locks {
+    async fn lock(&self, key: &Key) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = match self.map.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.entry(key.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// A ledger read under its lock, saved after each step.
+struct Txn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    api: Api<GrantLedger>,
+    name: String,
+    stored: Option<GrantLedger>,
+    spec: GrantLedgerSpec,
+}
+
+impl Txn {
+    async fn open(ctx: &Context, integration: &Key) -> Result<Txn, Failure> {
+        let guard = ctx.ledger_locks.lock(integration).await;
+        let api: Api<GrantLedger> = Api::namespaced(ctx.client.clone(), &integration.0);
+        let stored = api.get_opt(&integration.1).await.map_err(Failure::kube)?;
+        let spec = stored
+            .as_ref()
+            .map(|l| l.spec.clone())
+            .unwrap_or_else(|| GrantLedgerSpec {
+                integration: integration.1.clone(),
+                ..Default::default()
+            });
+        Ok(Txn {
+            _guard: guard,
+            api,
+            name: integration.1.clone(),
+            stored,
+            spec,
+        })
+    }
+
+    /// Write the ledger if it changed (optimistically: a concurrent writer is a bug, and the
+    /// conflict surfaces as a retry rather than a lost record).
+    async fn save(&mut self) -> Result<(), Failure> {
+        let saved = match &self.stored {
+            Some(l) if l.spec == self.spec => return Ok(()),
+            Some(l) => {
+                let mut next = l.clone();
+                next.spec = self.spec.clone();
+                self.api
+                    .replace(&self.name, &PostParams::default(), &next)
+                    .await
+            }
+            None => {
+                let next = GrantLedger::new(&self.name, self.spec.clone());
+                self.api.create(&PostParams::default(), &next).await
+            }
+        };
+        self.stored = Some(saved.map_err(Failure::kube)?);
+        Ok(())
+    }
+}
+
+/// What a started grant holds.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub expires: Timestamp,
+    /// A human description of what changed (or that nothing had to).
+    pub note: String,
+    /// Whether the user already held the access without this grant.
+    pub already_held: bool,
+    /// The hold as recorded.
+    pub hold: Option<Hold>,
+}
+
+/// Why a grant did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// A role grant that would not raise, or that must wait for another grant to end.
+    Role(RoleRefusal),
+    /// The user has no devices to carry a posture attribute.
+    NoDevices,
+    Failed(Failure),
+}
+
+impl From<Failure> for NotStarted {
+    fn from(f: Failure) -> Self {
+        NotStarted::Failed(f)
+    }
+}
+
+/// What a started grant asks for, resolved by the reconciler.
+pub enum Request {
+    PolicyFile(Want),
+    Role(String),
+    Posture { key: String, value: String },
+}
+
+/// The client and identity of an integration, for starting and ending holds.
+pub struct Reach {
+    pub integration: Key,
+    pub client: tailscale::Client,
+    pub fingerprint: u64,
+    pub owner: crate::policy_file::Owner,
+    /// The integration's spec as JSON and its UID, recorded for after its deletion.
+    pub connection: Option<String>,
+    pub uid: Option<String>,
+    pub secret: Option<String>,
+}
+
+/// Start (or resume) a grant's access. The hold is in the ledger before Tailscale changes.
+pub async fn start(
+    ctx: &Context,
+    reach: &Reach,
+    grant: &AccessGrant,
+    user: &tailscale::User,
+    expires: Timestamp,
+    request: Request,
+) -> Result<Started, NotStarted> {
+    let uid = grant.uid().unwrap_or_default();
+    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    txn.spec.connection = reach.connection.clone().or(txn.spec.connection.take());
+    txn.spec.integration_uid = reach.uid.clone().or(txn.spec.integration_uid.take());
+    txn.spec.credentials_secret = reach.secret.clone().or(txn.spec.credentials_secret.take());
+    // A resumed start keeps the expiry it began with: a crash never lengthens a grant.
+    let expires = rules::hold(&txn.spec, &uid)
+        .map(|h| h.expires_at.0)
+        .unwrap_or(expires);
+    let hold = Hold {
+        grant: grant.name_any(),
+        grant_uid: uid.clone(),
+        user_id: user.id.clone(),
+        login: grant.spec.user.clone(),
+        expires_at: Time(expires),
+        role: None,
+        superseded: false,
+        entries: None,
+        posture: None,
+    };
+    match request {
+        Request::PolicyFile(want) => {
+            if rules::hold(&txn.spec, &uid).is_none() {
+                txn.spec.holds.push(hold);
+                txn.save().await?;
+            }
+            let writer = ctx.writers.get(
+                &ctx.client,
+                &reach.integration,
+                reach.fingerprint,
+                &reach.client,
+                &reach.owner,
+            );
+            match writer.want(writer_key(grant), want, Some(expires)).await {
+                Ok(written) => {
+                    let already_held = !written.already_present.is_empty();
+                    if let Some(h) = txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
+                        h.entries = Some(held_entries(&written.entries));
+                    }
+                    txn.save().await?;
+                    Ok(Started {
+                        expires,
+                        note: if already_held {
+                            " (already held; it will be kept at expiry)".into()
+                        } else {
+                            String::new()
+                        },
+                        already_held,
+                        hold: rules::hold(&txn.spec, &uid).cloned(),
+                    })
+                }
+                Err(e) => {
+                    let failure = Failure::write(e);
+                    if failure.terminal() {
+                        txn.spec.holds.retain(|h| h.grant_uid != uid);
+                        txn.save().await?;
+                    }
+                    Err(failure.into())
+                }
+            }
+        }
+        Request::Role(role) => {
+            let current = reach
+                .client
+                .get_user(&user.id)
+                .await
+                .map_err(|e| Failure::tailscale(&e, "users"))?;
+            let mut hold = hold;
+            hold.role = Some(role);
+            let start =
+                rules::start_role(&mut txn.spec, hold, &current.role).map_err(NotStarted::Role)?;
+            txn.save().await?;
+            if let Some(to) = &start.set {
+                if let Err(e) = reach.client.set_user_role(&user.id, to).await {
+                    let failure = Failure::tailscale(&e, "users");
+                    if failure.terminal() {
+                        rules::role_refused(&mut txn.spec, &uid);
+                        txn.save().await?;
+                    }
+                    return Err(failure.into());
+                }
+                rules::role_applied(&mut txn.spec, &user.id);
+                txn.save().await?;
+            }
+            Ok(Started {
+                expires,
+                note: match &start.set {
+                    Some(to) => format!(" (role set to {to})"),
+                    None => " (already held; nothing changed)".into(),
+                },
+                already_held: start.already_held,
+                hold: rules::hold(&txn.spec, &uid).cloned(),
+            })
+        }
+        Request::Posture { key, value } => {
+            let devices = reach
+                .client
+                .list_devices()
+                .await
+                .map_err(|e| Failure::tailscale(&e, "devices:core:read"))?;
+            let mine: Vec<String> = devices
+                .iter()
+                .filter(|d| d.user.eq_ignore_ascii_case(&grant.spec.user))
+                .map(|d| {
+                    if d.id.is_empty() {
+                        d.node_id.clone()
+                    } else {
+                        d.id.clone()
+                    }
+                })
+                .collect();
+            if mine.is_empty() {
+                return Err(NotStarted::NoDevices);
+            }
+            let current = read_attributes(&reach.client, &mine, &key).await?;
+            let mut hold = hold;
+            hold.posture = Some(HeldPosture {
+                key: key.clone(),
+                value,
+                devices: Vec::new(),
+            });
+            let changes = rules::start_posture(&mut txn.spec, hold, &current);
+            txn.save().await?;
+            let comment = format!(
+                "AccessGrant {}/{}",
+                grant.namespace().unwrap_or_default(),
+                grant.name_any()
+            );
+            apply_posture(&reach.client, &key, &changes, &comment).await?;
+            Ok(Started {
+                expires,
+                note: if changes.is_empty() {
+                    " (already held; nothing changed)".into()
+                } else {
+                    String::new()
+                },
+                already_held: changes.is_empty(),
+                hold: rules::hold(&txn.spec, &uid).cloned(),
+            })
+        }
+    }
+}
+
+/// What ending a hold did.
+#[derive(Clone, Debug, Default)]
+pub struct Ended {
+    /// Human notes: the role set back, a person's change left alone.
+    pub notes: Vec<String>,
+    /// A person changed what the grant had set; it was left as they set it.
+    pub changed_by_person: bool,
+}
+
+/// End a grant's hold, whatever its kind; nothing to do when the ledger holds nothing for it.
+pub async fn end(
+    ctx: &Context,
+    reach: &Reach,
+    namespace: &str,
+    grant_uid: &str,
+) -> Result<Ended, Failure> {
+    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    let Some(hold) = rules::hold(&txn.spec, grant_uid).cloned() else {
+        return Ok(Ended::default());
+    };
+    let mut ended = Ended::default();
+    if let Some(_role) = &hold.role {
+        let current = match reach.client.get_user(&hold.user_id).await {
+            Ok(u) => Some(u.role),
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => return Err(Failure::tailscale(&e, "users")),
+        };
+        let end = rules::end_role(&mut txn.spec, grant_uid, current.as_deref());
+        txn.save().await?;
+        if let Some(to) = &end.set {
+            if let Err(e) = reach.client.set_user_role(&hold.user_id, to).await {
+                return Err(Failure::tailscale(&e, "users"));
+            }
+            ended.notes.push(format!("role set to {to}"));
+        }
+        if let Some(role) = end.changed_by_person {
+            ended.changed_by_person = true;
+            ended.notes.push(format!(
+                "role of {} was changed to {role} in Tailscale while the grant was active; left as it is",
+                hold.login
+            ));
+        }
+        if current.is_none() {
+            ended.notes.push("the user no longer exists".into());
+        }
+        rules::role_settled(&mut txn.spec, &hold.user_id);
+        txn.save().await?;
+    } else if let Some(posture) = &hold.posture {
+        let current = read_attributes(&reach.client, &posture.devices, &posture.key).await?;
+        let changes = rules::end_posture(&mut txn.spec, grant_uid, &current);
+        txn.save().await?;
+        for c in &changes {
+            if let PostureChange::Left { device_id, current } = c {
+                ended.changed_by_person = true;
+                ended.notes.push(format!(
+                    "{} on device {device_id} was changed to {current} while the grant was active; left as it is",
+                    posture.key
+                ));
+            }
+        }
+        apply_posture(
+            &reach.client,
+            &posture.key,
+            &changes,
+            "restored by Tailkeeper",
+        )
+        .await?;
+    } else {
+        // Policy-file entries (recorded or still being written): the writer drops them, keeping
+        // any another active grant still wants.
+        let writer = ctx.writers.get(
+            &ctx.client,
+            &reach.integration,
+            reach.fingerprint,
+            &reach.client,
+            &reach.owner,
+        );
+        writer
+            .drop_grant((namespace.to_string(), grant_uid.to_string()))
+            .await
+            .map_err(Failure::write)?;
+        txn.spec.holds.retain(|h| h.grant_uid != grant_uid);
+        txn.save().await?;
+    }
+    Ok(ended)
+}
+
+/// The ledger key (namespace, integration) that holds access for a grant, from the cache.
+pub fn holder(ctx: &Context, grant: &AccessGrant) -> Option<Key> {
+    let uid = grant.uid()?;
+    let ns = grant.namespace().unwrap_or_default();
+    ctx.ledgers_in(&ns)
+        .into_iter()
+        .find(|l| rules::hold(&l.spec, &uid).is_some())
+        .map(|l| key_of(l.as_ref()))
+}
+
+/// How the writer names a grant: by UID, so a grant recreated under the same name is another.
+pub fn writer_key(grant: &AccessGrant) -> Key {
+    (
+        grant.namespace().unwrap_or_default(),
+        grant.uid().unwrap_or_default(),
+    )
+}
+
+/// The policy-file entries of the holds of a ledger, as the writer seeds them.
+pub fn seeded_entries(ledger: &GrantLedgerSpec, namespace: &str) -> Vec<(Key, Entries, Timestamp)> {
+    ledger
+        .holds
+        .iter()
+        .filter_map(|h| {
+            let e = h.entries.as_ref()?;
+            let mut entries = Entries::default();
+            for m in &e.members {
+                entries.members.insert((m.group.clone(), m.login.clone()));
+            }
+            let parse = |v: &Vec<String>| -> Vec<serde_json::Value> {
+                v.iter()
+                    .filter_map(|s| serde_json::from_str(s).ok())
+                    .collect()
+            };
+            entries.grants = parse(&e.grants);
+            entries.acls = parse(&e.acls);
+            entries.ssh = parse(&e.ssh);
+            Some((
+                (namespace.to_string(), h.grant_uid.clone()),
+                entries,
+                h.expires_at.0,
+            ))
+        })
+        .collect()
+}
+
+fn held_entries(e: &Entries) -> HeldEntries {
+    HeldEntries {
+        members: e
+            .members
+            .iter()
+            .map(|(group, login)| GroupMember {
+                group: group.clone(),
+                login: login.clone(),
+            })
+            .collect(),
+        grants: e.grants.iter().map(|v| v.to_string()).collect(),
+        acls: e.acls.iter().map(|v| v.to_string()).collect(),
+        ssh: e.ssh.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+async fn read_attributes(
+    client: &tailscale::Client,
+    devices: &[String],
+    key: &str,
+) -> Result<Vec<DeviceAttribute>, Failure> {
+    let mut out = Vec::new();
+    for device_id in devices {
+        let attrs = match client.get_posture_attributes(device_id).await {
+            Ok(a) => a,
+            // A device removed meanwhile holds nothing any more.
+            Err(e) if e.status() == Some(404) => {
+                out.push(DeviceAttribute {
+                    device_id: device_id.clone(),
+                    current: None,
+                });
+                continue;
+            }
+            Err(e) => return Err(Failure::tailscale(&e, "devices:posture_attributes")),
+        };
+        let current = attrs.attributes.get(key).cloned().map(|v| {
+            let expiry = attrs
+                .expiries
+                .get(key)
+                .and_then(|e| e.as_str())
+                .map(str::to_string);
+            (v, expiry)
+        });
+        out.push(DeviceAttribute {
+            device_id: device_id.clone(),
+            current,
+        });
+    }
+    Ok(out)
+}
+
+async fn apply_posture(
+    client: &tailscale::Client,
+    key: &str,
+    changes: &[PostureChange],
+    comment: &str,
+) -> Result<(), Failure> {
+    let scope = "devices:posture_attributes";
+    for change in changes {
+        let result = match change {
+            PostureChange::Set {
+                device_id,
+                value,
+                expiry,
+            } => {
+                let expiry = expiry.as_deref().and_then(|e| e.parse::<Timestamp>().ok());
+                client
+                    .set_posture_attribute_value(device_id, key, value, expiry, comment)
+                    .await
+            }
+            PostureChange::Delete { device_id } => {
+                client.delete_posture_attribute(device_id, key).await
+            }
+            PostureChange::Left { .. } => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(Failure::tailscale(&e, scope)),
+        }
+    }
+    Ok(())
+}
+
+/// How to reach an integration's tailnet: from the cache or the API server, else (deleted) from
+/// the spec the ledger recorded.
+pub async fn reach(
+    ctx: &Context,
+    integration: &Key,
+    recorded: &GrantLedgerSpec,
+) -> Result<Reach, Failure> {
+    let (ns, name) = integration;
+    let live = match ctx.cached_integration(ns, name) {
+        Some(i) => Some((*i).clone()),
+        None => Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| Failure::Unavailable(e.to_string()))?,
+    };
+    let obj = match live {
+        Some(i) => i,
+        None => {
+            let spec = recorded
+                .connection
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| {
+                    Failure::Blocked(format!(
+                        "TailscaleIntegration {ns}/{name} does not exist and its ledger records no connection"
+                    ))
+                })?;
+            let mut i = TailscaleIntegration::new(name, spec);
+            i.metadata.namespace = Some(ns.clone());
+            i.metadata.uid = recorded.integration_uid.clone();
+            i
+        }
+    };
+    reach_integration(ctx, &obj).await
+}
+
+/// The client and identity of a live integration.
+pub async fn reach_integration(
+    ctx: &Context,
+    obj: &TailscaleIntegration,
+) -> Result<Reach, Failure> {
+    let key = key_of(obj);
+    let (client, fingerprint) = match ctx.cached_client(&key) {
+        Some((fingerprint, client)) => (client, fingerprint),
+        None => {
+            let c = connect(obj, ctx).await.map_err(|e| {
+                Failure::Blocked(format!(
+                    "cannot connect to TailscaleIntegration {}/{}: {}",
+                    key.0, key.1, e.message
+                ))
+            })?;
+            (c.client, c.fingerprint)
+        }
+    };
+    Ok(Reach {
+        owner: owner_of(obj)?,
+        integration: key,
+        client,
+        fingerprint,
+        connection: serde_json::to_string(&obj.spec).ok(),
+        uid: obj.uid(),
+        secret: Some(obj.spec.credentials.secret_name.clone()),
+    })
+}
+
+/// The identity in the markers of an integration's policy-file entries: its UID (stable for the
+/// object's life, distinct per cluster and per integration), shortened.
+pub fn owner_of(obj: &TailscaleIntegration) -> Result<crate::policy_file::Owner, Failure> {
+    let uid: String = obj
+        .uid()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    crate::policy_file::Owner::new(&uid).map_err(|e| {
+        Failure::Blocked(format!(
+            "TailscaleIntegration {}/{} has no usable UID for ownership markers: {e}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        ))
+    })
+}
+
+/// The sweeper: end every hold whose grant expired, ended or no longer exists; finish role
+/// changes a stop interrupted. Wakes at the earliest expiry and on every grant change.
+pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action, super::Error> {
+    let ns = ledger.namespace().unwrap_or_default();
+    let key = key_of(ledger.as_ref());
+    let now = Timestamp::now();
+    let due: Vec<Hold> = ledger
+        .spec
+        .holds
+        .iter()
+        .filter(|h| {
+            let grant = ctx
+                .cached_grant(&ns, &h.grant)
+                .filter(|g| g.uid().as_deref() == Some(h.grant_uid.as_str()));
+            let ended = grant.as_ref().is_none_or(|g| {
+                matches!(
+                    g.status.as_ref().and_then(|s| s.phase),
+                    Some(
+                        GrantPhase::Expired
+                            | GrantPhase::Revoked
+                            | GrantPhase::Denied
+                            | GrantPhase::Failed
+                    )
+                )
+            });
+            ended || h.expires_at.0 <= now
+        })
+        .cloned()
+        .collect();
+    let unfinished = rules::unfinished_roles(&ledger.spec);
+    if due.is_empty() && unfinished.is_empty() {
+        return Ok(next_wake(&ledger.spec));
+    }
+    let reach = match reach(
+        &ctx,
+        &(ns.clone(), ledger.spec.integration.clone()),
+        &ledger.spec,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(f) => {
+            let message = format!(
+                "cannot end {} grant(s) whose access is due to end: {}",
+                due.len(),
+                f.message()
+            );
+            warn!(ledger = %key.1, %message);
+            ctx.publish(
+                ledger.as_ref(),
+                EventType::Warning,
+                "RevocationBlocked",
+                "Revoke",
+                message,
+            )
+            .await;
+            return Ok(Action::requeue(f.retry()));
+        }
+    };
+    for hold in &due {
+        match end(&ctx, &reach, &ns, &hold.grant_uid).await {
+            Ok(ended) => {
+                let gone = ctx.cached_grant(&ns, &hold.grant).is_none();
+                info!(grant = %hold.grant, user = %hold.login, gone, "access ended by the ledger");
+                ctx.publish(
+                    ledger.as_ref(),
+                    EventType::Normal,
+                    "AccessEnded",
+                    "Revoke",
+                    format!(
+                        "access of {} from grant {} ended{}{}",
+                        hold.login,
+                        hold.grant,
+                        if gone {
+                            " (the grant no longer exists)"
+                        } else {
+                            ""
+                        },
+                        if ended.notes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", ended.notes.join("; "))
+                        }
+                    ),
+                )
+                .await;
+            }
+            Err(f) => {
+                let message = format!(
+                    "cannot end the access of {} from grant {}: {}",
+                    hold.login,
+                    hold.grant,
+                    f.message()
+                );
+                warn!(%message);
+                ctx.publish(
+                    ledger.as_ref(),
+                    EventType::Warning,
+                    "RevocationFailed",
+                    "Revoke",
+                    message,
+                )
+                .await;
+                return Ok(Action::requeue(REVOCATION_RETRY));
+            }
+        }
+    }
+    for (user_id, set, before) in unfinished {
+        if let Err(f) = finish_role(&ctx, &reach, &user_id, &set, &before).await {
+            warn!(user = %user_id, error = %f.message(), "cannot finish an interrupted role change");
+            return Ok(Action::requeue(REVOCATION_RETRY));
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+async fn finish_role(
+    ctx: &Context,
+    reach: &Reach,
+    user_id: &str,
+    set: &str,
+    before: &str,
+) -> Result<(), Failure> {
+    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    // Re-read under the lock: a grant may have moved on since the sweep began.
+    if !rules::unfinished_roles(&txn.spec)
+        .iter()
+        .any(|(u, s, b)| u == user_id && s == set && b == before)
+    {
+        return Ok(());
+    }
+    match reach.client.get_user(user_id).await {
+        Ok(u) if u.role.eq_ignore_ascii_case(before) => {
+            reach
+                .client
+                .set_user_role(user_id, set)
+                .await
+                .map_err(|e| Failure::tailscale(&e, "users"))?;
+        }
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(Failure::tailscale(&e, "users")),
+    }
+    rules::role_settled(&mut txn.spec, user_id);
+    txn.save().await
+}
+
+fn next_wake(spec: &GrantLedgerSpec) -> Action {
+    match rules::earliest_expiry(spec) {
+        Some(at) => {
+            let wait = at.duration_since(Timestamp::now());
+            Action::requeue(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+        }
+        None => Action::await_change(),
+    }
+}
+
+/// The ledgers a grant change may concern: those of the grant's namespace.
+pub fn ledgers_for(ctx: &Context, grant: &AccessGrant) -> Vec<ObjectRef<GrantLedger>> {
+    ctx.ledgers_in(&grant.namespace().unwrap_or_default())
+        .iter()
+        .map(|l| ObjectRef::from_obj(l.as_ref()))
+        .collect()
+}
