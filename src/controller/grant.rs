@@ -152,7 +152,12 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             )
             .await
         }
-        Step::Hold { until } => Ok(requeue_at(until).into()),
+        Step::Hold { until } => {
+            if let Some(key) = &holder {
+                reassert(grant, ctx, key, until).await;
+            }
+            Ok(requeue_at(until).into())
+        }
         Step::Revoke { phase } => revoke(grant, ctx, holder, policy.as_ref(), phase).await,
         Step::Retain { until } => Ok(requeue_at(until).into()),
         Step::Delete => {
@@ -326,6 +331,44 @@ async fn activate(
     Ok(requeue_at(started.expires).into())
 }
 
+/// Ask for an active grant's policy-file entries again (after a restart, or if someone removed
+/// them by hand); a steady state writes nothing.
+async fn reassert(grant: &AccessGrant, ctx: &Context, key: &Key, until: Timestamp) {
+    let recorded = recorded_ledger(ctx, key);
+    let wanted = grant.uid().and_then(|uid| {
+        ledger::seeded_entries(&recorded, &key.0)
+            .into_iter()
+            .find(|((_, u), _, _)| *u == uid)
+    });
+    let Some((_, entries, _)) = wanted else {
+        return;
+    };
+    let reach = match ledger::reach(ctx, key, &recorded).await {
+        Ok(r) => r,
+        Err(f) => {
+            warn!(error = %f.message(), "cannot re-assert an active grant's policy-file entries");
+            return;
+        }
+    };
+    let writer = ctx.writers.get(
+        &ctx.client,
+        &reach.integration,
+        reach.fingerprint,
+        &reach.client,
+        &reach.owner,
+    );
+    if let Err(e) = writer
+        .want(
+            ledger::writer_key(grant),
+            Want::Entries(entries),
+            Some(until),
+        )
+        .await
+    {
+        warn!(error = %e, "cannot re-assert an active grant's policy-file entries");
+    }
+}
+
 /// End the grant's access (whatever holds it) and record how it ended.
 async fn revoke(
     grant: &AccessGrant,
@@ -408,7 +451,7 @@ async fn revoke(
             ctx.publish(
                 grant,
                 EventType::Warning,
-                "ChangedMeanwhile",
+                CHANGED_MEANWHILE,
                 "Revoke",
                 message.clone(),
             )
@@ -695,7 +738,8 @@ async fn write_with(
     apply_status(&api, grant, grant.status.as_ref(), &status).await
 }
 
-/// The condition raised when a person changed, during the grant, what it had set.
+/// The condition (and Event) raised when a person changed, during the grant, what it had set
+/// (a role, or a posture attribute).
 pub const CHANGED_MEANWHILE: &str = "RoleChangedMeanwhile";
 
 /// Publish an Event when the grant enters `phase` or a new reason (not on every reconcile).

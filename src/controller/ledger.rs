@@ -426,6 +426,8 @@ pub struct Ended {
     pub notes: Vec<String>,
     /// A person changed what the grant had set; it was left as they set it.
     pub changed_by_person: bool,
+    /// Whether there was a hold to end (false: someone else ended it first).
+    pub ended: bool,
 }
 
 /// End a grant's hold, whatever its kind; nothing to do when the ledger holds nothing for it.
@@ -439,7 +441,10 @@ pub async fn end(
     let Some(hold) = rules::hold(&txn.spec, grant_uid).cloned() else {
         return Ok(Ended::default());
     };
-    let mut ended = Ended::default();
+    let mut ended = Ended {
+        ended: true,
+        ..Ended::default()
+    };
     if let Some(_role) = &hold.role {
         let current = match reach.client.get_user(&hold.user_id).await {
             Ok(u) => Some(u.role),
@@ -726,29 +731,40 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
     let ns = ledger.namespace().unwrap_or_default();
     let key = key_of(ledger.as_ref());
     let now = Timestamp::now();
-    let due: Vec<Hold> = ledger
-        .spec
-        .holds
-        .iter()
-        .filter(|h| {
-            let grant = ctx
-                .cached_grant(&ns, &h.grant)
-                .filter(|g| g.uid().as_deref() == Some(h.grant_uid.as_str()));
-            let ended = grant.as_ref().is_none_or(|g| {
-                matches!(
-                    g.status.as_ref().and_then(|s| s.phase),
-                    Some(
-                        GrantPhase::Expired
-                            | GrantPhase::Revoked
-                            | GrantPhase::Denied
-                            | GrantPhase::Failed
-                    )
+    let mut due: Vec<Hold> = Vec::new();
+    let grants: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    for h in &ledger.spec.holds {
+        if h.expires_at.0 <= now {
+            due.push(h.clone());
+            continue;
+        }
+        let cached = ctx
+            .cached_grant(&ns, &h.grant)
+            .filter(|g| g.uid().as_deref() == Some(h.grant_uid.as_str()));
+        // The cache may not hold a grant yet (just after a start): a grant is gone only when
+        // the API server says so.
+        let grant = match cached {
+            Some(g) => Some((*g).clone()),
+            None => grants
+                .get_opt(&h.grant)
+                .await?
+                .filter(|g| g.uid().as_deref() == Some(h.grant_uid.as_str())),
+        };
+        let ended = grant.as_ref().is_none_or(|g| {
+            matches!(
+                g.status.as_ref().and_then(|s| s.phase),
+                Some(
+                    GrantPhase::Expired
+                        | GrantPhase::Revoked
+                        | GrantPhase::Denied
+                        | GrantPhase::Failed
                 )
-            });
-            ended || h.expires_at.0 <= now
-        })
-        .cloned()
-        .collect();
+            )
+        });
+        if ended {
+            due.push(h.clone());
+        }
+    }
     let unfinished = rules::unfinished_roles(&ledger.spec);
     if due.is_empty() && unfinished.is_empty() {
         return Ok(next_wake(&ledger.spec));
@@ -781,6 +797,7 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
     };
     for hold in &due {
         match end(&ctx, &reach, &ns, &hold.grant_uid).await {
+            Ok(ended) if !ended.ended => {}
             Ok(ended) => {
                 let gone = ctx.cached_grant(&ns, &hold.grant).is_none();
                 info!(grant = %hold.grant, user = %hold.login, gone, "access ended by the ledger");

@@ -85,7 +85,9 @@ pub enum Step {
 /// Decide the next step. `policy` is `None` when the grant's AccessPolicy does not exist.
 pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp) -> Step {
     if grant.deleting {
-        return if grant.held {
+        // An Active grant is revoked even when the ledger seems to hold nothing (a cache behind
+        // a write): ending nothing is harmless, and the record says how it ended.
+        return if grant.held || grant.phase == Some(GrantPhase::Active) {
             Step::Revoke {
                 phase: GrantPhase::Revoked,
             }
@@ -290,7 +292,14 @@ mod tests {
                 }
             );
             g.held = false;
-            assert_eq!(decide(&g, None, at(0)), Step::Done);
+            let expected = if phase == Some(GrantPhase::Active) {
+                Step::Revoke {
+                    phase: GrantPhase::Revoked,
+                }
+            } else {
+                Step::Done
+            };
+            assert_eq!(decide(&g, None, at(0)), expected);
         }
     }
 

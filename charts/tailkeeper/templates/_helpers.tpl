@@ -88,6 +88,11 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["tailscaleintegrations/status", "accesspolicies/status", "accessgrants/status"]
   verbs: ["get", "patch", "update"]
+# The grant ledgers: the operator's own record of what it changed in Tailscale, written before
+# each change. Nobody else writes them.
+- apiGroups: ["tailkeeper.io"]
+  resources: ["grantledgers"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # Add and remove the revocation finalizer of grants. Never a user's spec otherwise.
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessgrants"]
