@@ -929,3 +929,323 @@ async fn a_steady_state_writes_nothing_even_across_a_restart() {
         Some(GrantPhase::Active)
     );
 }
+
+// ---- Attacks on the grant lifetime (each was possible before the ledger; each is harmless now).
+
+/// A second policy on the same integration that also grants `auditor`.
+const AUDITOR_POLICY: &str = r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {name: roles}
+spec:
+  integrationRef: {name: tailnet}
+  directory:
+    people:
+      - {loginNames: [alice@example.com], orgRole: engineer}
+      - {loginNames: [bob@example.com], orgRole: engineer}
+  roles:
+    - {orgRole: engineer, tailscaleRoles: [member]}
+  grantable:
+    roles:
+      - {role: admin, terms: {maxDuration: 1h, approvalRequired: false}}
+      - {role: auditor, terms: {maxDuration: 1h, approvalRequired: false}}
+"#;
+
+fn role_grant(name: &str, user: &str, role: &str, duration: &str) -> AccessGrant {
+    let mut g = grant(name, user, json!({"role": role}), duration, "alice");
+    g.spec.policy_ref.name = "roles".into();
+    g
+}
+
+fn client_for(env: &Env) -> tailkeeper::tailscale::Client {
+    let key = env.sim.create_api_key(Duration::from_secs(3600));
+    tailkeeper::tailscale::Client::new(tailkeeper::tailscale::ClientConfig::new(
+        env.sim.url(),
+        "-",
+        tailkeeper::tailscale::Credentials::ApiToken(tailkeeper::tailscale::Secret::new(key.key)),
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_role_grants_of_different_roles_end_at_the_baseline() {
+    let env = setup("overlap", POLICY_FILE).await;
+    env.apply(AUDITOR_POLICY).await;
+    request(
+        &env,
+        "alice",
+        role_grant("admin", "alice@example.com", "admin", "4s"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("admin", GrantPhase::Active).await;
+    request(
+        &env,
+        "alice",
+        role_grant("auditor", "alice@example.com", "auditor", "7s"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("auditor", GrantPhase::Active).await;
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "admin"
+    );
+    env.grant_phase("admin", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "auditor",
+        "the grant still active is what is in effect"
+    );
+    env.grant_phase("auditor", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "member",
+        "both ended: the role before the first grant, not the raised one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_grant_never_lowers_a_role_a_person_set() {
+    let env = setup("nolower", POLICY_FILE).await;
+    env.apply(AUDITOR_POLICY).await;
+    let mut bob = env.sim.user_by_login("bob@example.com").unwrap();
+    bob.role = "admin".into();
+    env.sim.remove_user("bob@example.com");
+    env.sim.add_user(bob);
+    request(
+        &env,
+        "alice",
+        role_grant("bob-auditor", "bob@example.com", "auditor", "3s"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("bob-auditor", GrantPhase::Active).await;
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin"
+    );
+    env.grant_phase("bob-auditor", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin",
+        "a self-service auditor grant never demotes an admin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripping_the_finalizer_of_an_active_grant_is_refused_and_a_forced_deletion_still_ends_access(
+) {
+    let env = setup("finalizer", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"role": "admin"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::Active).await;
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "admin"
+    );
+
+    // The attack: drop the finalizer, then delete, back to back on one connection.
+    let grants = env.grants();
+    let strip = json!({"metadata": {"finalizers": null}});
+    let refused = grants
+        .patch("g", &PatchParams::default(), &Patch::Merge(&strip))
+        .await
+        .expect_err("the admission policy refuses to strip the finalizer of an Active grant");
+    assert!(
+        refused.to_string().contains("tailkeeper.io/revoke"),
+        "{refused}"
+    );
+
+    // Without the admission policy (a cluster that lacks it), the race succeeds at the API
+    // server, and the ledger still ends the access at once.
+    let bindings: Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+    > = Api::all(env.cp.admin_client().await);
+    let binding = bindings.get("tailkeeper-grant-finalizer").await.unwrap();
+    bindings
+        .delete("tailkeeper-grant-finalizer", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stripped = eventually("the finalizer guard to be gone", CONVERGE, || async {
+        grants
+            .patch("g", &PatchParams::default(), &Patch::Merge(&strip))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(stripped.metadata.finalizers.unwrap_or_default().is_empty());
+    grants.delete("g", &DeleteParams::default()).await.unwrap();
+    let mut restored = binding.clone();
+    restored.metadata = kube::api::ObjectMeta {
+        name: binding.metadata.name.clone(),
+        labels: binding.metadata.labels.clone(),
+        ..Default::default()
+    };
+    bindings
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    eventually(
+        "the force-deleted grant's role to be taken away",
+        CONVERGE,
+        || async { (env.sim.user_by_login("alice@example.com")?.role == "member").then_some(()) },
+    )
+    .await;
+    assert!(grants.get_opt("g").await.unwrap().is_none());
+    assert!(!env.events("AccessEnded").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_policy_and_the_integration_does_not_stop_revocation() {
+    let env = setup("deletions", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "6s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::Active).await;
+    assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+
+    // The credential Secret cannot go while access depends on it.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let refused = secrets
+        .delete("tailnet-token", &DeleteParams::default())
+        .await
+        .expect_err("an in-use credential Secret cannot be deleted");
+    assert!(
+        refused
+            .to_string()
+            .contains("delete it once they have ended"),
+        "{refused}"
+    );
+
+    let policies: Api<tailkeeper::api::AccessPolicy> = Api::namespaced(env.client.clone(), &env.ns);
+    policies
+        .delete("jit", &DeleteParams::default())
+        .await
+        .unwrap();
+    let integrations: Api<tailkeeper::api::TailscaleIntegration> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    integrations
+        .delete("tailnet", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    eventually("the membership to end at its expiry", CONVERGE, || async {
+        (!group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        policy_text(&env),
+        POLICY_FILE,
+        "the file is back byte for byte"
+    );
+    // Once nothing is held, the Secret may go.
+    eventually("the Secret to be deletable", CONVERGE, || async {
+        secrets
+            .delete("tailnet-token", &DeleteParams::default())
+            .await
+            .ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_installations_entries_and_legacy_markers_are_never_removed() {
+    let file = POLICY_FILE.replace(
+        "[\"bob@example.com\"], // bob",
+        "[\"carol@example.com\" /* tailkeeper:otherinstall */, \"dave@example.com\" /* tailkeeper */, \"bob@example.com\"], // bob",
+    );
+    assert_ne!(file, POLICY_FILE);
+    let env = setup("foreign", &file).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::Active).await;
+    let members = group_members(&env.sim.policy().0, "group:prod");
+    assert!(
+        members.contains(&"alice@example.com".to_string()),
+        "{members:?}"
+    );
+    env.grant_phase("g", GrantPhase::Expired).await;
+    assert_eq!(
+        env.sim.policy().0,
+        file,
+        "another installation's entry and a legacy-marked one stay, byte for byte"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posture_value_a_person_had_set_comes_back() {
+    let env = setup("posture", POLICY_FILE).await;
+    let device = env.sim.devices()[0].id.clone();
+    let client = client_for(&env);
+    client
+        .set_posture_attribute_value(
+            &device,
+            "custom:jit-prod",
+            &json!("false"),
+            None,
+            "set by hand",
+        )
+        .await
+        .unwrap();
+    request(
+        &env,
+        "alice",
+        grant(
+            "p",
+            "alice@example.com",
+            json!({"postureAttribute": "jit-prod"}),
+            "3s",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("p", GrantPhase::Active).await;
+    let during = client.get_posture_attributes(&device).await.unwrap();
+    assert_eq!(
+        during.attributes.get("custom:jit-prod"),
+        Some(&json!("true"))
+    );
+    env.grant_phase("p", GrantPhase::Expired).await;
+    let after = client.get_posture_attributes(&device).await.unwrap();
+    assert_eq!(
+        after.attributes.get("custom:jit-prod"),
+        Some(&json!("false")),
+        "the value a person had set is back: {after:?}"
+    );
+}
