@@ -218,6 +218,11 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["get", "patch", "update"],
     );
     add("tailkeeper.io", &["accessgrants"], &["patch", "update"]);
+    add(
+        "tailkeeper.io",
+        &["grantledgers"],
+        &["get", "list", "watch", "create", "update"],
+    );
     add("", &["secrets"], &["get"]);
     add("", &["configmaps"], &["get", "list", "watch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
@@ -730,10 +735,12 @@ fn user_cluster_roles_aggregate_into_view_and_edit() {
         view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
         "true"
     );
-    assert_eq!(
-        permissions(&view["rules"]),
-        expect(&["get", "list", "watch"])
-    );
+    // The ledgers are readable (they are a record), never writable, by people.
+    let mut readable = expect(&["get", "list", "watch"]);
+    for v in ["get", "list", "watch"] {
+        readable.insert(("tailkeeper.io".into(), "grantledgers".into(), v.into()));
+    }
+    assert_eq!(permissions(&view["rules"]), readable);
     let edit = by_name("tk-tailkeeper-edit");
     assert_eq!(
         edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
