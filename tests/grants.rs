@@ -1249,3 +1249,89 @@ async fn a_posture_value_a_person_had_set_comes_back() {
         "the value a person had set is back: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_scope_stalls_every_kind_of_grant_alike_naming_the_scope() {
+    let sim = tailnet(POLICY_FILE).await;
+    let env = Env::new("scopes", sim).await;
+    install_admission_policies(env.cp).await;
+    // Users and devices, but no policy_file and no users write: neither group nor role grants
+    // can be applied.
+    let oauth = env.sim.create_oauth_client(&[
+        "users:read",
+        "devices:core:read",
+        "devices:posture_attributes",
+    ]);
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: tailnet-oauth}}
+stringData: {{clientId: {}, clientSecret: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: tailnet}}
+spec:
+  apiUrl: {}
+  credentials: {{type: OAuthClient, secretName: tailnet-oauth}}
+---
+{POLICY}
+---
+{USERS_RBAC}
+"#,
+        oauth.id,
+        oauth.secret,
+        env.sim.url()
+    ))
+    .await;
+    env.integration_condition("tailnet", "Ready", "True").await;
+    for (name, access) in [
+        ("g", json!({"group": "group:prod"})),
+        ("r", json!({"role": "admin"})),
+    ] {
+        request(
+            &env,
+            "alice",
+            grant(name, "alice@example.com", access, "1h", "alice"),
+        )
+        .await
+        .unwrap();
+    }
+    for (name, scope) in [("g", "policy_file"), ("r", "users")] {
+        let g = eventually(
+            "the grant to stall on the missing scope",
+            CONVERGE,
+            || async {
+                let g = env.grants().get(name).await.ok()?;
+                let stalled =
+                    tailkeeper::api::find_condition(&g.status.as_ref()?.conditions, "Stalled")?;
+                (stalled.reason == "MissingScope").then_some(g)
+            },
+        )
+        .await;
+        let status = g.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(GrantPhase::Pending),
+            "{name} is not failed for good"
+        );
+        assert!(
+            status
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&format!("{scope:?} scope")),
+            "{name}: {:?}",
+            status.message
+        );
+    }
+    assert!(
+        env.events("MissingScope").await.len() >= 2,
+        "a Warning Event for each"
+    );
+    assert_eq!(
+        env.sim.user_by_login("alice@example.com").unwrap().role,
+        "member"
+    );
+}
