@@ -302,6 +302,9 @@ pub async fn start(
                 txn.spec.holds.push(hold);
                 txn.save().await?;
             }
+            // The hold is recorded; release the ledger while the writer works, so that the
+            // writer can fold many grants into one write (it serialises the file itself).
+            drop(txn);
             let writer = ctx.writers.get(
                 &ctx.client,
                 &reach.integration,
@@ -312,8 +315,20 @@ pub async fn start(
             match writer.want(writer_key(grant), want, Some(expires)).await {
                 Ok(written) => {
                     let already_held = !written.already_present.is_empty();
-                    if let Some(h) = txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
-                        h.entries = Some(held_entries(&written.entries));
+                    let mut txn = Txn::open(ctx, &reach.integration).await?;
+                    match txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
+                        Some(h) => h.entries = Some(held_entries(&written.entries)),
+                        None => {
+                            // Ended (its grant deleted) while the writer worked: take it out.
+                            writer
+                                .drop_grant(writer_key(grant))
+                                .await
+                                .map_err(Failure::write)?;
+                            return Err(Failure::Blocked(
+                                "the grant ended while its access was being applied".into(),
+                            )
+                            .into());
+                        }
                     }
                     txn.save().await?;
                     Ok(Started {
@@ -330,6 +345,7 @@ pub async fn start(
                 Err(e) => {
                     let failure = Failure::write(e);
                     if failure.terminal() {
+                        let mut txn = Txn::open(ctx, &reach.integration).await?;
                         txn.spec.holds.retain(|h| h.grant_uid != uid);
                         txn.save().await?;
                     }
