@@ -159,7 +159,7 @@ pub struct WriterStats {
 /// The writers of every tailnet, created on first use.
 #[derive(Default)]
 pub struct Writers {
-    map: Mutex<HashMap<Key, (u64, PolicyWriter)>>,
+    map: Mutex<HashMap<Key, (u64, Owner, PolicyWriter)>>,
     pub stats: Arc<WriterStats>,
     pub window: BatchWindow,
 }
@@ -186,8 +186,9 @@ impl Writers {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some((fp, w)) = map.get(integration) {
-            if *fp == fingerprint && !w.tx.is_closed() {
+        // A new client, or a new integration under the same name (another owner), starts anew.
+        if let Some((fp, o, w)) = map.get(integration) {
+            if *fp == fingerprint && o == owner && !w.tx.is_closed() {
                 return w.clone();
             }
         }
@@ -205,7 +206,10 @@ impl Writers {
         };
         tokio::spawn(task.run(rx));
         let writer = PolicyWriter { tx };
-        map.insert(integration.clone(), (fingerprint, writer.clone()));
+        map.insert(
+            integration.clone(),
+            (fingerprint, owner.clone(), writer.clone()),
+        );
         writer
     }
 }
