@@ -1335,3 +1335,75 @@ spec:
         "member"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_created_as_another_of_the_same_role_expires_is_in_effect_also_across_a_restart() {
+    let mut env = setup("instant", POLICY_FILE).await;
+    for round in 0..2 {
+        let first = format!("first-{round}");
+        let second = format!("second-{round}");
+        request(
+            &env,
+            "alice",
+            grant(
+                &first,
+                "alice@example.com",
+                json!({"role": "admin"}),
+                "3s",
+                "alice",
+            ),
+        )
+        .await
+        .unwrap();
+        let active = env.grant_phase(&first, GrantPhase::Active).await;
+        // Create the second at the instant the first expires.
+        let wait = expires_at(&active).duration_since(Timestamp::now());
+        tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+        if round == 1 {
+            env.operator.kill();
+        }
+        request(
+            &env,
+            "alice",
+            grant(
+                &second,
+                "alice@example.com",
+                json!({"role": "admin"}),
+                "1h",
+                "alice",
+            ),
+        )
+        .await
+        .unwrap();
+        if round == 1 {
+            env.operator = Operator::start(&env.kubeconfig, &env.ns);
+            env.operator.wait_ready().await;
+        }
+        env.grant_phase(&first, GrantPhase::Expired).await;
+        env.grant_phase(&second, GrantPhase::Active).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            env.sim.user_by_login("alice@example.com").unwrap().role,
+            "admin",
+            "round {round}: the second grant is Active, so its role is in effect"
+        );
+        env.grants()
+            .delete(&second, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the second grant to be revoked", CONVERGE, || async {
+            env.grants()
+                .get_opt(&second)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            env.sim.user_by_login("alice@example.com").unwrap().role,
+            "member",
+            "round {round}: both ended, the baseline is back"
+        );
+    }
+}

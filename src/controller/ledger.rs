@@ -30,6 +30,9 @@ use crate::grants::ledger::{self as rules, DeviceAttribute, PostureChange, RoleR
 use crate::policy_file::Entries;
 use crate::tailscale;
 
+/// How long after an expiry the sweeper ends a hold its grant's reconciler has not ended.
+const SWEEP_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
 /// How soon a failed revocation is tried again.
 pub const REVOCATION_RETRY: Duration = Duration::from_secs(2);
 
@@ -750,7 +753,9 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
     let mut due: Vec<Hold> = Vec::new();
     let grants: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     for h in &ledger.spec.holds {
-        if h.expires_at.0 <= now {
+        // At expiry the grant's own reconciler ends its access (and records how); the sweeper
+        // steps in if it has not a moment later.
+        if h.expires_at.0 + SWEEP_GRACE <= now {
             due.push(h.clone());
             continue;
         }
@@ -901,7 +906,7 @@ async fn finish_role(
 }
 
 fn next_wake(spec: &GrantLedgerSpec) -> Action {
-    match rules::earliest_expiry(spec) {
+    match rules::earliest_expiry(spec).map(|at| at + SWEEP_GRACE) {
         Some(at) => {
             let wait = at.duration_since(Timestamp::now());
             Action::requeue(Duration::try_from(wait).unwrap_or(Duration::ZERO))

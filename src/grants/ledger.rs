@@ -103,15 +103,18 @@ fn observe(ledger: &mut GrantLedgerSpec, user_id: &str, current: &str) -> bool {
     let Some(record) = record_mut(ledger, user_id) else {
         return false;
     };
-    let ours = record.set.eq_ignore_ascii_case(current)
-        || record
-            .before
-            .as_deref()
-            .is_some_and(|b| b.eq_ignore_ascii_case(current));
-    if ours {
-        // A change that was being applied either happened or did not; both are ours.
-        record.set = current.to_ascii_lowercase();
+    if record.set.eq_ignore_ascii_case(current) {
+        // The last change Tailkeeper announced is in effect.
         record.before = None;
+        return false;
+    }
+    if record
+        .before
+        .as_deref()
+        .is_some_and(|b| b.eq_ignore_ascii_case(current))
+    {
+        // The announced change never reached Tailscale (a stop in between): still pending,
+        // and whoever acts next on this user carries it out or replaces it.
         return false;
     }
     record.baseline = current.to_ascii_lowercase();
@@ -185,10 +188,9 @@ pub fn start_role(
     let set = (target != current).then(|| target.clone());
     match record_mut(ledger, &hold.user_id) {
         Some(record) => {
-            if set.is_some() {
-                record.before = Some(current);
-                record.set = target;
-            }
+            // This plan replaces any change still pending.
+            record.before = set.as_ref().map(|_| current.clone());
+            record.set = target;
         }
         None => ledger.roles.push(RoleRecord {
             user_id: hold.user_id.clone(),
@@ -271,11 +273,13 @@ pub fn end_role(ledger: &mut GrantLedgerSpec, grant_uid: &str, current: Option<&
             .collect();
         // Held roles and the baseline always form a chain (start_role refuses the rest).
         let target = least_upper_bound(roles.iter().copied()).unwrap_or(baseline);
-        if !target.eq_ignore_ascii_case(current) {
-            if let Some(record) = record_mut(ledger, &user_id) {
-                record.before = Some(current.to_ascii_lowercase());
-                record.set = target.clone();
-            }
+        let differs = !target.eq_ignore_ascii_case(current);
+        if let Some(record) = record_mut(ledger, &user_id) {
+            // This plan replaces any change still pending.
+            record.before = differs.then(|| current.to_ascii_lowercase());
+            record.set = target.clone();
+        }
+        if differs {
             set = Some(target);
         }
     }

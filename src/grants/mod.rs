@@ -5,6 +5,8 @@
 
 pub mod ledger;
 pub mod lifecycle;
+#[cfg(test)]
+mod model_tests;
 
 use std::time::Duration;
 
