@@ -143,7 +143,7 @@ spec:
     println!("machine: {machine}");
 
     // Warm-up, not measured: the API server's first request for a new resource type, the
-    // policy writer's start (it seeds from the grants' status) and the first token fetch are
+    // policy writer's start (it seeds from the grant ledger) and the first token fetch are
     // one-time costs of a fresh cluster, not of a grant.
     let warm = login(BURST.max(SEQUENTIAL + EXPIRING) - 1);
     grants

@@ -350,13 +350,7 @@ async fn reassert(grant: &AccessGrant, ctx: &Context, key: &Key, until: Timestam
             return;
         }
     };
-    let writer = ctx.writers.get(
-        &ctx.client,
-        &reach.integration,
-        reach.fingerprint,
-        &reach.client,
-        &reach.owner,
-    );
+    let writer = reach.writer(ctx);
     if let Err(e) = writer
         .want(
             ledger::writer_key(grant),
@@ -477,21 +471,7 @@ async fn revoke(
         )
         .await?;
     }
-    let state = GrantState {
-        spec: &grant.spec,
-        phase: Some(ended_in),
-        expires_at: None,
-        ended_at: Some(Timestamp::now()),
-        deleting: false,
-        held: false,
-    };
-    Ok(
-        match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
-            Step::Retain { until } => requeue_at(until),
-            _ => Action::await_change(),
-        }
-        .into(),
-    )
+    Ok(retention_after(grant, ended_in, policy).into())
 }
 
 /// A change that could not be made: terminal ones end the grant as Failed; the rest leave it
@@ -545,6 +525,15 @@ async fn finish(
 ) -> Result<Outcome, GrantError> {
     publish_once(grant, ctx, phase, EventType::Warning, reason, message).await;
     write(grant, ctx, phase, KState::Stalled, reason, message, |_| {}).await?;
+    Ok(retention_after(grant, phase, policy).into())
+}
+
+/// When to look again at a grant that just ended in `phase`: at the end of its retention.
+fn retention_after(
+    grant: &AccessGrant,
+    phase: GrantPhase,
+    policy: Option<&AccessPolicy>,
+) -> Action {
     let state = GrantState {
         spec: &grant.spec,
         phase: Some(phase),
@@ -553,13 +542,10 @@ async fn finish(
         deleting: false,
         held: false,
     };
-    Ok(
-        match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
-            Step::Retain { until } => requeue_at(until),
-            _ => Action::await_change(),
-        }
-        .into(),
-    )
+    match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
+        Step::Retain { until } => requeue_at(until),
+        _ => Action::await_change(),
+    }
 }
 
 async fn load_policy(

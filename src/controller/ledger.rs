@@ -270,6 +270,19 @@ pub struct Reach {
     pub secret: Option<String>,
 }
 
+impl Reach {
+    /// The policy writer of this tailnet.
+    pub fn writer(&self, ctx: &Context) -> super::writer::PolicyWriter {
+        ctx.writers.get(
+            &ctx.client,
+            &self.integration,
+            self.fingerprint,
+            &self.client,
+            &self.owner,
+        )
+    }
+}
+
 /// Start (or resume) a grant's access. The hold is in the ledger before Tailscale changes.
 pub async fn start(
     ctx: &Context,
@@ -308,13 +321,7 @@ pub async fn start(
             // The hold is recorded; release the ledger while the writer works, so that the
             // writer can fold many grants into one write (it serialises the file itself).
             drop(txn);
-            let writer = ctx.writers.get(
-                &ctx.client,
-                &reach.integration,
-                reach.fingerprint,
-                &reach.client,
-                &reach.owner,
-            );
+            let writer = reach.writer(ctx);
             match writer.want(writer_key(grant), want, Some(expires)).await {
                 Ok(written) => {
                     let already_held = !written.already_present.is_empty();
@@ -513,13 +520,7 @@ pub async fn end(
     } else {
         // Policy-file entries (recorded or still being written): the writer drops them, keeping
         // any another active grant still wants.
-        let writer = ctx.writers.get(
-            &ctx.client,
-            &reach.integration,
-            reach.fingerprint,
-            &reach.client,
-            &reach.owner,
-        );
+        let writer = reach.writer(ctx);
         writer
             .drop_grant((namespace.to_string(), grant_uid.to_string()))
             .await

@@ -476,4 +476,4 @@ pub fn end_posture(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,14 +15,7 @@ use super::lifecycle::{decide, GrantState, Step};
 use super::PlannedAccess;
 use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantLedgerSpec, GrantPhase, Hold};
 
-const ROLES: [&str; 6] = [
-    "member",
-    "auditor",
-    "it-admin",
-    "network-admin",
-    "admin",
-    "billing-admin",
-];
+use super::ledger::tests::{hold, ROLES};
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -106,14 +99,8 @@ impl World {
                     .unwrap_or(self.now + SignedDuration::try_from(duration).unwrap_or_default());
                 let hold = Hold {
                     grant: format!("g{i}"),
-                    grant_uid: uid.clone(),
-                    user_id: "u1".into(),
-                    login: "alice@example.com".into(),
-                    expires_at: Time(expires),
                     role: Some(role),
-                    superseded: false,
-                    entries: None,
-                    posture: None,
+                    ..hold(&uid, expires)
                 };
                 match ledger::start_role(&mut self.ledger, hold, &self.role) {
                     Ok(start) => {

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 use serde_json::json;
 
-const ROLES: [&str; 6] = [
+/// Every Tailscale role a grant may confer, and `member`.
+pub(crate) const ROLES: [&str; 6] = [
     "member",
     "auditor",
     "it-admin",
@@ -20,35 +21,36 @@ fn at(s: i64) -> Time {
     Time(Timestamp::from_second(1_800_000_000 + s).expect("time"))
 }
 
-fn role_hold(uid: &str, role: &str, expires: i64) -> Hold {
+/// A hold of alice's (user `u1`) for grant `uid`, holding nothing yet.
+pub(crate) fn hold(uid: &str, expires: Timestamp) -> Hold {
     Hold {
         grant: format!("grant-{uid}"),
         grant_uid: uid.into(),
         user_id: "u1".into(),
         login: "alice@example.com".into(),
-        expires_at: at(expires),
-        role: Some(role.into()),
+        expires_at: Time(expires),
+        role: None,
         superseded: false,
         entries: None,
         posture: None,
     }
 }
 
+fn role_hold(uid: &str, role: &str, expires: i64) -> Hold {
+    Hold {
+        role: Some(role.into()),
+        ..hold(uid, at(expires).0)
+    }
+}
+
 fn posture_hold(uid: &str, expires: i64) -> Hold {
     Hold {
-        grant: format!("grant-{uid}"),
-        grant_uid: uid.into(),
-        user_id: "u1".into(),
-        login: "alice@example.com".into(),
-        expires_at: at(expires),
         posture: Some(HeldPosture {
             key: "custom:jit".into(),
             value: "true".into(),
             devices: vec![],
         }),
-        role: None,
-        superseded: false,
-        entries: None,
+        ..hold(uid, at(expires).0)
     }
 }
 
