@@ -6,7 +6,6 @@
 //! holds, and every Active, unexpired grant is held and in effect.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 use serde_json::json;
 
