@@ -438,7 +438,7 @@ wait_for "the simulator on $SIM_URL" 60 tailscale-sim sim_listening
 start_proc tailkeeper "$STATE_DIR/tailkeeper.log" \
   env KUBECONFIG="$KUBECONFIG_PATH" RUST_LOG="${RUST_LOG:-info}" "$TAILKEEPER" run \
   --watch-namespace "$NAMESPACE" --listen "127.0.0.1:$OPERATOR_PORT" \
-  --leader-election=false
+  --leader-election=false --allow-api-host 127.0.0.1
 wait_for "the operator's /readyz on 127.0.0.1:$OPERATOR_PORT" 60 tailkeeper \
   curl -sf "http://127.0.0.1:$OPERATOR_PORT/readyz"
 

@@ -45,6 +45,16 @@ struct RunArgs {
     /// Attempts per Tailscale request (retries on 429, 5xx and timeouts).
     #[arg(long, env = "TAILKEEPER_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
+    /// API hosts the operator sends credentials to (repeatable; `host` or `host:port`). Default:
+    /// Tailscale's API host only. An integration whose apiUrl names another host is refused
+    /// before its Secret is read.
+    #[arg(
+        long = "allow-api-host",
+        env = "TAILKEEPER_ALLOWED_API_HOSTS",
+        value_delimiter = ',',
+        default_value = "api.tailscale.com"
+    )]
+    allowed_api_hosts: Vec<String>,
     /// Hold a leader-election Lease before reconciling, so that of several replicas only one
     /// writes. `--leader-election=false` runs the controllers at once (a single local process).
     #[arg(
@@ -128,6 +138,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let lease_client = connect(kube_config)?;
     let mut settings = Settings {
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        allowed_api_hosts: args
+            .allowed_api_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);

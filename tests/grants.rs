@@ -1407,3 +1407,86 @@ async fn a_grant_created_as_another_of_the_same_role_expires_is_in_effect_also_a
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_policy_file_is_noticed_within_seconds_without_a_new_approval() {
+    let env = setup("unparsable", POLICY_FILE).await;
+    let broken = POLICY_FILE.replacen("\"groups\": {", "\"groups\": {{", 1);
+    env.sim.set_policy_as_human(&broken);
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let stalled = eventually(
+        "the grant to stall on the unparsable file",
+        CONVERGE,
+        || async {
+            let g = env.grants().get("g").await.ok()?;
+            let c = tailkeeper::api::find_condition(&g.status.as_ref()?.conditions, "Stalled")?;
+            (c.reason == "PolicyFileUnparsable").then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(stalled.status.unwrap().phase, Some(GrantPhase::Pending));
+    assert_eq!(
+        env.sim.policy().0,
+        broken,
+        "an unparsable file is never overwritten"
+    );
+    env.sim.set_policy_as_human(POLICY_FILE);
+    let fixed = std::time::Instant::now();
+    env.grant_phase("g", GrantPhase::Active).await;
+    assert!(
+        fixed.elapsed() < Duration::from_secs(10),
+        "noticed in {:?}, not at a 30 s retry",
+        fixed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_that_keeps_changing_says_so_and_the_grant_goes_through_after() {
+    let env = setup("contended", POLICY_FILE).await;
+    env.sim.inject(tailscale_sim::Fault {
+        endpoint: "acl.set".into(),
+        kind: tailscale_sim::FaultKind::Status {
+            status: 412,
+            retry_after_secs: None,
+            message: "precondition failed".into(),
+        },
+        count: 6,
+    });
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the grant to report the contended file",
+        CONVERGE,
+        || async {
+            let g = env.grants().get("g").await.ok()?;
+            let ready = tailkeeper::api::find_condition(&g.status.as_ref()?.conditions, "Ready")?;
+            (ready.reason == "PolicyFileContended" && ready.message.contains("412")).then_some(())
+        },
+    )
+    .await;
+    env.grant_phase("g", GrantPhase::Active).await;
+    assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+}

@@ -606,6 +606,16 @@ async fn immutable_fields_cannot_be_changed() {
         "tailnet is immutable: create a new TailscaleIntegration for another tailnet",
     )
     .await;
+    // The API host: credentials must never be redirected by an edit.
+    assert_update_refused(
+        &env,
+        Kind::Integration,
+        "corp",
+        json!({ "apiUrl": "https://collector.example.net" }),
+        "spec.apiUrl",
+        "apiUrl is immutable: create another TailscaleIntegration",
+    )
+    .await;
     // Other fields stay editable.
     let updated = assert_update_accepted(
         &env,

@@ -52,8 +52,11 @@ pub struct TailscaleIntegrationSpec {
 
     /// Base URL of the Tailscale API. Defaults to Tailscale's; plain `http` is accepted only for a
     /// loopback address (a local simulator), so credentials never cross a network in clear text.
+    /// Immutable. The operator sends credentials only to hosts it was started to trust
+    /// (`--allow-api-host`, default `api.tailscale.com`).
     #[serde(default = "default_api_url")]
     #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("apiUrl is immutable: create another TailscaleIntegration"))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getHostname() != '' && !self.contains('@') && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))").message("apiUrl must be an https URL with a host and no credentials (plain http only for 127.0.0.1, localhost or ::1)"))]
     pub api_url: String,
 

@@ -39,6 +39,8 @@ pub async fn connect(
     ctx: &Context,
 ) -> Result<Connection, ConnectError> {
     let key = key_of(obj);
+    // Before the Secret is even read: credentials go only to a host the operator trusts.
+    check_api_host(&obj.spec.api_url, &ctx.settings.allowed_api_hosts)?;
     let (credentials, secret_version) = read_credentials(obj, ctx).await?;
     let key_id = credentials.api_key_id();
     let mut fingerprint = DefaultHasher::new();
@@ -66,6 +68,29 @@ pub async fn connect(
         client,
         fingerprint,
         key_id,
+    })
+}
+
+/// Whether `api_url`'s host (or `host:port`) is one the operator may send credentials to.
+pub fn check_api_host(api_url: &str, allowed: &[String]) -> Result<(), ConnectError> {
+    let url = url::Url::parse(api_url).map_err(|e| ConnectError {
+        reason: "InvalidSpec",
+        message: format!("apiUrl {api_url:?} is not a URL: {e}"),
+    })?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let with_port = url
+        .port_or_known_default()
+        .map(|p| format!("{host}:{p}"))
+        .unwrap_or_else(|| host.clone());
+    if allowed.iter().any(|a| *a == host || *a == with_port) {
+        return Ok(());
+    }
+    Err(ConnectError {
+        reason: "APIHostNotAllowed",
+        message: format!(
+            "apiUrl host {host} is not one this operator sends credentials to (allowed: {}); the Secret was not read. Use Tailscale's API, or start the operator with --allow-api-host {host}",
+            allowed.join(", ")
+        ),
     })
 }
 

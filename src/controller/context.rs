@@ -22,6 +22,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 /// The field manager for every status write: one, stable, so server-side apply tracks ownership.
 pub const FIELD_MANAGER: &str = "tailkeeper";
 
+/// Tailscale's API host: the only one credentials go to unless the operator is told otherwise.
+pub const DEFAULT_API_HOST: &str = "api.tailscale.com";
+
 /// Tunables of the operator process.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -31,6 +34,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How the policy writer batches changes.
     pub batch_window: BatchWindow,
+    /// The API hosts credentials may be sent to (`host` or `host:port`, lower case).
+    pub allowed_api_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +44,7 @@ impl Default for Settings {
             retry: tailscale::RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
             batch_window: BatchWindow::default(),
+            allowed_api_hosts: vec![DEFAULT_API_HOST.to_string()],
         }
     }
 }

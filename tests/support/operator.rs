@@ -54,6 +54,8 @@ impl Operator {
             .args(["run", "--watch-namespace", namespace, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
+            // The simulator listens on loopback: the one host the tests trust with credentials.
+            .args(["--allow-api-host", "127.0.0.1"])
             .args(["--lease-namespace", namespace])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", &identity)
