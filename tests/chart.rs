@@ -221,7 +221,7 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
     add(
         "tailkeeper.io",
         &["grantledgers"],
-        &["get", "list", "watch", "create", "update"],
+        &["get", "list", "watch", "create", "update", "delete"],
     );
     add("", &["secrets"], &["get"]);
     add("", &["configmaps"], &["get", "list", "watch"]);

@@ -1,7 +1,8 @@
 //! `GrantLedger`: what Tailkeeper changed in one tailnet on behalf of grants, and until when.
 //!
-//! One per TailscaleIntegration (same name and namespace), written only by the operator, before
-//! every change it makes in Tailscale (write-ahead). It lives apart from the grants so that no
+//! One per TailscaleIntegration and Tailscale user (named `<integration>.<user id>`, labelled
+//! `tailkeeper.io/integration`), written only by the operator, before every change it makes in
+//! Tailscale (write-ahead), and deleted once it records nothing. It lives apart from the grants so that no
 //! deletion (a grant force-deleted past its finalizer, its policy) stops a revocation: the
 //! operator ends every hold at its expiry, or at once when its grant is gone, from this record
 //! alone. It also keeps what a person had set before a grant (a role, a posture attribute) so
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GrantLedgerSpec {
-    /// The TailscaleIntegration whose tailnet this ledger records.
+    /// The TailscaleIntegration whose tailnet this ledger records (one user of it).
     pub integration: String,
     /// The integration's credential Secret while holds exist (the chart's admission policy
     /// refuses to delete it then, so revocation can always reach Tailscale).

@@ -25,8 +25,7 @@ use super::writer::Want;
 use super::Error;
 use crate::api::{
     find_condition, AccessGrant, AccessGrantStatus, AccessPolicy, AppliedChange, ChangeKind,
-    ConditionStatus, Conditions, GrantLedger, GrantLedgerSpec, GrantPhase, Hold, KState,
-    TailscaleIntegration,
+    ConditionStatus, Conditions, GrantLedgerSpec, GrantPhase, Hold, KState, TailscaleIntegration,
 };
 use crate::grants::ledger::RoleRefusal;
 use crate::grants::lifecycle::{self, GrantState, Step};
@@ -153,8 +152,8 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             .await
         }
         Step::Hold { until } => {
-            if let Some(key) = &holder {
-                reassert(grant, ctx, key, until).await;
+            if let Some(held) = &holder {
+                reassert(grant, ctx, held, until).await;
             }
             Ok(requeue_at(until).into())
         }
@@ -333,17 +332,22 @@ async fn activate(
 
 /// Ask for an active grant's policy-file entries again (after a restart, or if someone removed
 /// them by hand); a steady state writes nothing.
-async fn reassert(grant: &AccessGrant, ctx: &Context, key: &Key, until: Timestamp) {
-    let recorded = recorded_ledger(ctx, key);
+async fn reassert(
+    grant: &AccessGrant,
+    ctx: &Context,
+    (key, recorded): &(Key, GrantLedgerSpec),
+    until: Timestamp,
+) {
     let wanted = grant.uid().and_then(|uid| {
-        ledger::seeded_entries(&recorded, &key.0)
+        ledger::seeded_entries(recorded, &key.0)
             .into_iter()
             .find(|((_, u), _, _)| *u == uid)
     });
     let Some((_, entries, _)) = wanted else {
         return;
     };
-    let reach = match ledger::reach(ctx, key, &recorded).await {
+    let integration = (key.0.clone(), recorded.integration.clone());
+    let reach = match ledger::reach(ctx, &integration, recorded).await {
         Ok(r) => r,
         Err(f) => {
             warn!(error = %f.message(), "cannot re-assert an active grant's policy-file entries");
@@ -367,18 +371,17 @@ async fn reassert(grant: &AccessGrant, ctx: &Context, key: &Key, until: Timestam
 async fn revoke(
     grant: &AccessGrant,
     ctx: &Context,
-    holder: Option<Key>,
+    holder: Option<(Key, GrantLedgerSpec)>,
     policy: Option<&AccessPolicy>,
     phase: GrantPhase,
 ) -> Result<Outcome, GrantError> {
-    let ns = grant.namespace().unwrap_or_default();
     let current = grant.status.as_ref().and_then(|s| s.phase);
     let mut notes = Vec::new();
     let mut changed_by_person = false;
-    if let Some(key) = holder {
-        let recorded = recorded_ledger(ctx, &key);
-        let result = match ledger::reach(ctx, &key, &recorded).await {
-            Ok(reach) => ledger::end(ctx, &reach, &ns, &grant.uid().unwrap_or_default()).await,
+    if let Some((key, recorded)) = holder {
+        let integration = (key.0.clone(), recorded.integration.clone());
+        let result = match ledger::reach(ctx, &integration, &recorded).await {
+            Ok(reach) => ledger::end(ctx, &reach, &key, &grant.uid().unwrap_or_default()).await,
             Err(f) => Err(f),
         };
         match result {
@@ -561,35 +564,22 @@ async fn load_policy(
         .await
 }
 
-/// The ledger holding access for the grant: from the cache, confirmed against the API server
-/// for the policy's integration when the cache has none (it may lag behind a write just made).
+/// The ledger holding access for the grant, from the cache; for an Active grant the cache
+/// does not show held, asked of the API server (the cache may lag behind a write just made, and
+/// an Active grant that is not held is revoked).
 async fn holder(
     ctx: &Context,
     grant: &AccessGrant,
     policy: Option<&AccessPolicy>,
-) -> Result<Option<Key>, kube::Error> {
-    if let Some(key) = ledger::holder(ctx, grant) {
-        return Ok(Some(key));
+) -> Result<Option<(Key, GrantLedgerSpec)>, kube::Error> {
+    if let Some(found) = ledger::holder(ctx, grant) {
+        return Ok(Some(found));
     }
-    let (Some(policy), Some(uid)) = (policy, grant.uid()) else {
-        return Ok(None);
-    };
-    let ns = grant.namespace().unwrap_or_default();
-    let name = &policy.spec.integration_ref.name;
-    let fresh = Api::<GrantLedger>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(name)
-        .await?;
-    Ok(fresh
-        .filter(|l| crate::grants::ledger::hold(&l.spec, &uid).is_some())
-        .map(|_| (ns, name.clone())))
-}
-
-fn recorded_ledger(ctx: &Context, key: &Key) -> GrantLedgerSpec {
-    ctx.ledgers_in(&key.0)
-        .into_iter()
-        .find(|l| l.name_any() == key.1)
-        .map(|l| l.spec.clone())
-        .unwrap_or_default()
+    let active = grant.status.as_ref().and_then(|s| s.phase) == Some(GrantPhase::Active);
+    match policy {
+        Some(p) if active => ledger::holder_fresh(ctx, grant, &p.spec.integration_ref.name).await,
+        _ => Ok(None),
+    }
 }
 
 /// When the grant reached its final phase: when it was revoked, else when `Ready` last changed.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -181,31 +181,45 @@ struct Txn {
 }
 
 impl Txn {
-    async fn open(ctx: &Context, integration: &Key) -> Result<Txn, Failure> {
-        let guard = ctx.ledger_locks.lock(integration).await;
-        let api: Api<GrantLedger> = Api::namespaced(ctx.client.clone(), &integration.0);
-        let stored = api.get_opt(&integration.1).await.map_err(Failure::kube)?;
+    /// Open the ledger `key` (namespace, ledger name) of `integration`'s tailnet.
+    async fn open(ctx: &Context, key: &Key, integration: &str) -> Result<Txn, Failure> {
+        let guard = ctx.ledger_locks.lock(key).await;
+        let api: Api<GrantLedger> = Api::namespaced(ctx.client.clone(), &key.0);
+        let stored = api.get_opt(&key.1).await.map_err(Failure::kube)?;
         let spec = stored
             .as_ref()
             .map(|l| l.spec.clone())
             .unwrap_or_else(|| GrantLedgerSpec {
-                integration: integration.1.clone(),
+                integration: integration.to_string(),
                 ..Default::default()
             });
         Ok(Txn {
             _guard: guard,
             api,
-            name: integration.1.clone(),
+            name: key.1.clone(),
             stored,
             spec,
         })
     }
 
     /// Write the ledger if it changed (optimistically: a concurrent writer is a bug, and the
-    /// conflict surfaces as a retry rather than a lost record).
+    /// conflict surfaces as a retry rather than a lost record). A ledger left with nothing to
+    /// record is deleted.
     async fn save(&mut self) -> Result<(), Failure> {
+        let empty = self.spec.holds.is_empty()
+            && self.spec.roles.is_empty()
+            && self.spec.attributes.is_empty();
         let saved = match &self.stored {
             Some(l) if l.spec == self.spec => return Ok(()),
+            Some(_) if empty => {
+                self.api
+                    .delete(&self.name, &DeleteParams::default())
+                    .await
+                    .map_err(Failure::kube)?;
+                self.stored = None;
+                return Ok(());
+            }
+            None if empty => return Ok(()),
             Some(l) => {
                 let mut next = l.clone();
                 next.spec = self.spec.clone();
@@ -214,13 +228,42 @@ impl Txn {
                     .await
             }
             None => {
-                let next = GrantLedger::new(&self.name, self.spec.clone());
+                let mut next = GrantLedger::new(&self.name, self.spec.clone());
+                next.metadata.labels = Some(
+                    [(INTEGRATION_LABEL.to_string(), self.spec.integration.clone())]
+                        .into_iter()
+                        .collect(),
+                );
                 self.api.create(&PostParams::default(), &next).await
             }
         };
         self.stored = Some(saved.map_err(Failure::kube)?);
         Ok(())
     }
+}
+
+/// The label naming a ledger's integration (the writer lists a tailnet's ledgers by it).
+pub const INTEGRATION_LABEL: &str = "tailkeeper.io/integration";
+
+/// The ledger of one Tailscale user of an integration: `<integration>.<user id>`, made a valid
+/// object name.
+pub fn ledger_key(integration: &Key, user_id: &str) -> Key {
+    let id: String = user_id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let id = id.trim_matches('-');
+    let mut name = format!(
+        "{}.{}",
+        integration.1,
+        if id.is_empty() { "user" } else { id }
+    );
+    name.truncate(253);
+    (
+        integration.0.clone(),
+        name.trim_end_matches(['-', '.']).to_string(),
+    )
 }
 
 /// What a started grant holds.
@@ -293,7 +336,8 @@ pub async fn start(
     request: Request,
 ) -> Result<Started, NotStarted> {
     let uid = grant.uid().unwrap_or_default();
-    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    let key = ledger_key(&reach.integration, &user.id);
+    let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
     txn.spec.connection = reach.connection.clone().or(txn.spec.connection.take());
     txn.spec.integration_uid = reach.uid.clone().or(txn.spec.integration_uid.take());
     txn.spec.credentials_secret = reach.secret.clone().or(txn.spec.credentials_secret.take());
@@ -325,7 +369,7 @@ pub async fn start(
             match writer.want(writer_key(grant), want, Some(expires)).await {
                 Ok(written) => {
                     let already_held = !written.already_present.is_empty();
-                    let mut txn = Txn::open(ctx, &reach.integration).await?;
+                    let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
                     match txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
                         Some(h) => h.entries = Some(held_entries(&written.entries)),
                         None => {
@@ -355,7 +399,7 @@ pub async fn start(
                 Err(e) => {
                     let failure = Failure::write(e);
                     if failure.terminal() {
-                        let mut txn = Txn::open(ctx, &reach.integration).await?;
+                        let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
                         txn.spec.holds.retain(|h| h.grant_uid != uid);
                         txn.save().await?;
                     }
@@ -460,10 +504,11 @@ pub struct Ended {
 pub async fn end(
     ctx: &Context,
     reach: &Reach,
-    namespace: &str,
+    ledger: &Key,
     grant_uid: &str,
 ) -> Result<Ended, Failure> {
-    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    let namespace = ledger.0.as_str();
+    let mut txn = Txn::open(ctx, ledger, &reach.integration.1).await?;
     let Some(hold) = rules::hold(&txn.spec, grant_uid).cloned() else {
         return Ok(Ended::default());
     };
@@ -531,14 +576,33 @@ pub async fn end(
     Ok(ended)
 }
 
-/// The ledger key (namespace, integration) that holds access for a grant, from the cache.
-pub fn holder(ctx: &Context, grant: &AccessGrant) -> Option<Key> {
+/// The ledger that holds access for a grant, from the cache: its key and what it records.
+pub fn holder(ctx: &Context, grant: &AccessGrant) -> Option<(Key, GrantLedgerSpec)> {
     let uid = grant.uid()?;
     let ns = grant.namespace().unwrap_or_default();
     ctx.ledgers_in(&ns)
         .into_iter()
         .find(|l| rules::hold(&l.spec, &uid).is_some())
-        .map(|l| key_of(l.as_ref()))
+        .map(|l| (key_of(l.as_ref()), l.spec.clone()))
+}
+
+/// The same, asked of the API server (the cache may lag behind a write just made).
+pub async fn holder_fresh(
+    ctx: &Context,
+    grant: &AccessGrant,
+    integration: &str,
+) -> Result<Option<(Key, GrantLedgerSpec)>, kube::Error> {
+    let (Some(uid), ns) = (grant.uid(), grant.namespace().unwrap_or_default()) else {
+        return Ok(None);
+    };
+    let list = Api::<GrantLedger>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{INTEGRATION_LABEL}={integration}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|l| rules::hold(&l.spec, &uid).is_some())
+        .map(|l| (key_of(&l), l.spec)))
 }
 
 /// How the writer names a grant: by UID, so a grant recreated under the same name is another.
@@ -818,7 +882,7 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
         }
     };
     for hold in &due {
-        match end(&ctx, &reach, &ns, &hold.grant_uid).await {
+        match end(&ctx, &reach, &key, &hold.grant_uid).await {
             Ok(ended) if !ended.ended => {}
             Ok(ended) => {
                 let gone = ctx.cached_grant(&ns, &hold.grant).is_none();
@@ -867,7 +931,7 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
         }
     }
     for (user_id, set, before) in unfinished {
-        if let Err(f) = finish_role(&ctx, &reach, &user_id, &set, &before).await {
+        if let Err(f) = finish_role(&ctx, &reach, &key, &user_id, &set, &before).await {
             warn!(user = %user_id, error = %f.message(), "cannot finish an interrupted role change");
             return Ok(Action::requeue(REVOCATION_RETRY));
         }
@@ -878,11 +942,12 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
 async fn finish_role(
     ctx: &Context,
     reach: &Reach,
+    ledger: &Key,
     user_id: &str,
     set: &str,
     before: &str,
 ) -> Result<(), Failure> {
-    let mut txn = Txn::open(ctx, &reach.integration).await?;
+    let mut txn = Txn::open(ctx, ledger, &reach.integration.1).await?;
     // Re-read under the lock: a grant may have moved on since the sweep began.
     if !rules::unfinished_roles(&txn.spec)
         .iter()
@@ -916,10 +981,15 @@ fn next_wake(spec: &GrantLedgerSpec) -> Action {
     }
 }
 
-/// The ledgers a grant change may concern: those of the grant's namespace.
+/// The ledgers a grant change may concern: those holding access for it (a deleted grant's
+/// hold is still there).
 pub fn ledgers_for(ctx: &Context, grant: &AccessGrant) -> Vec<ObjectRef<GrantLedger>> {
+    let Some(uid) = grant.uid() else {
+        return Vec::new();
+    };
     ctx.ledgers_in(&grant.namespace().unwrap_or_default())
         .iter()
+        .filter(|l| rules::hold(&l.spec, &uid).is_some())
         .map(|l| ObjectRef::from_obj(l.as_ref()))
         .collect()
 }

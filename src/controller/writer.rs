@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -295,23 +295,27 @@ impl WriterTask {
         Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 
-    /// Seed the desired state from the integration's ledger: every hold with policy-file
+    /// Seed the desired state from the integration's ledgers: every hold with policy-file
     /// entries that has not expired.
     async fn seed(&self) -> Result<BTreeMap<Key, Held>, WriteError> {
         let (ns, name) = &self.integration;
-        let ledger = Api::<GrantLedger>::namespaced(self.kube.clone(), ns)
-            .get_opt(name)
+        let ledgers = Api::<GrantLedger>::namespaced(self.kube.clone(), ns)
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{}={name}", super::ledger::INTEGRATION_LABEL)),
+            )
             .await
             .map_err(|e| {
                 WriteError::Unavailable(format!(
-                    "cannot read the grant ledger to seed the policy writer: {e}"
+                    "cannot read the grant ledgers to seed the policy writer: {e}"
                 ))
             })?;
         let now = Timestamp::now();
         let mut wanted = BTreeMap::new();
-        for (key, entries, expires) in ledger
-            .map(|l| super::ledger::seeded_entries(&l.spec, ns))
-            .unwrap_or_default()
+        for (key, entries, expires) in ledgers
+            .items
+            .iter()
+            .flat_map(|l| super::ledger::seeded_entries(&l.spec, ns))
         {
             if expires > now {
                 wanted.insert(

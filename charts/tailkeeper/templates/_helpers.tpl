@@ -92,7 +92,7 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 # each change. Nobody else writes them.
 - apiGroups: ["tailkeeper.io"]
   resources: ["grantledgers"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 # Add and remove the revocation finalizer of grants. Never a user's spec otherwise.
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessgrants"]
