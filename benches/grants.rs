@@ -102,8 +102,19 @@ async fn main() {
     sim.set_policy_as_human(POLICY_FILE);
     let env = Env::new("bench", sim).await;
     let key = env.sim.create_api_key(Duration::from_secs(86400));
+    // Grants are for people the directory knows: every benchmark user is one.
+    let people: String = (0..BURST.max(SEQUENTIAL + EXPIRING))
+        .map(|i| format!("    {},Bench {i},engineer,active\n", login(i)))
+        .collect();
     env.apply(&format!(
         r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: people}}
+data:
+  people.csv: |
+    loginName,displayName,orgRole,status
+{people}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: token}}
@@ -119,6 +130,7 @@ kind: AccessPolicy
 metadata: {{name: bench}}
 spec:
   integrationRef: {{name: bench}}
+  directory: {{configMaps: [{{name: people}}]}}
   roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
   grantable:
     groups: [{{name: "group:bench", terms: {{maxDuration: 2h, approvalRequired: false}}}}]

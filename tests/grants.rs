@@ -50,6 +50,9 @@ spec:
       - {loginNames: [alice@example.com], orgRole: engineer}
       - {loginNames: [bob@example.com], orgRole: engineer}
       - {loginNames: [mallory@example.com], orgRole: engineer}
+      - {loginNames: [carol@example.com], orgRole: engineer, status: Offboarded}
+      # A person without a Tailscale account yet.
+      - {loginNames: [ghost@example.com], orgRole: engineer}
   roles:
     - {orgRole: engineer, tailscaleRoles: [member]}
   grantable:
@@ -1489,4 +1492,46 @@ async fn a_policy_file_that_keeps_changing_says_so_and_the_grant_goes_through_af
     .await;
     env.grant_phase("g", GrantPhase::Active).await;
     assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_for_people_who_left_or_for_nobody_are_denied() {
+    let env = setup("people", POLICY_FILE).await;
+    env.sim
+        .add_user(SimUser::member("carol@example.com", "member", "active"));
+    env.sim
+        .add_user(SimUser::member("dave@example.com", "member", "active"));
+    for (name, user) in [("carol", "carol@example.com"), ("dave", "dave@example.com")] {
+        request(
+            &env,
+            "alice",
+            grant(name, user, json!({"group": "group:prod"}), "1h", "alice"),
+        )
+        .await
+        .unwrap();
+    }
+    let carol = env.grant_phase("carol", GrantPhase::Denied).await;
+    assert!(
+        carol
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("offboarded"),
+        "an offboarded person gets nothing"
+    );
+    let dave = env.grant_phase("dave", GrantPhase::Denied).await;
+    assert!(
+        dave.status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("not a person in the directory"),
+        "an account no person owns gets nothing"
+    );
+    let members = group_members(&policy_text(&env), "group:prod");
+    assert!(
+        !members.contains(&"carol@example.com".to_string())
+            && !members.contains(&"dave@example.com".to_string())
+    );
 }

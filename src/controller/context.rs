@@ -69,6 +69,8 @@ pub struct Context {
     /// The policy writers, one per tailnet.
     pub writers: Writers,
     inventories: RwLock<HashMap<Key, Arc<Inventory>>>,
+    /// Each policy's people directory as its last evaluation read it (or why it could not).
+    directories: RwLock<HashMap<Key, Arc<Result<crate::compliance::Directory, String>>>>,
     /// The controllers' caches of policies and integrations, for reads on hot paths.
     stores: std::sync::OnceLock<(Store<AccessPolicy>, Store<TailscaleIntegration>)>,
     /// The caches of grants and ledgers (the sweeper reads both).
@@ -91,6 +93,7 @@ impl Context {
             writers: Writers::new(settings.batch_window),
             settings,
             inventories: RwLock::default(),
+            directories: RwLock::default(),
             stores: std::sync::OnceLock::new(),
             grant_stores: std::sync::OnceLock::new(),
             ledger_locks: Default::default(),
@@ -145,6 +148,24 @@ impl Context {
     /// The Tailscale client last built for an integration, if any.
     pub fn cached_client(&self, key: &Key) -> Option<(u64, tailscale::Client)> {
         self.tailscale.read().ok()?.get(key).cloned()
+    }
+
+    /// A policy's directory as its reconciler last read it.
+    pub fn directory(
+        &self,
+        policy: &Key,
+    ) -> Option<Arc<Result<crate::compliance::Directory, String>>> {
+        self.directories.read().ok()?.get(policy).cloned()
+    }
+
+    pub fn set_directory(
+        &self,
+        policy: Key,
+        directory: Result<crate::compliance::Directory, String>,
+    ) {
+        if let Ok(mut map) = self.directories.write() {
+            map.insert(policy, Arc::new(directory));
+        }
     }
 
     pub fn inventory(&self, key: &Key) -> Option<Arc<Inventory>> {

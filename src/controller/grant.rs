@@ -18,7 +18,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use tracing::{info, instrument, warn};
 
-use super::context::{Context, Key};
+use super::context::{key_of, Context, Key};
 use super::ledger::{self, Failure, NotStarted, Reach, Request, Started};
 use super::status::apply_status;
 use super::writer::Want;
@@ -27,8 +27,9 @@ use crate::api::{
     find_condition, AccessGrant, AccessGrantStatus, AccessPolicy, AppliedChange, ChangeKind,
     ConditionStatus, Conditions, GrantLedgerSpec, GrantPhase, Hold, KState, TailscaleIntegration,
 };
+use crate::compliance::EmploymentStatus;
 use crate::grants::ledger::RoleRefusal;
-use crate::grants::lifecycle::{self, GrantState, Step};
+use crate::grants::lifecycle::{self, Beneficiary, GrantState, Step};
 use crate::grants::{self, PlannedAccess};
 use crate::policy_file::Entries;
 use crate::tailscale::{self, UserType};
@@ -89,13 +90,22 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
     let status = grant.status.clone().unwrap_or_default();
     let policy = load_policy(ctx, &ns, &grant.spec.policy_ref.name).await?;
     let holder = holder(ctx, grant, policy.as_ref()).await?;
+    let deleting = grant.metadata.deletion_timestamp.is_some();
+    // Who the beneficiary is matters only before access starts.
+    let beneficiary = match (&policy, status.phase) {
+        (Some(p), None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)) if !deleting => {
+            beneficiary(ctx, p, &grant.spec.user).await
+        }
+        _ => Beneficiary::Person,
+    };
     let state = GrantState {
         spec: &grant.spec,
         phase: status.phase,
         expires_at: status.expires_at.as_ref().map(|t| t.0),
         ended_at: ended_at(&status),
-        deleting: grant.metadata.deletion_timestamp.is_some(),
+        deleting,
         held: holder.is_some(),
+        beneficiary,
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
@@ -544,6 +554,7 @@ fn retention_after(
         ended_at: Some(Timestamp::now()),
         deleting: false,
         held: false,
+        beneficiary: Beneficiary::Person,
     };
     match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
         Step::Retain { until } => requeue_at(until),
@@ -579,6 +590,28 @@ async fn holder(
     match policy {
         Some(p) if active => ledger::holder_fresh(ctx, grant, &p.spec.integration_ref.name).await,
         _ => Ok(None),
+    }
+}
+
+/// The beneficiary as the policy's directory knows them: from the policy reconciler's last
+/// read, else read now.
+async fn beneficiary(ctx: &Context, policy: &AccessPolicy, login: &str) -> Beneficiary {
+    let cached = ctx.directory(&key_of(policy));
+    let directory = match cached {
+        Some(d) => d,
+        None => std::sync::Arc::new(
+            super::policy::load_directory(policy, ctx)
+                .await
+                .map(|(d, _)| d),
+        ),
+    };
+    match directory.as_ref() {
+        Err(why) => Beneficiary::Unavailable(why.clone()),
+        Ok(d) => match d.lookup(login) {
+            None => Beneficiary::Unknown,
+            Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
+            Some(_) => Beneficiary::Person,
+        },
     }
 }
 

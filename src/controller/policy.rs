@@ -63,6 +63,8 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     });
     let inventory = ctx.inventory(&(ns.clone(), integration_name.clone()));
     let directory = load_directory(&obj, &ctx).await;
+    // Grants read it too: access is for people the directory knows.
+    ctx.set_directory(key_of(obj.as_ref()), directory.clone().map(|(d, _)| d));
     let role_grants = active_role_grants(&obj, &ctx).await?;
 
     let mut requeue = interval;
@@ -297,7 +299,10 @@ fn check_statuses(
 
 /// Load the directory from the inline entries and the ConfigMaps. Returns the directory and the
 /// number of sources, or a message that says which source is broken and how.
-async fn load_directory(obj: &AccessPolicy, ctx: &Context) -> Result<(Directory, i64), String> {
+pub(super) async fn load_directory(
+    obj: &AccessPolicy,
+    ctx: &Context,
+) -> Result<(Directory, i64), String> {
     let ns = obj.namespace().unwrap_or_default();
     let mut sources: Vec<(String, Vec<Person>)> = Vec::new();
     if !obj.spec.directory.people.is_empty() {

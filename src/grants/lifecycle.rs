@@ -24,6 +24,21 @@ pub struct GrantState<'a> {
     pub deleting: bool,
     /// The ledger holds access for this grant (by UID).
     pub held: bool,
+    /// Who the beneficiary is in the policy's directory.
+    pub beneficiary: Beneficiary,
+}
+
+/// The beneficiary of a grant as the policy's people directory knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Beneficiary {
+    /// A person who works here.
+    Person,
+    /// A person marked offboarded.
+    Offboarded,
+    /// No person in the directory has this login (exempt accounts included).
+    Unknown,
+    /// The directory cannot be read (the message says why).
+    Unavailable(String),
 }
 
 /// Why a grant is where it is: the `Ready` condition's reason.
@@ -33,6 +48,7 @@ pub enum Reason {
     AwaitingApproval,
     Denied,
     PolicyNotFound,
+    DirectoryUnavailable,
     Expired,
     Revoked,
     Activating,
@@ -45,6 +61,7 @@ impl Reason {
             Reason::AwaitingApproval => "AwaitingApproval",
             Reason::Denied => "Denied",
             Reason::PolicyNotFound => "PolicyNotFound",
+            Reason::DirectoryUnavailable => "DirectoryUnavailable",
             Reason::Expired => "Expired",
             Reason::Revoked => "Revoked",
             Reason::Activating => "Activating",
@@ -142,6 +159,31 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                     }
                 }
                 Resolution::Denied(message) => Step::Deny { message },
+                // Access is for people the directory knows and who still work here; a
+                // directory that cannot be read grants nothing until it can.
+                _ if grant.beneficiary != Beneficiary::Person => match &grant.beneficiary {
+                    Beneficiary::Offboarded => Step::Deny {
+                        message: format!(
+                            "{} belongs to a person marked offboarded in the directory of AccessPolicy {}: people who have left get no access",
+                            grant.spec.user, grant.spec.policy_ref.name
+                        ),
+                    },
+                    Beneficiary::Unavailable(why) => Step::Wait {
+                        phase: GrantPhase::Pending,
+                        reason: Reason::DirectoryUnavailable,
+                        message: format!(
+                            "the directory of AccessPolicy {} cannot be read, so {} cannot be identified: {why}",
+                            grant.spec.policy_ref.name, grant.spec.user
+                        ),
+                        stalled: true,
+                    },
+                    _ => Step::Deny {
+                        message: format!(
+                            "{} is not a person in the directory of AccessPolicy {}: add them (with this login name) before granting them access",
+                            grant.spec.user, grant.spec.policy_ref.name
+                        ),
+                    },
+                },
                 Resolution::AwaitingApproval {
                     access, approvers, ..
                 } => Step::Wait {
@@ -247,6 +289,7 @@ mod tests {
             ended_at: None,
             deleting: false,
             held: false,
+            beneficiary: Beneficiary::Person,
         }
     }
 
@@ -382,6 +425,38 @@ mod tests {
             Step::Revoke {
                 phase: GrantPhase::Revoked
             }
+        );
+    }
+
+    #[test]
+    fn grants_for_people_who_left_or_nobody_are_denied_and_an_unreadable_directory_waits() {
+        let s = spec("carol@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&s, None);
+        g.beneficiary = Beneficiary::Offboarded;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("offboarded"))
+        );
+        g.beneficiary = Beneficiary::Unknown;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("not a person"))
+        );
+        g.beneficiary = Beneficiary::Unavailable("ConfigMap people does not exist".into());
+        assert!(matches!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Wait {
+                reason: Reason::DirectoryUnavailable,
+                stalled: true,
+                ..
+            }
+        ));
+        // Ending access never depends on the directory.
+        let mut active = state(&s, Some(GrantPhase::Active));
+        active.beneficiary = Beneficiary::Offboarded;
+        active.held = true;
+        active.expires_at = Some(at(100));
+        assert_eq!(
+            decide(&active, Some(&policy(None)), at(50)),
+            Step::Hold { until: at(100) }
         );
     }
 

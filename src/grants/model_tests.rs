@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::ledger::{self, includes, least_upper_bound};
-use super::lifecycle::{decide, GrantState, Step};
+use super::lifecycle::{decide, Beneficiary, GrantState, Step};
 use super::PlannedAccess;
 use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantLedgerSpec, GrantPhase, Hold};
 
@@ -85,6 +85,7 @@ impl World {
             ended_at: None,
             deleting: g.deleting,
             held: self.held(&g.uid),
+            beneficiary: Beneficiary::Person,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();
