@@ -358,9 +358,19 @@ pub async fn start(
     };
     match request {
         Request::PolicyFile(want) => {
-            if rules::hold(&txn.spec, &uid).is_none() {
-                txn.spec.holds.push(hold);
+            // Entries known up front (a membership, an SSH rule) are recorded with the hold;
+            // a network rule's depend on the file's form and are recorded once written.
+            let known = match &want {
+                Want::Entries(e) => Some(held_entries(e)),
+                Want::Rule { .. } => None,
+            };
+            let mut recorded = rules::hold(&txn.spec, &uid).cloned();
+            if recorded.is_none() {
+                let mut hold = hold;
+                hold.entries = known.clone();
+                txn.spec.holds.push(hold.clone());
                 txn.save().await?;
+                recorded = Some(hold);
             }
             // The hold is recorded; release the ledger while the writer works, so that the
             // writer can fold many grants into one write (it serialises the file itself).
@@ -369,22 +379,27 @@ pub async fn start(
             match writer.want(writer_key(grant), want, Some(expires)).await {
                 Ok(written) => {
                     let already_held = !written.already_present.is_empty();
-                    let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
-                    match txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
-                        Some(h) => h.entries = Some(held_entries(&written.entries)),
-                        None => {
-                            // Ended (its grant deleted) while the writer worked: take it out.
-                            writer
-                                .drop_grant(writer_key(grant))
-                                .await
-                                .map_err(Failure::write)?;
-                            return Err(Failure::Blocked(
-                                "the grant ended while its access was being applied".into(),
-                            )
-                            .into());
+                    let entries = held_entries(&written.entries);
+                    let mut hold = recorded;
+                    if hold.as_ref().and_then(|h| h.entries.as_ref()) != Some(&entries) {
+                        let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
+                        match txn.spec.holds.iter_mut().find(|h| h.grant_uid == uid) {
+                            Some(h) => h.entries = Some(entries),
+                            None => {
+                                // Ended (its grant deleted) while the writer worked: take it out.
+                                writer
+                                    .drop_grant(writer_key(grant))
+                                    .await
+                                    .map_err(Failure::write)?;
+                                return Err(Failure::Blocked(
+                                    "the grant ended while its access was being applied".into(),
+                                )
+                                .into());
+                            }
                         }
+                        txn.save().await?;
+                        hold = rules::hold(&txn.spec, &uid).cloned();
                     }
-                    txn.save().await?;
                     Ok(Started {
                         expires,
                         note: if already_held {
@@ -393,7 +408,7 @@ pub async fn start(
                             String::new()
                         },
                         already_held,
-                        hold: rules::hold(&txn.spec, &uid).cloned(),
+                        hold,
                     })
                 }
                 Err(e) => {
