@@ -710,7 +710,7 @@ fn rbac_is_namespaced_when_watching_one_namespace() {
 }
 
 #[test]
-fn user_cluster_roles_aggregate_into_view_and_edit() {
+fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
     let docs = documents(&template("tk-system", &[]));
     let roles = find(&docs, "ClusterRole");
     let by_name = |name: &str| {
@@ -719,49 +719,109 @@ fn user_cluster_roles_aggregate_into_view_and_edit() {
             .find(|r| r["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("ClusterRole {name}"))
     };
-    let kinds = ["tailscaleintegrations", "accesspolicies", "accessgrants"];
-    let expect = |verbs: &[&str]| -> BTreeSet<(String, String, String)> {
-        kinds
+    let set = |rules: &[(&str, &str, &[&str])]| -> BTreeSet<(String, String, String)> {
+        rules
             .iter()
-            .flat_map(|k| {
+            .flat_map(|(group, resource, verbs)| {
                 verbs
                     .iter()
-                    .map(move |v| ("tailkeeper.io".into(), k.to_string(), v.to_string()))
+                    .map(move |v| (group.to_string(), resource.to_string(), v.to_string()))
             })
             .collect()
     };
+    let label = |r: &Value, which: &str| {
+        r["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{which}").as_str()]
+            == "true"
+    };
+    let read = ["get", "list", "watch"];
+    let all = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+
     let view = by_name("tk-tailkeeper-view");
+    assert!(label(view, "view") && label(view, "edit") && label(view, "admin"));
+    let tk = "tailkeeper.io";
     assert_eq!(
-        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
-        "true"
+        permissions(&view["rules"]),
+        set(&[
+            (tk, "tailscaleintegrations", &read),
+            (tk, "accesspolicies", &read),
+            (tk, "accessgrants", &read),
+            (tk, "grantledgers", &read),
+        ])
     );
-    // The ledgers are readable (they are a record), never writable, by people.
-    let mut readable = expect(&["get", "list", "watch"]);
-    for v in ["get", "list", "watch"] {
-        readable.insert(("tailkeeper.io".into(), "grantledgers".into(), v.into()));
+    let requester = by_name("tk-tailkeeper-requester");
+    assert!(label(requester, "edit") && label(requester, "admin") && !label(requester, "view"));
+    assert_eq!(
+        permissions(&requester["rules"]),
+        set(&[(tk, "accessgrants", &["create", "delete"])]),
+        "edit lets people ask for access, never change the rules"
+    );
+    for (name, rules) in [
+        (
+            "tk-tailkeeper-approver",
+            set(&[
+                (
+                    tk,
+                    "accessgrants",
+                    &["get", "list", "watch", "patch", "update"],
+                ),
+                (tk, "accesspolicies", &read),
+            ]),
+        ),
+        (
+            "tk-tailkeeper-policy-admin",
+            set(&[(tk, "accesspolicies", &all), ("", "configmaps", &all)]),
+        ),
+        (
+            "tk-tailkeeper-platform-admin",
+            set(&[
+                (tk, "tailscaleintegrations", &all),
+                ("", "secrets", &["create", "update", "patch", "delete"]),
+            ]),
+        ),
+    ] {
+        let role = by_name(name);
+        assert!(
+            !label(role, "view") && !label(role, "edit") && !label(role, "admin"),
+            "{name} is bound explicitly, never aggregated"
+        );
+        assert_eq!(permissions(&role["rules"]), rules, "{name}");
     }
-    assert_eq!(permissions(&view["rules"]), readable);
-    let edit = by_name("tk-tailkeeper-edit");
-    assert_eq!(
-        edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
-        "true"
-    );
-    assert!(edit["metadata"]["labels"]
-        .get("rbac.authorization.k8s.io/aggregate-to-view")
-        .is_none());
-    assert_eq!(
-        permissions(&edit["rules"]),
-        expect(&["create", "update", "patch", "delete"])
-    );
+    // Nobody but the operator writes status or ledgers.
+    for r in &roles {
+        if r["metadata"]["name"] == "tk-tailkeeper" {
+            continue;
+        }
+        for (_, resource, verb) in permissions(&r["rules"]) {
+            assert!(
+                !resource.ends_with("/status"),
+                "{:?} grants {resource}",
+                r["metadata"]["name"]
+            );
+            assert!(
+                resource != "grantledgers" || read.contains(&verb.as_str()),
+                "{:?} may {verb} grantledgers",
+                r["metadata"]["name"]
+            );
+        }
+    }
 
     let without = documents(&template(
         "tk-system",
-        &["rbac.aggregateToDefaultRoles=false"],
+        &[
+            "rbac.aggregateToDefaultRoles=false",
+            "rbac.personaRoles=false",
+        ],
     ));
     assert_eq!(find(&without, "ClusterRole").len(), 1);
     let none = documents(&template(
         "tk-system",
-        &["rbac.create=false", "rbac.aggregateToDefaultRoles=false"],
+        &[
+            "rbac.create=false",
+            "rbac.aggregateToDefaultRoles=false",
+            "rbac.personaRoles=false",
+        ],
     ));
     for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
         assert!(
@@ -1073,7 +1133,13 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
         .get("tk-cluster-tailkeeper-leader-election")
         .await
         .expect("lease RoleBinding");
-    for name in ["tk-cluster-tailkeeper-view", "tk-cluster-tailkeeper-edit"] {
+    for name in [
+        "tk-cluster-tailkeeper-view",
+        "tk-cluster-tailkeeper-requester",
+        "tk-cluster-tailkeeper-approver",
+        "tk-cluster-tailkeeper-policy-admin",
+        "tk-cluster-tailkeeper-platform-admin",
+    ] {
         Api::<ClusterRole>::all(client.clone())
             .get(name)
             .await

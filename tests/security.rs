@@ -56,3 +56,170 @@ spec:
     );
     assert_eq!(env.sim.call_count("users.list"), 0);
 }
+
+/// Each persona the chart defines can do exactly its job and nothing more: the chart's
+/// ClusterRoles bound in a namespace as its README says, asked of the API server
+/// (SubjectAccessReview) for every write that matters. Holding the built-in `edit` role lets
+/// someone request access but never change the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_persona_can_do_its_job_and_nothing_more() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    use kube::api::{Api, PostParams};
+
+    let cp = support::control_plane::ControlPlane::shared().await;
+    let ns = cp.create_namespace("personas").await;
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
+    let out = std::process::Command::new(cp.bin_dir().join("helm"))
+        .args(["template", "tailkeeper"])
+        .arg(&chart)
+        .args([
+            "--show-only",
+            "templates/aggregated-roles.yaml",
+            "--kube-version",
+            "1.37.2",
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cp.apply_yaml(&String::from_utf8(out.stdout).expect("utf-8"), None)
+        .await
+        .expect("persona roles apply");
+    let bind = |user: &str, role: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {user}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+        )
+    };
+    let bindings = [
+        bind("eddie", "edit"),
+        bind("aaron", "tailkeeper-approver"),
+        bind("paula", "tailkeeper-policy-admin"),
+        bind("pete", "tailkeeper-platform-admin"),
+    ]
+    .join("---\n");
+    cp.apply_yaml(&bindings, Some(&ns))
+        .await
+        .expect("bindings apply");
+
+    let admin = cp.admin_client().await;
+    let reviews: Api<SubjectAccessReview> = Api::all(admin);
+    let allowed =
+        |user: &'static str, group: &'static str, resource: &'static str, verb: &'static str| {
+            let reviews = reviews.clone();
+            let ns = ns.clone();
+            async move {
+                let review = SubjectAccessReview {
+                    spec: SubjectAccessReviewSpec {
+                        user: Some(user.into()),
+                        resource_attributes: Some(ResourceAttributes {
+                            namespace: Some(ns),
+                            group: Some(group.into()),
+                            resource: Some(resource.into()),
+                            verb: Some(verb.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                reviews
+                    .create(&PostParams::default(), &review)
+                    .await
+                    .expect("access review")
+                    .status
+                    .is_some_and(|s| s.allowed)
+            }
+        };
+    let tk = "tailkeeper.io";
+    // The built-in edit role picks up the requester persona through aggregation (a controller
+    // does that, so wait for it).
+    support::operator::eventually(
+        "edit to aggregate the requester role",
+        support::operator::CONVERGE,
+        || async {
+            allowed("eddie", tk, "accessgrants", "create")
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    let matrix: &[(&str, &str, &str, &str, bool)] = &[
+        // Requester (anyone with edit): ask and withdraw; nothing else of Tailkeeper's.
+        ("eddie", tk, "accessgrants", "create", true),
+        ("eddie", tk, "accessgrants", "delete", true),
+        ("eddie", tk, "accessgrants", "list", true),
+        ("eddie", tk, "accessgrants", "patch", false),
+        ("eddie", tk, "accessgrants/status", "patch", false),
+        ("eddie", tk, "accesspolicies", "patch", false),
+        ("eddie", tk, "accesspolicies", "create", false),
+        ("eddie", tk, "tailscaleintegrations", "create", false),
+        ("eddie", tk, "tailscaleintegrations", "patch", false),
+        ("eddie", tk, "grantledgers", "update", false),
+        ("eddie", tk, "grantledgers", "delete", false),
+        // Approver: approve (patch) grants; not create them, not change rules.
+        ("aaron", tk, "accessgrants", "patch", true),
+        ("aaron", tk, "accessgrants", "create", false),
+        ("aaron", tk, "accesspolicies", "get", true),
+        ("aaron", tk, "accesspolicies", "patch", false),
+        ("aaron", "", "configmaps", "patch", false),
+        ("aaron", "", "secrets", "get", false),
+        // Policy admin: rules and directory; never credentials, grants or integrations.
+        ("paula", tk, "accesspolicies", "patch", true),
+        ("paula", tk, "accesspolicies", "create", true),
+        ("paula", "", "configmaps", "update", true),
+        ("paula", "", "secrets", "get", false),
+        ("paula", "", "secrets", "list", false),
+        ("paula", tk, "tailscaleintegrations", "patch", false),
+        ("paula", tk, "accessgrants", "patch", false),
+        // Platform admin: integrations and their Secrets; not rules, not grants.
+        ("pete", tk, "tailscaleintegrations", "create", true),
+        ("pete", "", "secrets", "create", true),
+        ("pete", tk, "accesspolicies", "patch", false),
+        ("pete", tk, "accessgrants", "patch", false),
+        ("pete", tk, "grantledgers", "update", false),
+    ];
+    let mut wrong = Vec::new();
+    for &(user, group, resource, verb, expected) in matrix {
+        let (group_s, resource_s) = (group, resource);
+        let (resource, subresource) = match resource_s.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (resource_s, None),
+        };
+        let got = if let Some(sub) = subresource {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(user.into()),
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(ns.clone()),
+                        group: Some(group_s.into()),
+                        resource: Some(resource.into()),
+                        subresource: Some(sub.into()),
+                        verb: Some(verb.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("access review")
+                .status
+                .is_some_and(|s| s.allowed)
+        } else {
+            allowed(user, group_s, resource, verb).await
+        };
+        if got != expected {
+            wrong.push(format!(
+                "{user} {verb} {resource_s}: allowed={got}, expected {expected}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

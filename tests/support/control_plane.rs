@@ -347,7 +347,7 @@ impl ControlPlane {
                 .arg(
                     "--controllers=namespace-controller,garbage-collector-controller,\
                      serviceaccount-controller,serviceaccount-token-controller,\
-                     root-ca-certificate-publisher-controller",
+                     root-ca-certificate-publisher-controller,clusterrole-aggregation-controller",
                 )
                 .arg(format!(
                     "--service-account-private-key-file={}",
