@@ -56,6 +56,8 @@ pub enum Failure {
     Unavailable(String),
     /// The integration cannot be reached (deleted and no spec recorded, Secret missing).
     Blocked(String),
+    /// The ledger changed since it was read (HTTP 409): read it again and start over.
+    LedgerChanged,
 }
 
 impl Failure {
@@ -69,6 +71,7 @@ impl Failure {
             Failure::Contended(_) => "PolicyFileContended",
             Failure::Unavailable(_) => "TailscaleUnavailable",
             Failure::Blocked(_) => "IntegrationUnavailable",
+            Failure::LedgerChanged => "LedgerChanged",
         }
     }
 
@@ -83,6 +86,9 @@ impl Failure {
             | Failure::Contended(m)
             | Failure::Unavailable(m)
             | Failure::Blocked(m) => m.clone(),
+            Failure::LedgerChanged => {
+                "the grant ledger changed while it was being written; retrying".into()
+            }
         }
     }
 
@@ -147,7 +153,10 @@ impl Failure {
     }
 
     fn kube(e: kube::Error) -> Failure {
-        Failure::Unavailable(format!("cannot write the grant ledger: {e}"))
+        match &e {
+            kube::Error::Api(status) if status.code == 409 => Failure::LedgerChanged,
+            _ => Failure::Unavailable(format!("cannot write the grant ledger: {e}")),
+        }
     }
 }
 
@@ -181,11 +190,30 @@ struct Txn {
 }
 
 impl Txn {
-    /// Open the ledger `key` (namespace, ledger name) of `integration`'s tailnet.
+    /// Open the ledger `key` (namespace, ledger name) of `integration`'s tailnet, as the API
+    /// server has it.
     async fn open(ctx: &Context, key: &Key, integration: &str) -> Result<Txn, Failure> {
+        Self::open_as(ctx, key, integration, Read::Fresh).await
+    }
+
+    /// Open a ledger; from the cache, a write made on a stale copy fails (HTTP 409) and
+    /// changes nothing, so the caller reads afresh and starts over.
+    async fn open_as(
+        ctx: &Context,
+        key: &Key,
+        integration: &str,
+        read: Read,
+    ) -> Result<Txn, Failure> {
         let guard = ctx.ledger_locks.lock(key).await;
         let api: Api<GrantLedger> = Api::namespaced(ctx.client.clone(), &key.0);
-        let stored = api.get_opt(&key.1).await.map_err(Failure::kube)?;
+        let stored = match read {
+            Read::Fresh => api.get_opt(&key.1).await.map_err(Failure::kube)?,
+            Read::Cache => ctx
+                .ledgers_in(&key.0)
+                .into_iter()
+                .find(|l| l.name_any() == key.1)
+                .map(|l| (*l).clone()),
+        };
         let spec = stored
             .as_ref()
             .map(|l| l.spec.clone())
@@ -242,6 +270,13 @@ impl Txn {
     }
 }
 
+/// Where a transaction reads the ledger from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Fresh,
+    Cache,
+}
+
 /// The label naming a ledger's integration (the writer lists a tailnet's ledgers by it).
 pub const INTEGRATION_LABEL: &str = "tailkeeper.io/integration";
 
@@ -295,6 +330,7 @@ impl From<Failure> for NotStarted {
 }
 
 /// What a started grant asks for, resolved by the reconciler.
+#[derive(Clone)]
 pub enum Request {
     PolicyFile(Want),
     Role(String),
@@ -335,9 +371,42 @@ pub async fn start(
     expires: Timestamp,
     request: Request,
 ) -> Result<Started, NotStarted> {
+    // Most starts are a user's first: read the cached ledger (usually none) rather than ask
+    // the API server; a stale copy fails to save before anything changes in Tailscale.
+    match start_from(
+        ctx,
+        reach,
+        grant,
+        user,
+        expires,
+        request.clone(),
+        Read::Cache,
+    )
+    .await
+    {
+        Err(NotStarted::Failed(Failure::LedgerChanged)) => {
+            start_from(ctx, reach, grant, user, expires, request, Read::Fresh).await
+        }
+        other => other,
+    }
+}
+
+async fn start_from(
+    ctx: &Context,
+    reach: &Reach,
+    grant: &AccessGrant,
+    user: &tailscale::User,
+    expires: Timestamp,
+    request: Request,
+    read: Read,
+) -> Result<Started, NotStarted> {
     let uid = grant.uid().unwrap_or_default();
     let key = ledger_key(&reach.integration, &user.id);
-    let mut txn = Txn::open(ctx, &key, &reach.integration.1).await?;
+    let mut txn = Txn::open_as(ctx, &key, &reach.integration.1, read).await?;
+    if read == Read::Cache && rules::hold(&txn.spec, &uid).is_some() {
+        // A resumed start: decide on the ledger as the API server has it.
+        return Err(Failure::LedgerChanged.into());
+    }
     txn.spec.connection = reach.connection.clone().or(txn.spec.connection.take());
     txn.spec.integration_uid = reach.uid.clone().or(txn.spec.integration_uid.take());
     txn.spec.credentials_secret = reach.secret.clone().or(txn.spec.credentials_secret.take());
@@ -998,7 +1067,7 @@ fn next_wake(spec: &GrantLedgerSpec) -> Action {
 
 /// The ledgers a grant change may concern: those holding access for it (a deleted grant's
 /// hold is still there).
-pub fn ledgers_for(ctx: &Context, grant: &AccessGrant) -> Vec<ObjectRef<GrantLedger>> {
+pub fn ledgers_for<K: ResourceExt>(ctx: &Context, grant: &K) -> Vec<ObjectRef<GrantLedger>> {
     let Some(uid) = grant.uid() else {
         return Vec::new();
     };

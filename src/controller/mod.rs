@@ -255,15 +255,16 @@ pub async fn run(
     .default_backoff()
     .reflect(ledger_writer)
     .applied_objects();
+    // Metadata only: which grant changed or went is all the sweeper needs to know.
     let grant_events = watcher(
-        api::<AccessGrant>(&client, &config.namespace),
+        api::<PartialObjectMeta<AccessGrant>>(&client, &config.namespace),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
     let sweeper_ctx = ctx.clone();
     let ledger_controller = Controller::for_stream(ledgers, ledger_store.clone())
-        .watches_stream(grant_events, move |g: AccessGrant| {
+        .watches_stream(grant_events, move |g: PartialObjectMeta<AccessGrant>| {
             ledger::ledgers_for(&sweeper_ctx, &g)
         })
         .graceful_shutdown_on(shutdown.clone())
