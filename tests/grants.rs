@@ -162,7 +162,13 @@ async fn approve(
     approved_by: &str,
 ) -> Result<AccessGrant, kube::Error> {
     let client: Client = env.cp.client_as(as_user).await;
-    let patch = json!({"spec": {"approval": {"approvedBy": approved_by}}});
+    // An approval names the UID of the grant the approver looked at.
+    let uid = Api::<AccessGrant>::namespaced(env.client.clone(), &env.ns)
+        .get(name)
+        .await?
+        .metadata
+        .uid;
+    let patch = json!({"spec": {"approval": {"approvedBy": approved_by, "grantUID": uid}}});
     Api::<AccessGrant>::namespaced(client, &env.ns)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -364,6 +370,7 @@ async fn approval_is_enforced_by_the_cluster() {
     pre.spec.approval = Some(tailkeeper::api::Approval {
         approved_by: "alice".into(),
         comment: None,
+        grant_uid: Some("uid-1".into()),
     });
     let err = request(&env, "alice", pre)
         .await
@@ -1534,4 +1541,67 @@ async fn grants_for_people_who_left_or_for_nobody_are_denied() {
         !members.contains(&"carol@example.com".to_string())
             && !members.contains(&"dave@example.com".to_string())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_covers_only_the_grant_reviewed_and_what_it_said() {
+    let env = setup("binding", POLICY_FILE).await;
+    let oncall = json!({"group": "group:oncall"});
+    request(
+        &env,
+        "alice",
+        grant("g", "alice@example.com", oncall.clone(), "1h", "alice"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::AwaitingApproval).await;
+    // The approver looks at the grant...
+    let reviewed = env.grants().get("g").await.unwrap().metadata.uid.unwrap();
+
+    // ...the requester cannot change what it says...
+    let err = env
+        .grants()
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"reason": "something else entirely"}})),
+        )
+        .await
+        .expect_err("reason is immutable");
+    assert!(err.to_string().contains("reason is immutable"), "{err}");
+
+    // ...nor swap it for another under the same name before the approval lands.
+    env.grants()
+        .delete("g", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the grant to be gone", CONVERGE, || async {
+        env.grants()
+            .get_opt("g")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    request(
+        &env,
+        "alice",
+        grant("g", "mallory@example.com", oncall, "8h", "alice"),
+    )
+    .await
+    .unwrap();
+    let client: Client = env.cp.client_as("carol").await;
+    let patch = json!({"spec": {"approval": {"approvedBy": "carol", "grantUID": reviewed}}});
+    let err = Api::<AccessGrant>::namespaced(client, &env.ns)
+        .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("an approval of another grant is refused");
+    assert!(
+        err.to_string()
+            .contains("spec.approval.grantUID must be the UID of the grant you reviewed"),
+        "{err}"
+    );
+    env.grant_phase("g", GrantPhase::AwaitingApproval).await;
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
 }

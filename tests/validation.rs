@@ -718,11 +718,16 @@ async fn immutable_fields_cannot_be_changed() {
     ] {
         assert_update_refused(&env, Kind::Grant, "g", patch, "spec", message).await;
     }
-    // The reason may still be edited.
-    let edited =
-        assert_update_accepted(&env, Kind::Grant, "g", json!({ "reason": "incident 43" })).await;
-    assert_eq!(edited["spec"]["reason"], "incident 43");
-    assert_eq!(edited["spec"]["approval"]["approvedBy"], "bob");
+    // The reason is what an approver judged: it cannot be rewritten afterwards.
+    assert_update_refused(
+        &env,
+        Kind::Grant,
+        "g",
+        json!({ "reason": "incident 43" }),
+        "spec.reason",
+        "reason is immutable: an approver judged it; create a new AccessGrant",
+    )
+    .await;
 
     eprintln!(
         "transition rules checked in {:.2}s",

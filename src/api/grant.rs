@@ -55,8 +55,10 @@ pub struct AccessGrantSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("duration is immutable: create a new AccessGrant"))]
     pub duration: String,
 
-    /// Why the access is needed (kept as evidence for access reviews).
+    /// Why the access is needed (kept as evidence for access reviews). Immutable: an approver
+    /// judges it.
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"\S"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("reason is immutable: an approver judged it; create a new AccessGrant"))]
     pub reason: String,
 
     /// The Kubernetes user who requested the grant. Must be the creator's own identity.
@@ -105,6 +107,11 @@ pub struct Approval {
     /// The approving Kubernetes user.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
+    /// The UID of the grant approved (`metadata.uid`): an approval covers exactly the object
+    /// that was reviewed, never another created later under the same name. Required to approve.
+    #[serde(default, rename = "grantUID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub grant_uid: Option<String>,
     /// An optional comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]

@@ -98,7 +98,9 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         }
         _ => Beneficiary::Person,
     };
+    let uid = grant.uid().unwrap_or_default();
     let state = GrantState {
+        uid: &uid,
         spec: &grant.spec,
         phase: status.phase,
         expires_at: status.expires_at.as_ref().map(|t| t.0),
@@ -548,6 +550,7 @@ fn retention_after(
     policy: Option<&AccessPolicy>,
 ) -> Action {
     let state = GrantState {
+        uid: "",
         spec: &grant.spec,
         phase: Some(phase),
         expires_at: None,

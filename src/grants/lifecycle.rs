@@ -16,6 +16,8 @@ use crate::duration;
 /// What the reconciler knows about a grant.
 #[derive(Clone, Debug)]
 pub struct GrantState<'a> {
+    /// The grant's UID: an approval must name it.
+    pub uid: &'a str,
     pub spec: &'a AccessGrantSpec,
     pub phase: Option<GrantPhase>,
     pub expires_at: Option<Timestamp>,
@@ -196,6 +198,20 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                     ),
                     stalled: false,
                 },
+                Resolution::Approved { .. }
+                    if grant
+                        .spec
+                        .approval
+                        .as_ref()
+                        .is_some_and(|a| a.grant_uid.as_deref() != Some(grant.uid)) =>
+                {
+                    Step::Deny {
+                        message: format!(
+                            "the approval does not name this grant (UID {}): an approval covers exactly the grant that was reviewed; approve again with spec.approval.grantUID set to it",
+                            grant.uid
+                        ),
+                    }
+                }
                 Resolution::Approved { access, duration } => {
                     if is_exempt(policy, &grant.spec.user)
                         && matches!(access, PlannedAccess::Role { .. })
@@ -283,6 +299,7 @@ mod tests {
 
     fn state(spec: &AccessGrantSpec, phase: Option<GrantPhase>) -> GrantState<'_> {
         GrantState {
+            uid: "uid-1",
             spec,
             phase,
             expires_at: None,
@@ -408,6 +425,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            grant_uid: Some("uid-1".into()),
         });
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
             Step::Deny { message } => assert!(message.contains("exempt"), "{message}"),
@@ -458,6 +476,40 @@ mod tests {
             decide(&active, Some(&policy(None)), at(50)),
             Step::Hold { until: at(100) }
         );
+    }
+
+    #[test]
+    fn an_approval_binds_to_the_uid_of_the_grant_reviewed() {
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        s.approval = Some(crate::api::Approval {
+            approved_by: "bob".into(),
+            comment: None,
+            grant_uid: Some("uid-of-an-earlier-grant".into()),
+        });
+        match decide(&state(&s, None), Some(&policy(None)), at(0)) {
+            Step::Deny { message } => {
+                assert!(message.contains("does not name this grant"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        s.approval = Some(crate::api::Approval {
+            approved_by: "bob".into(),
+            comment: None,
+            grant_uid: None,
+        });
+        assert!(matches!(
+            decide(&state(&s, None), Some(&policy(None)), at(0)),
+            Step::Deny { .. }
+        ));
+        s.approval = Some(crate::api::Approval {
+            approved_by: "bob".into(),
+            comment: None,
+            grant_uid: Some("uid-1".into()),
+        });
+        assert!(matches!(
+            decide(&state(&s, None), Some(&policy(None)), at(0)),
+            Step::Activate { .. }
+        ));
     }
 
     #[test]

@@ -443,6 +443,7 @@ mod tests {
         g.approval = Some(Approval {
             approved_by: "bob".into(),
             comment: None,
+            grant_uid: Some("uid-1".into()),
         });
         assert!(matches!(
             resolve(&policy(), &g),
@@ -451,6 +452,7 @@ mod tests {
         g.approval = Some(Approval {
             approved_by: "mallory".into(),
             comment: None,
+            grant_uid: Some("uid-1".into()),
         });
         assert!(
             matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("mallory is not an approver"))
@@ -458,6 +460,7 @@ mod tests {
         g.approval = Some(Approval {
             approved_by: "alice".into(),
             comment: None,
+            grant_uid: Some("uid-1".into()),
         });
         assert!(
             matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("approved their own grant"))
@@ -478,6 +481,7 @@ mod tests {
         r.approval = Some(Approval {
             approved_by: "carol".into(),
             comment: None,
+            grant_uid: Some("uid-1".into()),
         });
         assert!(
             matches!(resolve(&policy(), &r), Resolution::Approved { access: PlannedAccess::Role { role }, .. } if role == "admin")

@@ -79,6 +79,7 @@ impl World {
             return;
         };
         let state = GrantState {
+            uid: &g.uid,
             spec: &g.spec,
             phase: g.phase,
             expires_at: g.expires,
