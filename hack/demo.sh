@@ -307,7 +307,7 @@ k8s_tools() {
     K8S_BIN_DIR="$(bash hack/k8s-tools.sh | tail -n 1)" || die "hack/k8s-tools.sh failed (see above)"
   fi
   local b
-  for b in etcd kube-apiserver kubectl; do
+  for b in etcd kube-apiserver kubectl helm; do
     [[ -x "$K8S_BIN_DIR/$b" ]] || die "$b not found in $K8S_BIN_DIR"
   done
   ETCD="$K8S_BIN_DIR/etcd"
@@ -427,6 +427,15 @@ kc apply --server-side --force-conflicts --field-manager=tailkeeper-demo -f crds
   || die "applying crds/ failed" kube-apiserver
 kc wait --for=condition=Established --timeout=60s -f crds/ >/dev/null \
   || die "the CRDs did not become Established" kube-apiserver
+
+# Who requests and who approves grants is proven by the chart's admission policies: without
+# them no grant that needs approval activates, so the demo installs them as the chart does.
+say "installing the chart's admission policies"
+"$K8S_BIN_DIR/helm" template tailkeeper charts/tailkeeper --kube-version 1.37.2 \
+  --show-only templates/admissionpolicy.yaml >"$STATE_DIR/admission.yaml" \
+  || die "helm template of the admission policies failed"
+kc apply --server-side --field-manager=tailkeeper-demo -f "$STATE_DIR/admission.yaml" >/dev/null \
+  || die "applying the admission policies failed" kube-apiserver
 
 # --- the Tailscale simulator
 start_proc tailscale-sim "$STATE_DIR/tailscale-sim.log" \

@@ -55,6 +55,14 @@ struct RunArgs {
         default_value = "api.tailscale.com"
     )]
     allowed_api_hosts: Vec<String>,
+    /// The name prefix of the admission policies that prove who approved a grant (the chart's
+    /// full name). Grants that need approval activate only while they are installed.
+    #[arg(
+        long,
+        env = "TAILKEEPER_ADMISSION_POLICY_PREFIX",
+        default_value = "tailkeeper"
+    )]
+    admission_policy_prefix: String,
     /// Hold a leader-election Lease before reconciling, so that of several replicas only one
     /// writes. `--leader-election=false` runs the controllers at once (a single local process).
     #[arg(
@@ -144,6 +152,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect(),
+        admission_policy_prefix: args.admission_policy_prefix,
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);

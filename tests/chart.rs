@@ -197,6 +197,35 @@ fn permissions(rules: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 /// Exactly what the operator needs (the brief of the chart).
+/// The operator may list admission policies and their bindings (to know whether approvals are
+/// proven), through a ClusterRole of its own bound once per release namespace, and nothing more.
+fn assert_admission_reader(docs: &[Value]) {
+    let role = find(docs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "tk-tailkeeper-admission-reader")
+        .expect("the admission reader ClusterRole");
+    let expected: BTreeSet<(String, String, String)> = [
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    ]
+    .iter()
+    .map(|r| {
+        (
+            "admissionregistration.k8s.io".to_string(),
+            r.to_string(),
+            "list".to_string(),
+        )
+    })
+    .collect();
+    assert_eq!(permissions(&role["rules"]), expected);
+    let binding = find(docs, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["roleRef"]["name"] == "tk-tailkeeper-admission-reader")
+        .expect("the admission reader's binding");
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["namespace"], "tk-system");
+}
+
 fn operator_permissions() -> BTreeSet<(String, String, String)> {
     let mut set = BTreeSet::new();
     let mut add = |group: &str, resources: &[&str], verbs: &[&str]| {
@@ -652,7 +681,11 @@ fn rbac_is_exactly_what_the_operator_needs_cluster_wide() {
         .collect();
     assert_eq!(operator.len(), 1, "one operator ClusterRole");
     assert_eq!(permissions(&operator[0]["rules"]), operator_permissions());
-    let binding = one(&docs, "ClusterRoleBinding");
+    let binding = *find(&docs, "ClusterRoleBinding")
+        .iter()
+        .find(|b| b["metadata"]["name"] == "tk-tailkeeper")
+        .expect("the operator's ClusterRoleBinding");
+    assert_admission_reader(&docs);
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], "tk-tailkeeper");
     assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
@@ -670,10 +703,14 @@ fn rbac_is_exactly_what_the_operator_needs_cluster_wide() {
 #[test]
 fn rbac_is_namespaced_when_watching_one_namespace() {
     let docs = documents(&template("tk-system", &["watchNamespace=team-a"]));
-    assert!(
-        find(&docs, "ClusterRoleBinding").is_empty(),
-        "no cluster-wide binding for a namespaced operator"
-    );
+    // The only cluster-wide grant of a namespaced operator: listing admission policies.
+    assert_admission_reader(&docs);
+    for b in find(&docs, "ClusterRoleBinding") {
+        assert_eq!(
+            b["roleRef"]["name"], "tk-tailkeeper-admission-reader",
+            "no other cluster-wide binding for a namespaced operator"
+        );
+    }
     assert!(
         find(&docs, "ClusterRole")
             .iter()
@@ -814,7 +851,11 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
             "rbac.personaRoles=false",
         ],
     ));
-    assert_eq!(find(&without, "ClusterRole").len(), 1);
+    assert_eq!(
+        find(&without, "ClusterRole").len(),
+        2,
+        "the operator's and the admission reader"
+    );
     let none = documents(&template(
         "tk-system",
         &[

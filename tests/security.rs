@@ -223,3 +223,103 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Without the admission policies that prove who approved (an old cluster, the chart's policies
+/// disabled or not installed), an approval is a name anyone could type: a grant that needs one
+/// never activates, and an approval given then never counts, even once the policies are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_admission_policies_approvals_never_count() {
+    use kube::api::{Patch, PatchParams, PostParams};
+    use support::operator::{eventually, install_admission_policies, CONVERGE};
+    use tailkeeper::api::{AccessGrant, GrantPhase};
+
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    sim.set_policy_as_human("{\n\t\"groups\": {\"group:oncall\": []},\n}\n");
+    let env = Env::new("failclosed", sim).await;
+    let key = env.sim.create_api_key(Duration::from_secs(3600));
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: token}}
+stringData: {{apiToken: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: tailnet}}
+spec: {{apiUrl: {}, credentials: {{type: APIToken, secretName: token}}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: jit}}
+spec:
+  integrationRef: {{name: tailnet}}
+  directory: {{people: [{{loginNames: [alice@example.com], orgRole: engineer}}]}}
+  roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
+  grantable:
+    groups:
+      - name: "group:oncall"
+        terms: {{maxDuration: 1h, approvalRequired: true, approvers: {{users: [bob]}}}}
+"#,
+        key.key,
+        env.sim.url()
+    ))
+    .await;
+    env.integration_condition("tailnet", "Ready", "True").await;
+    let grants: kube::Api<AccessGrant> = env.grants();
+    let grant: AccessGrant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tailkeeper.io/v1alpha1", "kind": "AccessGrant",
+        "metadata": {"name": "g"},
+        "spec": {"policyRef": {"name": "jit"}, "user": "alice@example.com",
+                 "access": {"group": "group:oncall"}, "duration": "1h",
+                 "reason": "incident", "requestedBy": "alice"}
+    }))
+    .expect("grant");
+    let created = grants
+        .create(&PostParams::default(), &grant)
+        .await
+        .expect("created");
+    // Nothing checks who writes this: the name of a listed approver, typed by anyone.
+    let forged = serde_json::json!({"spec": {"approval": {"approvedBy": "bob", "grantUID": created.metadata.uid}}});
+    grants
+        .patch("g", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .expect("no admission policy refuses it");
+    let waiting = eventually(
+        "the grant to wait for provable approvals",
+        CONVERGE,
+        || async {
+            let g = grants.get("g").await.ok()?;
+            let ready = tailkeeper::api::find_condition(&g.status.as_ref()?.conditions, "Ready")?;
+            (ready.reason == "ApprovalUnverified").then_some(g)
+        },
+    )
+    .await;
+    let status = waiting.status.expect("status");
+    assert_eq!(status.phase, Some(GrantPhase::AwaitingApproval));
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("grant-identity is not installed"),
+        "the message says what is missing"
+    );
+    assert!(!env.sim.policy().0.contains("alice@example.com"));
+
+    // The policies arrive; the approval given without them still does not count.
+    install_admission_policies(env.cp).await;
+    let denied = env.grant_phase("g", GrantPhase::Denied).await;
+    assert!(
+        denied
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("never counts"),
+        "an approval given while unprovable is refused for good"
+    );
+    assert!(!env.sim.policy().0.contains("alice@example.com"));
+}

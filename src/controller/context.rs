@@ -36,6 +36,8 @@ pub struct Settings {
     pub batch_window: BatchWindow,
     /// The API hosts credentials may be sent to (`host` or `host:port`, lower case).
     pub allowed_api_hosts: Vec<String>,
+    /// The name prefix of the admission policies that prove approvals (the chart's full name).
+    pub admission_policy_prefix: String,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             batch_window: BatchWindow::default(),
             allowed_api_hosts: vec![DEFAULT_API_HOST.to_string()],
+            admission_policy_prefix: "tailkeeper".to_string(),
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Context {
     grant_stores: std::sync::OnceLock<(Store<AccessGrant>, Store<GrantLedger>)>,
     /// One lock per integration's ledger.
     pub ledger_locks: super::ledger::Locks,
+    /// The admission policies and bindings installed, as last read.
+    admission: RwLock<crate::grants::admission::Installed>,
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
 }
 
@@ -97,6 +102,7 @@ impl Context {
             stores: std::sync::OnceLock::new(),
             grant_stores: std::sync::OnceLock::new(),
             ledger_locks: Default::default(),
+            admission: RwLock::new(Err("not read yet".into())),
             tailscale: RwLock::default(),
         }
     }
@@ -148,6 +154,24 @@ impl Context {
     /// The Tailscale client last built for an integration, if any.
     pub fn cached_client(&self, key: &Key) -> Option<(u64, tailscale::Client)> {
         self.tailscale.read().ok()?.get(key).cloned()
+    }
+
+    /// Whether the cluster proves approvals of grants in `namespace` (else why not).
+    pub fn approvals_verified(&self, namespace: &str) -> Result<Option<Timestamp>, String> {
+        match self.admission.read() {
+            Ok(installed) => crate::grants::admission::approvals_verified(
+                &self.settings.admission_policy_prefix,
+                &installed,
+                namespace,
+            ),
+            Err(_) => Err("the admission policy cache is unusable".into()),
+        }
+    }
+
+    pub fn set_admission(&self, installed: crate::grants::admission::Installed) {
+        if let Ok(mut a) = self.admission.write() {
+            *a = installed;
+        }
     }
 
     /// A policy's directory as its reconciler last read it.

@@ -18,6 +18,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use tracing::{info, instrument, warn};
 
+use super::admission;
 use super::context::{key_of, Context, Key};
 use super::ledger::{self, Failure, NotStarted, Reach, Request, Started};
 use super::status::apply_status;
@@ -99,6 +100,15 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         _ => Beneficiary::Person,
     };
     let uid = grant.uid().unwrap_or_default();
+    let verified = ctx.approvals_verified(&ns);
+    // An approval written before the admission policies that prove approvals existed was
+    // checked by nothing: it never counts.
+    let approved_unproven = grant.spec.approval.is_some()
+        && matches!(
+            (&verified, approval_written_at(grant)),
+            // Times are whole seconds: an approval in the same second is not trusted either.
+            (Ok(Some(since)), Some(at)) if at <= *since
+        );
     let state = GrantState {
         uid: &uid,
         spec: &grant.spec,
@@ -108,6 +118,8 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         deleting,
         held: holder.is_some(),
         beneficiary,
+        approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
+        approved_unproven,
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
@@ -143,10 +155,11 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
                 KState::Failing
             };
             write(grant, ctx, phase, state, reason.as_str(), &message, |_| {}).await?;
-            Ok(if stalled {
-                Action::requeue(Duration::from_secs(30))
-            } else {
-                Action::await_change()
+            Ok(match reason {
+                // Installing the admission policies is noticed within seconds.
+                lifecycle::Reason::ApprovalUnverified => Action::requeue(admission::REFRESH),
+                _ if stalled => Action::requeue(Duration::from_secs(30)),
+                _ => Action::await_change(),
             }
             .into())
         }
@@ -558,6 +571,8 @@ fn retention_after(
         deleting: false,
         held: false,
         beneficiary: Beneficiary::Person,
+        approvals: Ok(()),
+        approved_unproven: false,
     };
     match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
         Step::Retain { until } => requeue_at(until),
@@ -616,6 +631,24 @@ async fn beneficiary(ctx: &Context, policy: &AccessPolicy, login: &str) -> Benef
             Some(_) => Beneficiary::Person,
         },
     }
+}
+
+/// When the approval was written, from the grant's managed fields (the latest write by the
+/// field manager that owns `spec.approval`).
+fn approval_written_at(grant: &AccessGrant) -> Option<Timestamp> {
+    grant
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .is_some_and(|spec| spec.get("f:approval").is_some())
+        })
+        .filter_map(|m| m.time.as_ref().map(|t| t.0))
+        .max()
 }
 
 /// When the grant reached its final phase: when it was revoked, else when `Ready` last changed.

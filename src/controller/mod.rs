@@ -1,6 +1,7 @@
 //! The Kubernetes runtime: one reconciler per kind, wired to watches, with health, metrics and
 //! graceful shutdown. Reconcilers keep I/O thin and delegate decisions to the pure modules.
 
+mod admission;
 mod connection;
 mod context;
 mod grant;
@@ -130,6 +131,10 @@ pub async fn run(
     };
     health.set_ready(false);
     metrics.leader.set(1);
+
+    // Whether the cluster proves approvals: read before any grant is looked at, then kept current.
+    ctx.set_admission(admission::read(&ctx.client).await);
+    let admission_refresh = tokio::spawn(admission::refresh(ctx.clone()));
 
     // Integrations: triggered by their own spec changes (not their status writes) and on timers.
     let (integration_store, integration_writer) = reflector::store::<TailscaleIntegration>();
@@ -362,6 +367,7 @@ pub async fn run(
             None
         }
     };
+    admission_refresh.abort();
     health.set_ready(false);
     metrics.leader.set(0);
     if let Some(reason) = lost {

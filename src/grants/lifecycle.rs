@@ -28,6 +28,10 @@ pub struct GrantState<'a> {
     pub held: bool,
     /// Who the beneficiary is in the policy's directory.
     pub beneficiary: Beneficiary,
+    /// Whether the cluster proves approvals in the grant's namespace (else why not).
+    pub approvals: Result<(), String>,
+    /// The approval was written before the admission policies that prove approvals existed.
+    pub approved_unproven: bool,
 }
 
 /// The beneficiary of a grant as the policy's people directory knows them.
@@ -51,6 +55,7 @@ pub enum Reason {
     Denied,
     PolicyNotFound,
     DirectoryUnavailable,
+    ApprovalUnverified,
     Expired,
     Revoked,
     Activating,
@@ -64,6 +69,7 @@ impl Reason {
             Reason::Denied => "Denied",
             Reason::PolicyNotFound => "PolicyNotFound",
             Reason::DirectoryUnavailable => "DirectoryUnavailable",
+            Reason::ApprovalUnverified => "ApprovalUnverified",
             Reason::Expired => "Expired",
             Reason::Revoked => "Revoked",
             Reason::Activating => "Activating",
@@ -212,7 +218,24 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                         ),
                     }
                 }
-                Resolution::Approved { access, duration } => {
+                // An approval counts only where the cluster proves who gave it, and only if it
+                // was given while it did.
+                Resolution::Approved { approved: true, .. } if grant.approved_unproven => {
+                    Step::Deny {
+                        message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
+                    }
+                }
+                Resolution::Approved { approved: true, .. } if grant.approvals.is_err() => {
+                    Step::Wait {
+                        phase: GrantPhase::AwaitingApproval,
+                        reason: Reason::ApprovalUnverified,
+                        message: grant.approvals.clone().err().unwrap_or_default(),
+                        stalled: true,
+                    }
+                }
+                Resolution::Approved {
+                    access, duration, ..
+                } => {
                     if is_exempt(policy, &grant.spec.user)
                         && matches!(access, PlannedAccess::Role { .. })
                     {
@@ -307,6 +330,8 @@ mod tests {
             deleting: false,
             held: false,
             beneficiary: Beneficiary::Person,
+            approvals: Ok(()),
+            approved_unproven: false,
         }
     }
 
@@ -508,6 +533,43 @@ mod tests {
         });
         assert!(matches!(
             decide(&state(&s, None), Some(&policy(None)), at(0)),
+            Step::Activate { .. }
+        ));
+    }
+
+    #[test]
+    fn without_proof_of_approval_nothing_that_needs_one_activates() {
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        s.approval = Some(crate::api::Approval {
+            approved_by: "bob".into(),
+            comment: None,
+            grant_uid: Some("uid-1".into()),
+        });
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approvals = Err("ValidatingAdmissionPolicy tk-grant-identity is not installed".into());
+        match decide(&g, Some(&policy(None)), at(0)) {
+            Step::Wait {
+                reason: Reason::ApprovalUnverified,
+                stalled: true,
+                message,
+                ..
+            } => {
+                assert!(message.contains("not installed"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the policies are in force, an approval given before still never counts.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approved_unproven = true;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("never counts"))
+        );
+        // A grant that needs no approval is not held up.
+        let free = spec("alice@example.com", json!({"group": "group:prod"}));
+        let mut g = state(&free, None);
+        g.approvals = Err("not installed".into());
+        assert!(matches!(
+            decide(&g, Some(&policy(None)), at(0)),
             Step::Activate { .. }
         ));
     }

@@ -3,6 +3,7 @@
 //! ([`lifecycle`]) and the ledger's rules for roles and posture attributes ([`ledger`]). No I/O:
 //! the grant reconciler loads, calls these and acts.
 
+pub mod admission;
 pub mod ledger;
 pub mod lifecycle;
 #[cfg(test)]
@@ -71,6 +72,8 @@ pub enum Resolution {
     Approved {
         access: PlannedAccess,
         duration: Duration,
+        /// An approval was required (and given): it counts only if the cluster proves it.
+        approved: bool,
     },
 }
 
@@ -194,6 +197,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
         return Resolution::Approved {
             access,
             duration: wanted,
+            approved: false,
         };
     }
     match &grant.approval {
@@ -207,6 +211,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
                 Ok(()) => Resolution::Approved {
                     access,
                     duration: wanted,
+                    approved: true,
                 },
                 Err(message) => Resolution::Denied(message),
             }

@@ -87,6 +87,8 @@ impl World {
             deleting: g.deleting,
             held: self.held(&g.uid),
             beneficiary: Beneficiary::Person,
+            approvals: Ok(()),
+            approved_unproven: false,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();

@@ -265,7 +265,10 @@ pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
             .get("kind")
             .and_then(|k| k.as_str())
             .unwrap_or_default();
-        if matches!(kind, "ServiceAccount" | "Role" | "RoleBinding") {
+        let name = value["metadata"]["name"].as_str().unwrap_or_default();
+        let admission_reader = matches!(kind, "ClusterRole" | "ClusterRoleBinding")
+            && name.contains("admission-reader");
+        if matches!(kind, "ServiceAccount" | "Role" | "RoleBinding") || admission_reader {
             rbac.push(serde_yaml::to_string(&value).expect("YAML"));
         }
     }
