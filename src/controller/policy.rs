@@ -48,11 +48,23 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     let integration = Api::<TailscaleIntegration>::namespaced(ctx.client.clone(), &ns)
         .get_opt(integration_name)
         .await?;
-    let connected = integration
+    let inventory = ctx.inventory(&(ns.clone(), integration_name.clone()));
+    let status_ready = integration
         .as_ref()
         .and_then(|i| i.status.as_ref())
         .and_then(|s| find_condition(&s.conditions, "Ready"))
         .is_some_and(|c| c.status == "True");
+    // A sync that succeeded but whose status write is still on the way (its users are already
+    // here, with a revision the status does not show yet) counts as connected: those are the
+    // users evaluated below.
+    let synced_since_status = inventory.as_ref().is_some_and(|inv| {
+        integration
+            .as_ref()
+            .and_then(|i| i.status.as_ref())
+            .and_then(|s| s.inventory.as_ref())
+            .is_none_or(|shown| shown.revision != inv.revision)
+    });
+    let connected = status_ready || synced_since_status;
     // An integration that has not reported yet is neither connected nor disconnected: every
     // check, AccessControlConfigured included, waits for its first sync.
     let first_sync_pending = integration.as_ref().is_some_and(|i| {
@@ -61,7 +73,6 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             .and_then(|s| find_condition(&s.conditions, "Ready"))
             .is_none()
     });
-    let inventory = ctx.inventory(&(ns.clone(), integration_name.clone()));
     let directory = load_directory(&obj, &ctx).await;
     // Grants read it too: access is for people the directory knows.
     ctx.set_directory(key_of(obj.as_ref()), directory.clone().map(|(d, _)| d));
