@@ -320,9 +320,15 @@ fn non_blank(text: Option<String>) -> Option<String> {
 /// Reads the people in one directory file. Errors name the line (CSV) or entry (JSON, YAML);
 /// attach the file's name with [`DirectoryError::with_origin`].
 pub fn parse_people(format: DirectoryFormat, text: &str) -> Result<Vec<Person>, DirectoryError> {
+    if text.len() > MAX_SOURCE_BYTES {
+        return Err(DirectoryError::file(format!(
+            "{} bytes; a directory source may have at most {MAX_SOURCE_BYTES}: split it",
+            text.len()
+        )));
+    }
     // Spreadsheets like to start their exports with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    match format {
+    let people = match format {
         DirectoryFormat::Csv => parse_csv(text),
         DirectoryFormat::Json => {
             let document = serde_json::from_str(text)
@@ -330,11 +336,37 @@ pub fn parse_people(format: DirectoryFormat, text: &str) -> Result<Vec<Person>, 
             parse_document(document)
         }
         DirectoryFormat::Yaml => {
-            let document = serde_yaml::from_str(text)
+            let document = serde_saphyr::from_str_with_options(text, yaml_options())
                 .map_err(|error| DirectoryError::file(format!("not valid YAML: {error}")))?;
             parse_document(document)
         }
+    }?;
+    if people.len() > MAX_PEOPLE {
+        return Err(DirectoryError::file(format!(
+            "{} people in one file; at most {MAX_PEOPLE} are read: split the directory or trim the export",
+            people.len()
+        )));
     }
+    Ok(people)
+}
+
+/// The most bytes one directory source may have (a ConfigMap holds at most 1 MiB anyway).
+pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// The most people one directory source may list.
+pub const MAX_PEOPLE: usize = 50_000;
+
+/// YAML from an HR export is untrusted: bounded nesting, events, nodes and aliases (no "billion
+/// laughs"), so a hostile file costs little to refuse.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 16;
+    budget.max_events = 2_000_000;
+    budget.max_nodes = 1_000_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// Which CSV columns hold what.
@@ -795,6 +827,50 @@ mod tests {
         assert_eq!(people[0].status, EmploymentStatus::Offboarded);
         let people = parse_people(DirectoryFormat::Yaml, wrapped).unwrap();
         assert_eq!(people, [person(&["alice@example.com"])]);
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_cheaply_and_clearly() {
+        // "Billion laughs": every level multiplies the one below by nine.
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let mut previous = 'a';
+        for level in 'b'..='j' {
+            let refs: Vec<String> = (0..9).map(|_| format!("*{previous}")).collect();
+            bomb.push_str(&format!("{level}: &{level} [{}]\n", refs.join(",")));
+            previous = level;
+        }
+        // Refused by the alias budget rather than expanded.
+        let e = parse_people(DirectoryFormat::Yaml, &bomb).expect_err("refused");
+        assert!(e.to_string().contains("not valid YAML"), "{e}");
+
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let e = parse_people(DirectoryFormat::Yaml, &deep).expect_err("refused");
+        assert!(e.to_string().contains("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn oversized_sources_and_too_many_people_are_refused_saying_what_to_do() {
+        let big = format!(
+            "loginName\n{}",
+            "x@example.com\n".repeat(MAX_SOURCE_BYTES / 14 + 1)
+        );
+        let e = parse_people(DirectoryFormat::Csv, &big).expect_err("too big");
+        assert!(
+            e.to_string().contains("at most") && e.to_string().contains("split"),
+            "{e}"
+        );
+
+        let many: String = std::iter::once("loginName\n".to_string())
+            .chain((0..=MAX_PEOPLE).map(|i| format!("u{i}@e.io\n")))
+            .collect();
+        assert!(many.len() <= MAX_SOURCE_BYTES);
+        let e = parse_people(DirectoryFormat::Csv, &many).expect_err("too many");
+        assert!(
+            e.to_string().contains(&format!("at most {MAX_PEOPLE}")),
+            "{e}"
+        );
     }
 
     #[test]
