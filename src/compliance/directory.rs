@@ -355,15 +355,16 @@ pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// The most people one directory source may list.
 pub const MAX_PEOPLE: usize = 50_000;
 
-/// YAML from an HR export is untrusted: bounded nesting, events, nodes and aliases (no "billion
-/// laughs"), so a hostile file costs little to refuse.
+/// YAML from an HR export is untrusted: bounded nesting, events and nodes, and no anchors or
+/// aliases (no "billion laughs"), so a hostile file costs little to refuse.
 fn yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = 16;
     budget.max_events = 2_000_000;
     budget.max_nodes = 1_000_000;
-    budget.max_aliases = 1_000;
-    budget.max_anchors = 1_000;
+    // Directories need no anchors or aliases; refusing them rules out alias bombs outright.
+    budget.max_aliases = 0;
+    budget.max_anchors = 0;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options
