@@ -308,6 +308,19 @@ spec:
         "the message says what is missing"
     );
     assert!(!env.sim.policy().0.contains("alice@example.com"));
+    // The policy says so too.
+    let policies: kube::Api<tailkeeper::api::AccessPolicy> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let proven = |p: &tailkeeper::api::AccessPolicy| {
+        tailkeeper::api::find_condition(&p.status.as_ref()?.conditions, "ApprovalsProven")
+            .map(|c| c.status.clone())
+    };
+    eventually(
+        "the policy to say approvals are not proven",
+        CONVERGE,
+        || async { (proven(&policies.get("jit").await.ok()?)? == "False").then_some(()) },
+    )
+    .await;
 
     // The policies arrive; the approval given without them still does not count.
     install_admission_policies(env.cp).await;

@@ -199,6 +199,25 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         // Tailscale changed: look again soon rather than at the next interval.
         requeue = requeue.min(Duration::from_secs(2));
     }
+    // Whether approvals of this policy's grants are proven by the cluster (grants that need
+    // one activate only then); looked at again soon while they are not.
+    match ctx.approvals_verified(&ns) {
+        Ok(_) => conditions.set(
+            APPROVALS_PROVEN,
+            ConditionStatus::True,
+            "AdmissionPoliciesInForce",
+            "the admission policies that check requesters and approvers are in force",
+        ),
+        Err(message) => {
+            conditions.set(
+                APPROVALS_PROVEN,
+                ConditionStatus::False,
+                "AdmissionPoliciesMissing",
+                message,
+            );
+            requeue = requeue.min(Duration::from_secs(10));
+        }
+    }
     let status = AccessPolicyStatus {
         observed_generation: obj.metadata.generation,
         conditions: conditions.into_vec(),
@@ -310,6 +329,9 @@ fn check_statuses(
 
 /// Load the directory from the inline entries and the ConfigMaps. Returns the directory and the
 /// number of sources, or a message that says which source is broken and how.
+/// The condition saying whether the cluster proves who approved this policy's grants.
+pub const APPROVALS_PROVEN: &str = "ApprovalsProven";
+
 pub(super) async fn load_directory(
     obj: &AccessPolicy,
     ctx: &Context,
