@@ -48,7 +48,7 @@ spec:
   directory:
     people:
       - {loginNames: [alice@example.com], orgRole: engineer}
-      - {loginNames: [bob@example.com], orgRole: engineer}
+      - {loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob]}
       - {loginNames: [mallory@example.com], orgRole: engineer}
       - {loginNames: [carol@example.com], orgRole: engineer, status: Offboarded}
       # A person without a Tailscale account yet.
@@ -1604,4 +1604,40 @@ async fn an_approval_covers_only_the_grant_reviewed_and_what_it_said() {
     );
     env.grant_phase("g", GrantPhase::AwaitingApproval).await;
     assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_approves_access_for_themselves_under_another_identity() {
+    let env = setup("selfapprove", POLICY_FILE).await;
+    // alice asks on bob's behalf; bob, an approver, approves: admission sees two identities,
+    // the directory knows they are one person.
+    request(
+        &env,
+        "alice",
+        grant(
+            "for-bob",
+            "bob@example.com",
+            json!({"group": "group:oncall"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("for-bob", GrantPhase::AwaitingApproval)
+        .await;
+    approve(&env, "bob", "for-bob", "bob")
+        .await
+        .expect("admission alone cannot tell");
+    let denied = env.grant_phase("for-bob", GrantPhase::Denied).await;
+    assert!(
+        denied
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("approved access for themselves"),
+        "the directory maps bob to bob@example.com"
+    );
+    assert!(!group_members(&policy_text(&env), "group:oncall").contains(&"bob@example.com".into()));
 }

@@ -526,6 +526,7 @@ mod tests {
             display_name: None,
             org_role: None,
             status: EmploymentStatus::Active,
+            kubernetes_users: Vec::new(),
         }
     }
 

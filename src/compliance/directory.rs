@@ -54,6 +54,11 @@ pub struct Person {
     /// Whether the person still works here. Offboarded people must not have access.
     #[serde(default)]
     pub status: EmploymentStatus,
+    /// The Kubernetes user names this person acts as: their own, and any ServiceAccount they
+    /// control (`system:serviceaccount:<namespace>:<name>`). Nobody approves a grant for
+    /// themselves under any of them. A name may belong to only one person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_users: Vec<String>,
 }
 
 /// Employment status of a person. Offboarded people must have no unsuspended Tailscale account.
@@ -214,6 +219,8 @@ pub struct Directory {
     people: Vec<Person>,
     /// Normalised login name -> index into `people`.
     by_login: HashMap<String, usize>,
+    /// Kubernetes user name -> index into `people`.
+    by_kubernetes_user: HashMap<String, usize>,
 }
 
 impl Directory {
@@ -248,10 +255,31 @@ impl Directory {
                     }
                     directory.by_login.insert(login_key(login), position);
                 }
+                for user in &person.kubernetes_users {
+                    if let Some(&earlier) = directory.by_kubernetes_user.get(user) {
+                        return Err(DirectoryError::DuplicateLogin {
+                            login: format!("Kubernetes user {user}"),
+                            first: claimants[earlier].clone(),
+                            second: claimants[position].clone(),
+                        });
+                    }
+                    directory.by_kubernetes_user.insert(user.clone(), position);
+                }
                 directory.people.push(person);
             }
         }
         Ok(directory)
+    }
+
+    /// Whether the Kubernetes user `user` and the Tailscale login `login` are the same person.
+    pub fn same_person(&self, user: &str, login: &str) -> bool {
+        match (
+            self.by_kubernetes_user.get(user.trim()),
+            self.by_login.get(&login_key(login)),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
     }
 
     /// The person a login name belongs to, ignoring case and surrounding whitespace.
@@ -304,11 +332,19 @@ fn normalise(person: Person) -> Result<Person, String> {
     if login_names.is_empty() {
         return Err("no login name; give each person at least one".to_owned());
     }
+    let mut kubernetes_users: Vec<String> = Vec::new();
+    for user in person.kubernetes_users {
+        let user = user.trim();
+        if !user.is_empty() && !kubernetes_users.iter().any(|known| known == user) {
+            kubernetes_users.push(user.to_owned());
+        }
+    }
     Ok(Person {
         login_names,
         display_name: non_blank(person.display_name),
         org_role: non_blank(person.org_role),
         status: person.status,
+        kubernetes_users,
     })
 }
 
@@ -377,6 +413,7 @@ struct Columns {
     display_name: Option<(usize, String)>,
     org_role: Option<(usize, String)>,
     status: Option<(usize, String)>,
+    kubernetes_users: Option<(usize, String)>,
 }
 
 impl Columns {
@@ -396,6 +433,9 @@ impl Columns {
                 "displayname" | "name" => (&mut columns.display_name, "the display name"),
                 "orgrole" | "role" => (&mut columns.org_role, "the organisational role"),
                 "status" => (&mut columns.status, "the status"),
+                "kubernetesusers" | "kubernetesuser" | "k8susers" => {
+                    (&mut columns.kubernetes_users, "the Kubernetes user names")
+                }
                 _ => continue,
             };
             if let Some((_, earlier)) = slot {
@@ -455,6 +495,9 @@ fn parse_csv(text: &str) -> Result<Vec<Person>, DirectoryError> {
             display_name: cell(&columns.display_name),
             org_role: cell(&columns.org_role),
             status,
+            kubernetes_users: cell(&columns.kubernetes_users)
+                .map(|c| c.split(';').map(str::to_owned).collect())
+                .unwrap_or_default(),
         };
         people.push(normalise(person).map_err(|problem| DirectoryError::entry(place, problem))?);
     }
@@ -492,6 +535,8 @@ struct PersonRecord {
     org_role: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    kubernetes_users: Option<Vec<String>>,
 }
 
 fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryError> {
@@ -539,6 +584,7 @@ fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryE
                 display_name: record.display_name,
                 org_role: record.org_role,
                 status,
+                kubernetes_users: record.kubernetes_users.unwrap_or_default(),
             };
             normalise(person).map_err(|problem| DirectoryError::entry(place, problem))
         })
@@ -555,6 +601,7 @@ mod tests {
             display_name: None,
             org_role: None,
             status: EmploymentStatus::Active,
+            kubernetes_users: Vec::new(),
         }
     }
 
@@ -718,6 +765,7 @@ mod tests {
                 display_name: Some("Alice Smith".into()),
                 org_role: Some("engineer".into()),
                 status: EmploymentStatus::Offboarded,
+                kubernetes_users: Vec::new(),
             }]
         );
     }
@@ -828,6 +876,23 @@ mod tests {
         assert_eq!(people[0].status, EmploymentStatus::Offboarded);
         let people = parse_people(DirectoryFormat::Yaml, wrapped).unwrap();
         assert_eq!(people, [person(&["alice@example.com"])]);
+    }
+
+    #[test]
+    fn people_carry_their_kubernetes_identities_in_every_format() {
+        let csv = "loginName,orgRole,kubernetesUsers\nbob@example.com,sre,bob;system:serviceaccount:ops:bob-bot\n";
+        let yaml = "- loginName: bob@example.com\n  kubernetesUsers: [bob, system:serviceaccount:ops:bob-bot]\n";
+        for (format, text) in [(DirectoryFormat::Csv, csv), (DirectoryFormat::Yaml, yaml)] {
+            let people = parse_people(format, text).unwrap();
+            let d = Directory::build([("file", people)]).unwrap();
+            assert!(d.same_person("bob", "Bob@Example.com"));
+            assert!(d.same_person("system:serviceaccount:ops:bob-bot", "bob@example.com"));
+            assert!(!d.same_person("carol", "bob@example.com"));
+        }
+        // One Kubernetes identity belongs to one person.
+        let twice = "loginName,kubernetesUsers\na@x,bot\nb@x,bot\n";
+        let people = parse_people(DirectoryFormat::Csv, twice).unwrap();
+        assert!(Directory::build([("file", people)]).is_err());
     }
 
     #[test]

@@ -165,6 +165,7 @@ mod tests {
             } else {
                 EmploymentStatus::Active
             },
+            kubernetes_users: Vec::new(),
         }
     }
 

@@ -93,11 +93,11 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
     let holder = holder(ctx, grant, policy.as_ref()).await?;
     let deleting = grant.metadata.deletion_timestamp.is_some();
     // Who the beneficiary is matters only before access starts.
-    let beneficiary = match (&policy, status.phase) {
+    let (beneficiary, approver_is_beneficiary) = match (&policy, status.phase) {
         (Some(p), None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)) if !deleting => {
-            beneficiary(ctx, p, &grant.spec.user).await
+            people(ctx, p, grant).await
         }
-        _ => Beneficiary::Person,
+        _ => (Beneficiary::Person, false),
     };
     let uid = grant.uid().unwrap_or_default();
     let verified = ctx.approvals_verified(&ns);
@@ -120,6 +120,7 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         beneficiary,
         approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
         approved_unproven,
+        approver_is_beneficiary,
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
@@ -573,6 +574,7 @@ fn retention_after(
         beneficiary: Beneficiary::Person,
         approvals: Ok(()),
         approved_unproven: false,
+        approver_is_beneficiary: false,
     };
     match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
         Step::Retain { until } => requeue_at(until),
@@ -611,9 +613,9 @@ async fn holder(
     }
 }
 
-/// The beneficiary as the policy's directory knows them: from the policy reconciler's last
-/// read, else read now.
-async fn beneficiary(ctx: &Context, policy: &AccessPolicy, login: &str) -> Beneficiary {
+/// The beneficiary as the policy's directory knows them, and whether the approver is the same
+/// person (under another identity): from the policy reconciler's last read, else read now.
+async fn people(ctx: &Context, policy: &AccessPolicy, grant: &AccessGrant) -> (Beneficiary, bool) {
     let cached = ctx.directory(&key_of(policy));
     let directory = match cached {
         Some(d) => d,
@@ -623,13 +625,22 @@ async fn beneficiary(ctx: &Context, policy: &AccessPolicy, login: &str) -> Benef
                 .map(|(d, _)| d),
         ),
     };
+    let login = &grant.spec.user;
     match directory.as_ref() {
-        Err(why) => Beneficiary::Unavailable(why.clone()),
-        Ok(d) => match d.lookup(login) {
-            None => Beneficiary::Unknown,
-            Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
-            Some(_) => Beneficiary::Person,
-        },
+        Err(why) => (Beneficiary::Unavailable(why.clone()), false),
+        Ok(d) => {
+            let beneficiary = match d.lookup(login) {
+                None => Beneficiary::Unknown,
+                Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
+                Some(_) => Beneficiary::Person,
+            };
+            let self_approved = grant
+                .spec
+                .approval
+                .as_ref()
+                .is_some_and(|a| d.same_person(&a.approved_by, login));
+            (beneficiary, self_approved)
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct GrantState<'a> {
     pub approvals: Result<(), String>,
     /// The approval was written before the admission policies that prove approvals existed.
     pub approved_unproven: bool,
+    /// The directory says the approver is the beneficiary (under another identity).
+    pub approver_is_beneficiary: bool,
 }
 
 /// The beneficiary of a grant as the policy's people directory knows them.
@@ -220,6 +222,20 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                 }
                 // An approval counts only where the cluster proves who gave it, and only if it
                 // was given while it did.
+                Resolution::Approved { approved: true, .. } if grant.approver_is_beneficiary => {
+                    Step::Deny {
+                        message: format!(
+                            "{} approved access for themselves: the directory maps them to {}; another approver must approve a new grant",
+                            grant
+                                .spec
+                                .approval
+                                .as_ref()
+                                .map(|a| a.approved_by.as_str())
+                                .unwrap_or_default(),
+                            grant.spec.user
+                        ),
+                    }
+                }
                 Resolution::Approved { approved: true, .. } if grant.approved_unproven => {
                     Step::Deny {
                         message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
@@ -332,6 +348,7 @@ mod tests {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            approver_is_beneficiary: false,
         }
     }
 
@@ -563,6 +580,12 @@ mod tests {
         g.approved_unproven = true;
         assert!(
             matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("never counts"))
+        );
+        // Approving for oneself under another identity is refused.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approver_is_beneficiary = true;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("for themselves"))
         );
         // A grant that needs no approval is not held up.
         let free = spec("alice@example.com", json!({"group": "group:prod"}));

@@ -235,6 +235,14 @@ pub fn check_approver(
         ));
     }
     let approvers = &terms.approvers;
+    // A ServiceAccount is anyone who can mint its token: it approves only when named.
+    if approved_by.starts_with("system:serviceaccount:")
+        && !approvers.users.iter().any(|u| u == approved_by)
+    {
+        return Err(format!(
+            "{approved_by} is a ServiceAccount; a ServiceAccount approves only when the policy lists it by name in approvers.users"
+        ));
+    }
     if approvers.users.iter().any(|u| u == approved_by) || !approvers.groups.is_empty() {
         Ok(())
     } else {
@@ -475,6 +483,22 @@ mod tests {
             resolve(&policy(), &grant(group("group:staging"), "8h")),
             Resolution::Approved { .. }
         ));
+        // A ServiceAccount approves only when listed by name, whatever groups it is in.
+        let mut sa = grant(
+            GrantAccess {
+                role: Some(TailscaleRole::Admin),
+                ..Default::default()
+            },
+            "30m",
+        );
+        sa.approval = Some(Approval {
+            approved_by: "system:serviceaccount:team:bot".into(),
+            comment: None,
+            grant_uid: Some("uid-1".into()),
+        });
+        assert!(
+            matches!(resolve(&policy(), &sa), Resolution::Denied(m) if m.contains("ServiceAccount approves only when the policy lists it by name"))
+        );
         // Group approvers are verified by the admission policy; the operator trusts them.
         let mut r = grant(
             GrantAccess {

@@ -89,6 +89,7 @@ impl World {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            approver_is_beneficiary: false,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();
