@@ -483,3 +483,51 @@ async fn enforce_mode_acts_within_the_blast_radius_limit() {
         !env.events("Suspended").await.is_empty() && !env.events("RoleLowered").await.is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_lost_its_org_role_column_enforces_nothing() {
+    let env = Env::new("noroles", demo_simulator().await).await;
+    // The HR export arrives without its orgRole column (renamed here): every role would look
+    // invalid, and Enforce mode, even with a generous limit, would lower them all.
+    env.apply(
+        &examples(&env.sim)
+            .replace(
+                "loginName,displayName,orgRole,status",
+                "loginName,displayName,department,status",
+            )
+            .replace(
+                "  enforcement:\n    mode: Audit",
+                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 100",
+            )
+            .replace("\"users:read\"", "\"users\""),
+    )
+    .await;
+    let check = env
+        .check("corp", "UserAccessValid", CheckResultValue::Unknown)
+        .await;
+    assert!(
+        check.message.contains("orgRole column"),
+        "{}",
+        check.message
+    );
+    let policy = env.policies().get("corp").await.unwrap();
+    let stalled = tailkeeper::api::find_condition(&policy.status.unwrap().conditions, "Stalled")
+        .cloned()
+        .expect("Stalled");
+    assert!(
+        stalled.message.contains("orgRole column"),
+        "{}",
+        stalled.message
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin",
+        "nothing lowered"
+    );
+    assert_eq!(
+        env.sim.user_by_login("carol@example.com").unwrap().status,
+        "idle",
+        "nothing suspended"
+    );
+}

@@ -386,6 +386,23 @@ pub fn parse_people(format: DirectoryFormat, text: &str) -> Result<Vec<Person>, 
     Ok(people)
 }
 
+/// Why a directory source cannot be trusted to say who may hold which role: it lists active
+/// people but none of them has an organisational role (an HR export that lost its orgRole
+/// column). `None` when it can.
+pub fn missing_org_roles(people: &[Person]) -> Option<String> {
+    let active: Vec<&Person> = people
+        .iter()
+        .filter(|p| p.status == EmploymentStatus::Active)
+        .collect();
+    if active.is_empty() || active.iter().any(|p| p.org_role.is_some()) {
+        return None;
+    }
+    Some(format!(
+        "none of its {} active people has an organisational role; is the orgRole column missing? Until it is back the checks stay Unknown and nothing is enforced",
+        active.len()
+    ))
+}
+
 /// The most bytes one directory source may have (a ConfigMap holds at most 1 MiB anyway).
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// The most people one directory source may list.
@@ -893,6 +910,28 @@ mod tests {
         let twice = "loginName,kubernetesUsers\na@x,bot\nb@x,bot\n";
         let people = parse_people(DirectoryFormat::Csv, twice).unwrap();
         assert!(Directory::build([("file", people)]).is_err());
+    }
+
+    #[test]
+    fn a_source_without_organisational_roles_is_not_trusted() {
+        let without = "loginName,displayName,department,status\na@x,A,it,active\nb@x,B,it,active\n";
+        let people = parse_people(DirectoryFormat::Csv, without).unwrap();
+        let problem = missing_org_roles(&people).expect("untrusted");
+        assert!(
+            problem.contains("none of its 2 active people") && problem.contains("orgRole column"),
+            "{problem}"
+        );
+        // One role is enough; a list of leavers needs none.
+        let with = "loginName,orgRole\na@x,it\nb@x,\n";
+        assert_eq!(
+            missing_org_roles(&parse_people(DirectoryFormat::Csv, with).unwrap()),
+            None
+        );
+        let leavers = "loginName,status\na@x,offboarded\n";
+        assert_eq!(
+            missing_org_roles(&parse_people(DirectoryFormat::Csv, leavers).unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub use checks::{
     RoleGrant, RoleRule, TailscaleUser,
 };
 pub use directory::{
-    parse_people, Directory, DirectoryError, DirectoryFormat, EmploymentStatus, Person, Place,
+    missing_org_roles, parse_people, Directory, DirectoryError, DirectoryFormat, EmploymentStatus,
+    Person, Place,
 };

@@ -388,6 +388,13 @@ pub(super) async fn load_directory(
             sources.push((origin, people));
         }
     }
+    // An export that lost its orgRole column would make every role look invalid (and Enforce
+    // lower them all): a source whose active people have no organisational role is refused.
+    for (origin, people) in &sources {
+        if let Some(problem) = compliance::missing_org_roles(people) {
+            return Err(format!("{origin}: {problem}"));
+        }
+    }
     let count = sources.len() as i64;
     let directory = Directory::build(sources).map_err(|e| e.to_string())?;
     Ok((directory, count))
