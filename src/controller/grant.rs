@@ -563,19 +563,7 @@ fn retention_after(
     phase: GrantPhase,
     policy: Option<&AccessPolicy>,
 ) -> Action {
-    let state = GrantState {
-        uid: "",
-        spec: &grant.spec,
-        phase: Some(phase),
-        expires_at: None,
-        ended_at: Some(Timestamp::now()),
-        deleting: false,
-        held: false,
-        beneficiary: Beneficiary::Person,
-        approvals: Ok(()),
-        approved_unproven: false,
-        approver_is_beneficiary: false,
-    };
+    let state = GrantState::ended(&grant.spec, phase, Timestamp::now());
     match lifecycle::decide(&state, policy.map(|p| &p.spec), Timestamp::now()) {
         Step::Retain { until } => requeue_at(until),
         _ => Action::await_change(),

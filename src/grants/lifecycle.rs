@@ -36,6 +36,25 @@ pub struct GrantState<'a> {
     pub approver_is_beneficiary: bool,
 }
 
+impl<'a> GrantState<'a> {
+    /// A grant that just ended in `phase` at `at`, holding nothing (to ask about retention).
+    pub fn ended(spec: &'a AccessGrantSpec, phase: GrantPhase, at: Timestamp) -> Self {
+        GrantState {
+            uid: "",
+            spec,
+            phase: Some(phase),
+            expires_at: None,
+            ended_at: Some(at),
+            deleting: false,
+            held: false,
+            beneficiary: Beneficiary::Person,
+            approvals: Ok(()),
+            approved_unproven: false,
+            approver_is_beneficiary: false,
+        }
+    }
+}
+
 /// The beneficiary of a grant as the policy's people directory knows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Beneficiary {
