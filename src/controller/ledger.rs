@@ -1058,12 +1058,20 @@ async fn finish_role(
 fn next_wake(spec: &GrantLedgerSpec) -> Action {
     match rules::earliest_expiry(spec).map(|at| at + SWEEP_GRACE) {
         Some(at) => {
-            let wait = at.duration_since(Timestamp::now());
-            Action::requeue(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+            let wait =
+                Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO);
+            // A grant's deletion can reach this controller before the grant cache has seen it
+            // (they watch separately): look again soon, so a grant that is gone loses its
+            // access within seconds even then.
+            Action::requeue(wait.min(SWEEP_RECHECK))
         }
         None => Action::await_change(),
     }
 }
+
+/// How often the sweeper looks again at a ledger that holds access (a cache read, no request
+/// unless a grant seems gone).
+const SWEEP_RECHECK: Duration = Duration::from_secs(5);
 
 /// The ledgers a grant change may concern: those holding access for it (a deleted grant's
 /// hold is still there).
