@@ -70,24 +70,9 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
 
     let cp = support::control_plane::ControlPlane::shared().await;
     let ns = cp.create_namespace("personas").await;
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
-    let out = std::process::Command::new(cp.bin_dir().join("helm"))
-        .args(["template", "tailkeeper"])
-        .arg(&chart)
-        .args([
-            "--show-only",
-            "templates/aggregated-roles.yaml",
-            "--kube-version",
-            "1.37.2",
-        ])
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cp.apply_yaml(&String::from_utf8(out.stdout).expect("utf-8"), None)
+    let roles =
+        support::operator::render_chart(cp, &["--show-only", "templates/aggregated-roles.yaml"]);
+    cp.apply_yaml(&roles, None)
         .await
         .expect("persona roles apply");
     let bind = |user: &str, role: &str| {

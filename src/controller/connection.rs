@@ -72,7 +72,7 @@ pub async fn connect(
 }
 
 /// Whether `api_url`'s host (or `host:port`) is one the operator may send credentials to.
-pub fn check_api_host(api_url: &str, allowed: &[String]) -> Result<(), ConnectError> {
+fn check_api_host(api_url: &str, allowed: &[String]) -> Result<(), ConnectError> {
     let url = url::Url::parse(api_url).map_err(|e| ConnectError {
         reason: "InvalidSpec",
         message: format!("apiUrl {api_url:?} is not a URL: {e}"),

@@ -876,7 +876,7 @@ pub async fn reach_integration(
 
 /// The identity in the markers of an integration's policy-file entries: its UID (stable for the
 /// object's life, distinct per cluster and per integration), shortened.
-pub fn owner_of(obj: &TailscaleIntegration) -> Result<crate::policy_file::Owner, Failure> {
+fn owner_of(obj: &TailscaleIntegration) -> Result<crate::policy_file::Owner, Failure> {
     let uid: String = obj
         .uid()
         .unwrap_or_default()

@@ -45,16 +45,6 @@ impl PlannedAccess {
             PlannedAccess::PostureAttribute { key, .. } => format!("posture attribute {key}"),
         }
     }
-
-    /// Whether the access lives in the policy file (and so goes through the policy writer).
-    pub fn in_policy_file(&self) -> bool {
-        matches!(
-            self,
-            PlannedAccess::Member { .. }
-                | PlannedAccess::Rule { .. }
-                | PlannedAccess::SshRule { .. }
-        )
-    }
 }
 
 /// The verdict on a grant under its policy.

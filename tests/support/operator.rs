@@ -233,22 +233,14 @@ pub fn examples(sim: &Simulator) -> String {
         .join("\n---\n")
 }
 
-/// Install the chart's ServiceAccount and namespaced RBAC (as `helm template` renders them with
-/// `watchNamespace` set) and return a kubeconfig that impersonates that ServiceAccount: the
-/// operator runs with exactly the chart's permissions, so a missing rule fails a test.
-pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
+/// The chart as `helm template tailkeeper` renders it (release `tailkeeper`) with `args`.
+pub fn render_chart(cp: &ControlPlane, args: &[&str]) -> String {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
     let out = Command::new(cp.bin_dir().join("helm"))
         .args(["template", "tailkeeper"])
         .arg(&chart)
-        .args([
-            "--namespace",
-            ns,
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--kube-version",
-            "1.37.2",
-        ])
+        .args(args)
+        .args(["--kube-version", "1.37.2"])
         .output()
         .expect("helm runs");
     assert!(
@@ -256,7 +248,17 @@ pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rendered = String::from_utf8(out.stdout).expect("utf-8");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Install the chart's ServiceAccount and namespaced RBAC (as `helm template` renders them with
+/// `watchNamespace` set) and return a kubeconfig that impersonates that ServiceAccount: the
+/// operator runs with exactly the chart's permissions, so a missing rule fails a test.
+pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
+    let rendered = render_chart(
+        cp,
+        &["--namespace", ns, "--set", &format!("watchNamespace={ns}")],
+    );
     let mut rbac = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&rendered) {
         let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
@@ -399,24 +401,7 @@ static ADMISSION: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new()
 pub async fn install_admission_policies(cp: &ControlPlane) {
     ADMISSION
         .get_or_init(|| async {
-            let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tailkeeper");
-            let out = Command::new(cp.bin_dir().join("helm"))
-                .args(["template", "tailkeeper"])
-                .arg(&chart)
-                .args([
-                    "--show-only",
-                    "templates/admissionpolicy.yaml",
-                    "--kube-version",
-                    "1.37.2",
-                ])
-                .output()
-                .expect("helm runs");
-            assert!(
-                out.status.success(),
-                "helm template: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let yaml = String::from_utf8(out.stdout).expect("utf-8");
+            let yaml = render_chart(cp, &["--show-only", "templates/admissionpolicy.yaml"]);
             cp.apply_yaml(&yaml, None)
                 .await
                 .expect("admission policies apply");
