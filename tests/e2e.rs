@@ -485,6 +485,107 @@ async fn enforce_mode_acts_within_the_blast_radius_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcement_limits_privileged_changes_and_changes_per_day() {
+    let env = Env::new("enforcelimits", demo_simulator().await).await;
+    // Two remedies (bob, an admin, lowered; carol, a member, suspended) among seven members
+    // pass the 100% blast radius, but not a limit of no privileged changes at all.
+    env.apply(
+        &examples(&env.sim)
+            .replace(
+                "  enforcement:\n    mode: Audit",
+                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 100\n    maxPrivilegedPerEvaluation: 0\n    maxChangesPer24Hours: 1",
+            )
+            .replace("\"users:read\"", "\"users\""),
+    )
+    .await;
+    // The refusal for `reason` whose message says `what`.
+    let refused = |reason: &'static str, what: &'static str| {
+        let env = &env;
+        async move {
+            eventually(reason, CONVERGE, || async {
+                let p = env.policies().get("corp").await.ok()?;
+                let status = p.status?;
+                let c = tailkeeper::api::find_condition(&status.conditions, "EnforcementRefused")?
+                    .clone();
+                (c.reason == reason && c.message.contains(what)).then_some(status.enforcement?)
+            })
+            .await
+        }
+    };
+    let status = refused(
+        "PrivilegedLimitExceeded",
+        "1 accounts above member at once, more than maxPrivilegedPerEvaluation 0",
+    )
+    .await;
+    assert_eq!((status.pending, status.privileged_pending), (2, 1));
+    assert_eq!(
+        env.sim.user_by_login("bob@example.com").unwrap().role,
+        "admin"
+    );
+
+    // One privileged change may go, but two changes exceed one a day.
+    let limits = |privileged: i32, per_day: i32| {
+        Patch::Merge(json!({"spec": {"enforcement": {
+            "maxPrivilegedPerEvaluation": privileged, "maxChangesPer24Hours": per_day}}}))
+    };
+    env.policies()
+        .patch("corp", &PatchParams::default(), &limits(1, 1))
+        .await
+        .unwrap();
+    let status = refused(
+        "DailyLimitExceeded",
+        "2 changes after 0 in the last 24 hours, more than maxChangesPer24Hours 1",
+    )
+    .await;
+    assert_eq!(status.changes_in_last24_hours, 0);
+    assert_eq!(
+        env.sim.user_by_login("carol@example.com").unwrap().status,
+        "idle",
+        "nothing was changed"
+    );
+
+    // Two a day: both are made.
+    env.policies()
+        .patch("corp", &PatchParams::default(), &limits(1, 2))
+        .await
+        .unwrap();
+    eventually("carol suspended and bob lowered", CONVERGE, || async {
+        let carol = env.sim.user_by_login("carol@example.com")?;
+        let bob = env.sim.user_by_login("bob@example.com")?;
+        (carol.status == "suspended" && bob.role == "member").then_some(())
+    })
+    .await;
+
+    // The next small step the same day (erin, an it-admin, leaves) counts what was already
+    // done: repeated steps cannot add up past the daily limit.
+    let people: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut directory = people.get("people").await.unwrap();
+    let csv = directory
+        .data
+        .as_mut()
+        .and_then(|d| d.get_mut("people.csv"))
+        .expect("people.csv");
+    *csv = csv.replace("Erin Example,it,active", "Erin Example,it,offboarded");
+    people
+        .replace("people", &Default::default(), &directory)
+        .await
+        .unwrap();
+    let status = refused(
+        "DailyLimitExceeded",
+        "1 changes after 2 in the last 24 hours, more than maxChangesPer24Hours 2",
+    )
+    .await;
+    assert_eq!(status.changes_in_last24_hours, 2);
+    assert_eq!(status.actions.len(), 2);
+    assert_eq!(
+        env.sim.user_by_login("erin@example.com").unwrap().status,
+        "active",
+        "erin is not suspended past the daily limit"
+    );
+    assert!(!env.events("EnforcementRefused").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_that_lost_its_org_role_column_enforces_nothing() {
     let env = Env::new("noroles", demo_simulator().await).await;
     // The HR export arrives without its orgRole column (renamed here): every role would look

@@ -161,6 +161,17 @@ async fn approve(
     name: &str,
     approved_by: &str,
 ) -> Result<AccessGrant, kube::Error> {
+    approve_through(env, as_user, name, approved_by, None).await
+}
+
+/// Approve, naming the approver group the approval is given through.
+async fn approve_through(
+    env: &Env,
+    as_user: &str,
+    name: &str,
+    approved_by: &str,
+    group: Option<&str>,
+) -> Result<AccessGrant, kube::Error> {
     let client: Client = env.cp.client_as(as_user).await;
     // An approval names the UID of the grant the approver looked at.
     let uid = Api::<AccessGrant>::namespaced(env.client.clone(), &env.ns)
@@ -168,7 +179,8 @@ async fn approve(
         .await?
         .metadata
         .uid;
-    let patch = json!({"spec": {"approval": {"approvedBy": approved_by, "grantUID": uid}}});
+    let patch =
+        json!({"spec": {"approval": {"approvedBy": approved_by, "grantUID": uid, "group": group}}});
     Api::<AccessGrant>::namespaced(client, &env.ns)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -371,6 +383,7 @@ async fn approval_is_enforced_by_the_cluster() {
         approved_by: "alice".into(),
         comment: None,
         grant_uid: Some("uid-1".into()),
+        group: None,
     });
     let err = request(&env, "alice", pre)
         .await
@@ -424,7 +437,24 @@ async fn approval_is_enforced_by_the_cluster() {
             .contains("approvedBy must be your own user name: set it to carol"),
         "{err}"
     );
-    approve(&env, "carol", "g", "carol")
+    // carol approves through her group approvers, and says so.
+    let err = approve(&env, "carol", "g", "carol")
+        .await
+        .expect_err("a group approver names the group");
+    assert!(
+        err.to_string()
+            .contains("set spec.approval.group to it (approvers)"),
+        "{err}"
+    );
+    let err = approve_through(&env, "carol", "g", "carol", Some("sre"))
+        .await
+        .expect_err("only a group she is in");
+    assert!(
+        err.to_string()
+            .contains("spec.approval.group must be a group you are in: carol is not in sre"),
+        "{err}"
+    );
+    approve_through(&env, "carol", "g", "carol", Some("approvers"))
         .await
         .expect("carol is in group approvers");
 
@@ -1592,7 +1622,7 @@ async fn an_approval_covers_only_the_grant_reviewed_and_what_it_said() {
     .await
     .unwrap();
     let client: Client = env.cp.client_as("carol").await;
-    let patch = json!({"spec": {"approval": {"approvedBy": "carol", "grantUID": reviewed}}});
+    let patch = json!({"spec": {"approval": {"approvedBy": "carol", "grantUID": reviewed, "group": "approvers"}}});
     let err = Api::<AccessGrant>::namespaced(client, &env.ns)
         .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -1626,7 +1656,7 @@ async fn nobody_approves_access_for_themselves_under_another_identity() {
     .unwrap();
     env.grant_phase("for-bob", GrantPhase::AwaitingApproval)
         .await;
-    approve(&env, "bob", "for-bob", "bob")
+    approve_through(&env, "bob", "for-bob", "bob", Some("approvers"))
         .await
         .expect("admission alone cannot tell");
     let denied = env.grant_phase("for-bob", GrantPhase::Denied).await;
@@ -1640,4 +1670,178 @@ async fn nobody_approves_access_for_themselves_under_another_identity() {
         "the directory maps bob to bob@example.com"
     );
     assert!(!group_members(&policy_text(&env), "group:oncall").contains(&"bob@example.com".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_given_before_its_policy_existed_counts_only_for_what_the_cluster_proved() {
+    let env = setup("early", POLICY_FILE).await;
+    let oncall = json!({"group": "group:oncall"});
+    for name in ["early-mallory", "early-carol"] {
+        let mut g = grant(name, "alice@example.com", oncall.clone(), "1h", "alice");
+        g.spec.policy_ref.name = "later".into();
+        request(&env, "alice", g).await.unwrap();
+        env.grant_phase(name, GrantPhase::Pending).await;
+    }
+    // No AccessPolicy "later" exists to say who approves, so admission cannot refuse mallory's
+    // approval; claiming a group she is not in is refused even so.
+    let err = approve_through(
+        &env,
+        "mallory",
+        "early-mallory",
+        "mallory",
+        Some("approvers"),
+    )
+    .await
+    .expect_err("a group approval is proven whether or not the policy exists");
+    assert!(
+        err.to_string().contains("mallory is not in approvers"),
+        "{err}"
+    );
+    approve(&env, "mallory", "early-mallory", "mallory")
+        .await
+        .expect("nothing to check a name against yet");
+    approve_through(&env, "carol", "early-carol", "carol", Some("approvers"))
+        .await
+        .expect("carol is in approvers");
+
+    // The policy appears, naming the group approvers: only the approval through it counts.
+    env.apply(&POLICY.replace("metadata: {name: jit}", "metadata: {name: later}"))
+        .await;
+    let denied = env.grant_phase("early-mallory", GrantPhase::Denied).await;
+    let message = denied.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "mallory is not listed in approvers.users and the approval names no approver group"
+        ),
+        "{message}"
+    );
+    env.grant_phase("early-carol", GrantPhase::Active).await;
+    assert_eq!(
+        group_members(&policy_text(&env), "group:oncall"),
+        vec!["alice@example.com"],
+        "only carol's approval took effect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_decides_whether_an_approver_still_counts() {
+    let env = setup("approverdir", POLICY_FILE).await;
+    // The directory now says: the Kubernetes user carol is a person whose groups are only dev
+    // (she left the approvers, though her identity provider still says otherwise), and bob has
+    // left the company.
+    env.apply(
+        &POLICY
+            .replace(
+                "{loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob]}",
+                "{loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob], status: Offboarded}",
+            )
+            .replace(
+                "      # A person without a Tailscale account yet.",
+                "      - {loginNames: [carol.k@example.com], orgRole: engineer, kubernetesUsers: [carol], kubernetesGroups: [dev]}\n      # A person without a Tailscale account yet.",
+            ),
+    )
+    .await;
+    eventually("the policy to read the new directory", CONVERGE, || async {
+        let p = env.policies().get("jit").await.ok()?;
+        (p.status?.directory?.people == 6).then_some(())
+    })
+    .await;
+    let oncall = json!({"group": "group:oncall"});
+    for name in ["by-carol", "by-bob"] {
+        request(
+            &env,
+            "alice",
+            grant(name, "alice@example.com", oncall.clone(), "1h", "alice"),
+        )
+        .await
+        .unwrap();
+        env.grant_phase(name, GrantPhase::AwaitingApproval).await;
+    }
+    // Admission proves both are in approvers as they approve...
+    approve_through(&env, "carol", "by-carol", "carol", Some("approvers"))
+        .await
+        .expect("carol's identity is in approvers");
+    approve_through(&env, "bob", "by-bob", "bob", Some("approvers"))
+        .await
+        .expect("bob's identity is in approvers");
+    // ...but people, not identities, approve.
+    let carol = env.grant_phase("by-carol", GrantPhase::Denied).await;
+    let message = carol.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message
+            .contains("the directory does not list approvers among their Kubernetes groups (dev)"),
+        "{message}"
+    );
+    let bob = env.grant_phase("by-bob", GrantPhase::Denied).await;
+    let message = bob.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("bob belongs to a person marked offboarded"),
+        "{message}"
+    );
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_request_only_when_the_policy_names_them() {
+    let env = setup("sarequest", POLICY_FILE).await;
+    // Whoever can mint the token of a ServiceAccount acts as it; admission proves only that the
+    // ServiceAccount created the grant.
+    let bot = format!("system:serviceaccount:{}:deployer", env.ns);
+    let kubeconfig = env.cp.impersonating_kubeconfig(
+        &bot,
+        &[
+            "system:serviceaccounts",
+            &format!("system:serviceaccounts:{}", env.ns),
+        ],
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let as_bot = Client::try_from(config).expect("client");
+    let ask = |name: &str| {
+        let g = grant(
+            name,
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            &bot,
+        );
+        let api = Api::<AccessGrant>::namespaced(as_bot.clone(), &env.ns);
+        async move { api.create(&PostParams::default(), &g).await }
+    };
+    ask("by-bot").await.expect("admission lets it create");
+    let denied = env.grant_phase("by-bot", GrantPhase::Denied).await;
+    let message = denied.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "requested by the ServiceAccount {bot}, which this policy does not list in grantable.serviceAccountRequesters"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        group_members(&policy_text(&env), "group:prod"),
+        vec!["bob@example.com"]
+    );
+
+    // Named by the policy, it may request.
+    env.policies()
+        .patch(
+            "jit",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"grantable": {"serviceAccountRequesters": [bot]}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the policy change to be seen", CONVERGE, || async {
+        let p = env.policies().get("jit").await.ok()?;
+        let seen = p.status?.observed_generation? >= p.metadata.generation?;
+        seen.then_some(())
+    })
+    .await;
+    ask("by-bot-named").await.expect("created");
+    env.grant_phase("by-bot-named", GrantPhase::Active).await;
+    assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
 }

@@ -331,6 +331,27 @@ fn bad_specs() -> Vec<Bad> {
             expect: &["should be greater than or equal to 0"],
         },
         Bad {
+            name: "maxPrivilegedPerEvaluation-negative",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, enforcement: {maxPrivilegedPerEvaluation: -1}}",
+            field: "spec.enforcement.maxPrivilegedPerEvaluation",
+            expect: &["should be greater than or equal to 0"],
+        },
+        Bad {
+            name: "maxChangesPer24Hours-over-what-status-keeps",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, enforcement: {maxChangesPer24Hours: 101}}",
+            field: "spec.enforcement.maxChangesPer24Hours",
+            expect: &["should be less than or equal to 100"],
+        },
+        Bad {
+            name: "serviceAccountRequesters-not-a-serviceaccount",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, grantable: {serviceAccountRequesters: [alice]}}",
+            field: "spec.grantable.serviceAccountRequesters",
+            expect: &["serviceAccountRequesters must be ServiceAccount user names such as system:serviceaccount:ci:deployer"],
+        },
+        Bad {
             name: "directory-person-without-login",
             kind: Policy,
             spec: "{integrationRef: {name: corp}, directory: {people: [{displayName: Alice, loginNames: []}]}}",
@@ -921,7 +942,10 @@ async fn valid_resources_are_stored_with_defaults() {
             "integrationRef": { "name": "corp" },
             "directory": {},
             "grantable": {},
-            "enforcement": { "mode": "Audit", "maxAffectedPercent": 10 },
+            "enforcement": {
+                "mode": "Audit", "maxAffectedPercent": 10,
+                "maxPrivilegedPerEvaluation": 2, "maxChangesPer24Hours": 20
+            },
             "evaluationInterval": "10m",
         })
     );
@@ -934,7 +958,10 @@ async fn valid_resources_are_stored_with_defaults() {
         .await;
     assert_eq!(
         partial["spec"]["enforcement"],
-        json!({ "mode": "Enforce", "maxAffectedPercent": 10 }),
+        json!({
+            "mode": "Enforce", "maxAffectedPercent": 10,
+            "maxPrivilegedPerEvaluation": 2, "maxChangesPer24Hours": 20
+        }),
         "a partial enforcement block is completed"
     );
     let full = env

@@ -112,6 +112,13 @@ pub struct Approval {
     #[serde(default, rename = "grantUID", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub grant_uid: Option<String>,
+    /// The approver group the approval is given through, when the approver is not listed by
+    /// name in the policy's `approvers.users`: the API server checks that the approver is in it
+    /// as they approve, and Tailkeeper that it is still an approver group of this access (and,
+    /// when the directory lists the approver's Kubernetes groups, one of them) when it activates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: Option<String>,
     /// An optional comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]

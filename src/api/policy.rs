@@ -146,6 +146,26 @@ pub struct Enforcement {
     #[serde(default = "default_max_affected_percent")]
     #[schemars(range(min = 0, max = 100))]
     pub max_affected_percent: i32,
+    /// Refuse to act when one evaluation would change more than this many accounts above
+    /// member (0-100, default 2): suspending or lowering admins is where a wrong directory
+    /// hurts most.
+    #[serde(default = "default_max_privileged")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_privileged_per_evaluation: i32,
+    /// Refuse to act when the changes made in the last 24 hours plus this evaluation's would
+    /// exceed this many (0-100, default 20): repeated small steps cannot add up to a large
+    /// change. Counted from `status.enforcement.actions`.
+    #[serde(default = "default_max_changes_per_day")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_changes_per24_hours: i32,
+}
+
+fn default_max_privileged() -> i32 {
+    2
+}
+
+fn default_max_changes_per_day() -> i32 {
+    20
 }
 
 impl Default for Enforcement {
@@ -153,6 +173,8 @@ impl Default for Enforcement {
         Self {
             mode: EnforcementMode::Audit,
             max_affected_percent: default_max_affected_percent(),
+            max_privileged_per_evaluation: default_max_privileged(),
+            max_changes_per24_hours: default_max_changes_per_day(),
         }
     }
 }
@@ -168,9 +190,16 @@ pub enum EnforcementMode {
 }
 
 /// What may be granted just in time.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Grantable {
+    /// ServiceAccounts (`system:serviceaccount:<namespace>:<name>`) that may request grants
+    /// under this policy. A ServiceAccount is whoever can mint its token, so grants requested
+    /// by any other ServiceAccount are Denied. People request as themselves and need no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^system:serviceaccount:[^:]+:[^:]+$'))").message("serviceAccountRequesters must be ServiceAccount user names such as system:serviceaccount:ci:deployer"))]
+    pub service_account_requesters: Vec<String>,
     /// Policy-file groups a grant may add its user to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
@@ -372,7 +401,14 @@ pub struct AccessPolicyStatus {
 pub struct EnforcementStatus {
     /// Changes the failing checks call for: made in `Enforce` mode, only reported in `Audit`.
     pub pending: i64,
-    /// Why the changes were refused (the blast-radius limit), when they were.
+    /// How many of them change an account above member (against
+    /// `maxPrivilegedPerEvaluation`).
+    #[serde(default)]
+    pub privileged_pending: i64,
+    /// Changes made in the 24 hours before this evaluation (against `maxChangesPer24Hours`).
+    #[serde(default)]
+    pub changes_in_last24_hours: i64,
+    /// Why the changes were refused (which limit), when they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
     /// Changes made in Tailscale, most recent first (at most 100).

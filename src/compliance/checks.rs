@@ -527,6 +527,7 @@ mod tests {
             org_role: None,
             status: EmploymentStatus::Active,
             kubernetes_users: Vec::new(),
+            kubernetes_groups: Vec::new(),
         }
     }
 

@@ -59,6 +59,12 @@ pub struct Person {
     /// themselves under any of them. A name may belong to only one person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kubernetes_users: Vec<String>,
+    /// The Kubernetes groups this person is in, as the directory knows them. When listed, an
+    /// approval they give through an approver group (`approval.group`) counts only if the
+    /// group is among them: leaving a group in the directory takes away approval authority
+    /// even while the identity provider still reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_groups: Vec<String>,
 }
 
 /// Employment status of a person. Offboarded people must have no unsuspended Tailscale account.
@@ -282,6 +288,13 @@ impl Directory {
         }
     }
 
+    /// The person the Kubernetes user name `user` belongs to.
+    pub fn person_of_user(&self, user: &str) -> Option<&Person> {
+        self.by_kubernetes_user
+            .get(user.trim())
+            .map(|&index| &self.people[index])
+    }
+
     /// The person a login name belongs to, ignoring case and surrounding whitespace.
     pub fn lookup(&self, login: &str) -> Option<&Person> {
         self.by_login
@@ -332,20 +345,26 @@ fn normalise(person: Person) -> Result<Person, String> {
     if login_names.is_empty() {
         return Err("no login name; give each person at least one".to_owned());
     }
-    let mut kubernetes_users: Vec<String> = Vec::new();
-    for user in person.kubernetes_users {
-        let user = user.trim();
-        if !user.is_empty() && !kubernetes_users.iter().any(|known| known == user) {
-            kubernetes_users.push(user.to_owned());
-        }
-    }
     Ok(Person {
         login_names,
         display_name: non_blank(person.display_name),
         org_role: non_blank(person.org_role),
         status: person.status,
-        kubernetes_users,
+        kubernetes_users: distinct_names(person.kubernetes_users),
+        kubernetes_groups: distinct_names(person.kubernetes_groups),
     })
+}
+
+/// Trimmed, non-empty, each once, in order.
+fn distinct_names(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if !name.is_empty() && !out.iter().any(|known| known == name) {
+            out.push(name.to_owned());
+        }
+    }
+    out
 }
 
 fn non_blank(text: Option<String>) -> Option<String> {
@@ -431,6 +450,7 @@ struct Columns {
     org_role: Option<(usize, String)>,
     status: Option<(usize, String)>,
     kubernetes_users: Option<(usize, String)>,
+    kubernetes_groups: Option<(usize, String)>,
 }
 
 impl Columns {
@@ -452,6 +472,9 @@ impl Columns {
                 "status" => (&mut columns.status, "the status"),
                 "kubernetesusers" | "kubernetesuser" | "k8susers" => {
                     (&mut columns.kubernetes_users, "the Kubernetes user names")
+                }
+                "kubernetesgroups" | "kubernetesgroup" | "k8sgroups" => {
+                    (&mut columns.kubernetes_groups, "the Kubernetes groups")
                 }
                 _ => continue,
             };
@@ -515,6 +538,9 @@ fn parse_csv(text: &str) -> Result<Vec<Person>, DirectoryError> {
             kubernetes_users: cell(&columns.kubernetes_users)
                 .map(|c| c.split(';').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            kubernetes_groups: cell(&columns.kubernetes_groups)
+                .map(|c| c.split(';').map(str::to_owned).collect())
+                .unwrap_or_default(),
         };
         people.push(normalise(person).map_err(|problem| DirectoryError::entry(place, problem))?);
     }
@@ -554,6 +580,8 @@ struct PersonRecord {
     status: Option<String>,
     #[serde(default)]
     kubernetes_users: Option<Vec<String>>,
+    #[serde(default)]
+    kubernetes_groups: Option<Vec<String>>,
 }
 
 fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryError> {
@@ -602,6 +630,7 @@ fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryE
                 org_role: record.org_role,
                 status,
                 kubernetes_users: record.kubernetes_users.unwrap_or_default(),
+                kubernetes_groups: record.kubernetes_groups.unwrap_or_default(),
             };
             normalise(person).map_err(|problem| DirectoryError::entry(place, problem))
         })
@@ -619,6 +648,7 @@ mod tests {
             org_role: None,
             status: EmploymentStatus::Active,
             kubernetes_users: Vec::new(),
+            kubernetes_groups: Vec::new(),
         }
     }
 
@@ -783,6 +813,7 @@ mod tests {
                 org_role: Some("engineer".into()),
                 status: EmploymentStatus::Offboarded,
                 kubernetes_users: Vec::new(),
+                kubernetes_groups: Vec::new(),
             }]
         );
     }
@@ -897,14 +928,22 @@ mod tests {
 
     #[test]
     fn people_carry_their_kubernetes_identities_in_every_format() {
-        let csv = "loginName,orgRole,kubernetesUsers\nbob@example.com,sre,bob;system:serviceaccount:ops:bob-bot\n";
-        let yaml = "- loginName: bob@example.com\n  kubernetesUsers: [bob, system:serviceaccount:ops:bob-bot]\n";
-        for (format, text) in [(DirectoryFormat::Csv, csv), (DirectoryFormat::Yaml, yaml)] {
+        let csv = "loginName,orgRole,kubernetesUsers,kubernetesGroups\nbob@example.com,sre,bob;system:serviceaccount:ops:bob-bot, sre ;sre;oncall\n";
+        let yaml = "- loginName: bob@example.com\n  kubernetesUsers: [bob, system:serviceaccount:ops:bob-bot]\n  kubernetesGroups: [sre, oncall]\n";
+        let json = r#"[{"loginName": "bob@example.com", "kubernetesUsers": ["bob", "system:serviceaccount:ops:bob-bot"], "kubernetesGroups": ["sre", "oncall"]}]"#;
+        for (format, text) in [
+            (DirectoryFormat::Csv, csv),
+            (DirectoryFormat::Yaml, yaml),
+            (DirectoryFormat::Json, json),
+        ] {
             let people = parse_people(format, text).unwrap();
             let d = Directory::build([("file", people)]).unwrap();
             assert!(d.same_person("bob", "Bob@Example.com"));
             assert!(d.same_person("system:serviceaccount:ops:bob-bot", "bob@example.com"));
             assert!(!d.same_person("carol", "bob@example.com"));
+            let bob = d.person_of_user(" bob ").expect("bob is a person");
+            assert_eq!(bob.kubernetes_groups, ["sre", "oncall"], "{format:?}");
+            assert!(d.person_of_user("carol").is_none());
         }
         // One Kubernetes identity belongs to one person.
         let twice = "loginName,kubernetesUsers\na@x,bot\nb@x,bot\n";

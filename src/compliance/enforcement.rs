@@ -8,8 +8,11 @@
 //!   for roles covered by an active grant, or for the owner;
 //! - a role is only ever lowered, to the least privileged role the organisational role allows
 //!   (`member` when it allows none or is not listed);
-//! - when the plan would touch more than `max_affected_percent` of the members, nothing is done
-//!   and the plan says why (the blast-radius limit).
+//! - the whole plan is refused, and says why, when it would touch more than
+//!   `max_affected_percent` of the members (the blast-radius limit), more privileged accounts
+//!   than `max_privileged` (any role above member, where a wrong change hurts most), or would
+//!   bring the changes of the last 24 hours above `max_per_day` (so repeated small steps, say
+//!   from a directory edited bit by bit, cannot add up to a large change).
 
 use std::collections::HashSet;
 
@@ -53,16 +56,57 @@ impl Remedy {
     }
 }
 
+/// The limits enforcement works within (the policy's `spec.enforcement`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most members one evaluation may change, in percent.
+    pub max_affected_percent: i32,
+    /// Most accounts above member one evaluation may change.
+    pub max_privileged: i32,
+    /// Most changes in any 24 hours, this evaluation's included.
+    pub max_per_day: i32,
+}
+
+/// Which limit refused a plan: the `EnforcementRefused` condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    BlastRadiusExceeded,
+    PrivilegedLimitExceeded,
+    DailyLimitExceeded,
+}
+
+impl RefusalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::BlastRadiusExceeded => "BlastRadiusExceeded",
+            RefusalReason::PrivilegedLimitExceeded => "PrivilegedLimitExceeded",
+            RefusalReason::DailyLimitExceeded => "DailyLimitExceeded",
+        }
+    }
+}
+
+/// Why a plan may not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    pub message: String,
+}
+
 /// The remedies for one evaluation, or why none may be applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub remedies: Vec<Remedy>,
-    /// Set when the blast-radius limit refuses the whole plan.
-    pub refused: Option<String>,
+    /// How many of the remedies change an account above member.
+    pub privileged: usize,
+    /// Changes made in the 24 hours before this plan (as given).
+    pub recent_changes: usize,
+    /// Set when a limit refuses the whole plan.
+    pub refused: Option<Refusal>,
 }
 
-/// Plan the remedies for the failing checks of `inputs`.
-pub fn plan(inputs: &Inputs, max_affected_percent: i32) -> Plan {
+/// Plan the remedies for the failing checks of `inputs`, within `limits`, given that
+/// `recent_changes` were made in the last 24 hours.
+pub fn plan(inputs: &Inputs, limits: &Limits, recent_changes: usize) -> Plan {
     let exempt: HashSet<String> = inputs
         .exemptions
         .iter()
@@ -76,6 +120,7 @@ pub fn plan(inputs: &Inputs, max_affected_percent: i32) -> Plan {
     let rules = allowed_roles(inputs.role_rules);
     let members: Vec<_> = inputs.users.iter().filter(|u| !u.is_shared()).collect();
     let mut remedies = Vec::new();
+    let mut privileged = 0;
     for user in &members {
         if user.is_suspended() {
             continue;
@@ -85,6 +130,7 @@ pub fn plan(inputs: &Inputs, max_affected_percent: i32) -> Plan {
         };
         if person.status == EmploymentStatus::Offboarded {
             if role_key(&user.role) != "owner" {
+                privileged += usize::from(rank(&user.role) != Some(0));
                 remedies.push(Remedy::Suspend {
                     user_id: user.id.clone(),
                     login: user.login_name.clone(),
@@ -114,6 +160,7 @@ pub fn plan(inputs: &Inputs, max_affected_percent: i32) -> Plan {
         };
         // Only ever lower; the owner's role cannot be changed through the API.
         if wanted < current && role_key(&user.role) != "owner" {
+            privileged += 1;
             remedies.push(Remedy::LowerRole {
                 user_id: user.id.clone(),
                 login: user.login_name.clone(),
@@ -122,21 +169,63 @@ pub fn plan(inputs: &Inputs, max_affected_percent: i32) -> Plan {
             });
         }
     }
-    let affected = remedies.len();
-    let refused = if affected == 0 {
-        None
-    } else {
-        let limit = i64::from(max_affected_percent.clamp(0, 100));
-        let total = members.len().max(1) as u64;
-        let share = (affected as u64 * 100).div_ceil(total) as i64;
-        (share > limit).then(|| {
-            format!(
-                "enforcement would change {affected} of {} members ({share}%), more than maxAffectedPercent {limit}%: nothing was changed; check the directory, or raise the limit if this is intended",
-                members.len()
-            )
-        })
-    };
-    Plan { remedies, refused }
+    let refused = refusal(
+        remedies.len(),
+        privileged,
+        members.len(),
+        limits,
+        recent_changes,
+    );
+    Plan {
+        remedies,
+        privileged,
+        recent_changes,
+        refused,
+    }
+}
+
+/// The first limit a plan of `affected` changes (`privileged` of them above member) among
+/// `members` would break, if any.
+fn refusal(
+    affected: usize,
+    privileged: usize,
+    members: usize,
+    limits: &Limits,
+    recent_changes: usize,
+) -> Option<Refusal> {
+    if affected == 0 {
+        return None;
+    }
+    let limit = |value: i32| value.clamp(0, 100) as usize;
+    let percent = limit(limits.max_affected_percent);
+    let share = (affected * 100).div_ceil(members.max(1));
+    if share > percent {
+        return Some(Refusal {
+            reason: RefusalReason::BlastRadiusExceeded,
+            message: format!(
+                "enforcement would change {affected} of {members} members ({share}%), more than maxAffectedPercent {percent}%: nothing was changed; check the directory, or raise the limit if this is intended"
+            ),
+        });
+    }
+    let most_privileged = limit(limits.max_privileged);
+    if privileged > most_privileged {
+        return Some(Refusal {
+            reason: RefusalReason::PrivilegedLimitExceeded,
+            message: format!(
+                "enforcement would change {privileged} accounts above member at once, more than maxPrivilegedPerEvaluation {most_privileged}: nothing was changed; check the directory, or raise the limit if this is intended"
+            ),
+        });
+    }
+    let per_day = limit(limits.max_per_day);
+    if recent_changes + affected > per_day {
+        return Some(Refusal {
+            reason: RefusalReason::DailyLimitExceeded,
+            message: format!(
+                "enforcement would make {affected} changes after {recent_changes} in the last 24 hours, more than maxChangesPer24Hours {per_day}: nothing was changed; check the directory, or raise the limit if this is intended"
+            ),
+        });
+    }
+    None
 }
 
 #[cfg(test)]
@@ -166,6 +255,7 @@ mod tests {
                 EmploymentStatus::Active
             },
             kubernetes_users: Vec::new(),
+            kubernetes_groups: Vec::new(),
         }
     }
 
@@ -189,8 +279,20 @@ mod tests {
         grants: Vec<RoleGrant>,
     }
 
+    fn percent(max_affected_percent: i32) -> Limits {
+        Limits {
+            max_affected_percent,
+            max_privileged: 100,
+            max_per_day: 100,
+        }
+    }
+
     impl Case {
         fn plan(&self, limit: i32) -> Plan {
+            self.plan_within(&percent(limit), 0)
+        }
+
+        fn plan_within(&self, limits: &Limits, recent_changes: usize) -> Plan {
             let directory = Directory::build([("t", self.people.clone())]).expect("directory");
             let rules = rules();
             plan(
@@ -202,7 +304,8 @@ mod tests {
                     active_role_grants: &self.grants,
                     integration_connected: true,
                 },
-                limit,
+                limits,
+                recent_changes,
             )
         }
     }
@@ -277,6 +380,8 @@ mod tests {
         let plan = tailnet().plan(39);
         assert_eq!(plan.remedies.len(), 4, "the plan is still reported");
         let why = plan.refused.expect("refused");
+        assert_eq!(why.reason, RefusalReason::BlastRadiusExceeded);
+        let why = why.message;
         assert!(
             why.contains("4 of 10 members (40%)") && why.contains("maxAffectedPercent 39%"),
             "{why}"
@@ -311,5 +416,66 @@ mod tests {
             !logins.contains(&"carol@x".to_string()) && !logins.contains(&"bob@x".to_string()),
             "{logins:?}"
         );
+    }
+
+    #[test]
+    fn privileged_accounts_have_their_own_smaller_limit() {
+        // bob, erin and ivan are lowered (all above member); carol is a member.
+        let plan = tailnet().plan_within(
+            &Limits {
+                max_privileged: 2,
+                ..percent(100)
+            },
+            0,
+        );
+        assert_eq!(plan.privileged, 3);
+        let why = plan.refused.expect("refused");
+        assert_eq!(why.reason, RefusalReason::PrivilegedLimitExceeded);
+        assert!(
+            why.message.contains(
+                "3 accounts above member at once, more than maxPrivilegedPerEvaluation 2"
+            ),
+            "{}",
+            why.message
+        );
+        let within = Limits {
+            max_privileged: 3,
+            ..percent(100)
+        };
+        assert_eq!(tailnet().plan_within(&within, 0).refused, None);
+        // Suspending an offboarded admin is a privileged change too.
+        let mut case = tailnet();
+        case.people.push(person("dave@x", Some("engineer"), true));
+        assert_eq!(case.plan_within(&within, 0).privileged, 4);
+        assert_eq!(
+            case.plan_within(&within, 0).refused.map(|r| r.reason),
+            Some(RefusalReason::PrivilegedLimitExceeded)
+        );
+    }
+
+    #[test]
+    fn changes_in_the_last_24_hours_count_against_a_daily_limit() {
+        let daily = |max_per_day| Limits {
+            max_per_day,
+            ..percent(100)
+        };
+        // Four remedies: fine after 6 changes under a limit of 10, refused after 7.
+        assert_eq!(tailnet().plan_within(&daily(10), 6).refused, None);
+        let why = tailnet()
+            .plan_within(&daily(10), 7)
+            .refused
+            .expect("refused");
+        assert_eq!(why.reason, RefusalReason::DailyLimitExceeded);
+        assert!(
+            why.message.contains(
+                "4 changes after 7 in the last 24 hours, more than maxChangesPer24Hours 10"
+            ),
+            "{}",
+            why.message
+        );
+        // Nothing to do is never refused, whatever happened today.
+        let mut quiet = tailnet();
+        quiet.users.retain(|u| u.login_name == "alice@x");
+        assert_eq!(quiet.plan_within(&daily(0), 50).refused, None);
     }
 }

@@ -30,7 +30,7 @@ use crate::api::{
 };
 use crate::compliance::EmploymentStatus;
 use crate::grants::ledger::RoleRefusal;
-use crate::grants::lifecycle::{self, Beneficiary, GrantState, Step};
+use crate::grants::lifecycle::{self, Approver, Beneficiary, GrantState, Step};
 use crate::grants::{self, PlannedAccess};
 use crate::policy_file::Entries;
 use crate::tailscale::{self, UserType};
@@ -93,11 +93,11 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
     let holder = holder(ctx, grant, policy.as_ref()).await?;
     let deleting = grant.metadata.deletion_timestamp.is_some();
     // Who the beneficiary is matters only before access starts.
-    let (beneficiary, approver_is_beneficiary) = match (&policy, status.phase) {
+    let (beneficiary, approver) = match (&policy, status.phase) {
         (Some(p), None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)) if !deleting => {
             people(ctx, p, grant).await
         }
-        _ => (Beneficiary::Person, false),
+        _ => (Beneficiary::Person, Approver::NotInDirectory),
     };
     let uid = grant.uid().unwrap_or_default();
     let verified = ctx.approvals_verified(&ns);
@@ -120,7 +120,7 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         beneficiary,
         approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
         approved_unproven,
-        approver_is_beneficiary,
+        approver,
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
@@ -601,9 +601,13 @@ async fn holder(
     }
 }
 
-/// The beneficiary as the policy's directory knows them, and whether the approver is the same
-/// person (under another identity): from the policy reconciler's last read, else read now.
-async fn people(ctx: &Context, policy: &AccessPolicy, grant: &AccessGrant) -> (Beneficiary, bool) {
+/// The beneficiary and the approver as the policy's directory knows them: from the policy
+/// reconciler's last read, else read now.
+async fn people(
+    ctx: &Context,
+    policy: &AccessPolicy,
+    grant: &AccessGrant,
+) -> (Beneficiary, Approver) {
     let cached = ctx.directory(&key_of(policy));
     let directory = match cached {
         Some(d) => d,
@@ -615,19 +619,28 @@ async fn people(ctx: &Context, policy: &AccessPolicy, grant: &AccessGrant) -> (B
     };
     let login = &grant.spec.user;
     match directory.as_ref() {
-        Err(why) => (Beneficiary::Unavailable(why.clone()), false),
+        Err(why) => (
+            Beneficiary::Unavailable(why.clone()),
+            Approver::NotInDirectory,
+        ),
         Ok(d) => {
             let beneficiary = match d.lookup(login) {
                 None => Beneficiary::Unknown,
                 Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
                 Some(_) => Beneficiary::Person,
             };
-            let self_approved = grant
-                .spec
-                .approval
-                .as_ref()
-                .is_some_and(|a| d.same_person(&a.approved_by, login));
-            (beneficiary, self_approved)
+            let approver = match grant.spec.approval.as_ref() {
+                None => Approver::NotInDirectory,
+                Some(a) if d.same_person(&a.approved_by, login) => Approver::Beneficiary,
+                Some(a) => match d.person_of_user(&a.approved_by) {
+                    None => Approver::NotInDirectory,
+                    Some(p) if p.status == EmploymentStatus::Offboarded => Approver::Offboarded,
+                    Some(p) => Approver::Person {
+                        groups: p.kubernetes_groups.clone(),
+                    },
+                },
+            };
+            (beneficiary, approver)
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
@@ -24,7 +24,7 @@ use crate::api::{
     ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, EnforcementAction,
     EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState, TailscaleIntegration,
 };
-use crate::compliance::enforcement::{self, Plan, Remedy};
+use crate::compliance::enforcement::{self, Limits, Plan, RefusalReason, Remedy};
 use crate::compliance::{
     self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant,
 };
@@ -261,10 +261,25 @@ fn evaluate(
         active_role_grants: role_grants,
         integration_connected: connected,
     };
+    let spec = &obj.spec.enforcement;
+    let limits = Limits {
+        max_affected_percent: spec.max_affected_percent,
+        max_privileged: spec.max_privileged_per_evaluation,
+        max_per_day: spec.max_changes_per24_hours,
+    };
     (
         compliance::evaluate(&inputs),
-        enforcement::plan(&inputs, obj.spec.enforcement.max_affected_percent),
+        enforcement::plan(&inputs, &limits, recent_changes(obj, Timestamp::now())),
     )
+}
+
+/// The changes enforcement made in the 24 hours before `now`, from the policy's status.
+fn recent_changes(obj: &AccessPolicy, now: Timestamp) -> usize {
+    let since = now - SignedDuration::from_hours(24);
+    obj.status
+        .as_ref()
+        .and_then(|s| s.enforcement.as_ref())
+        .map_or(0, |e| e.actions.iter().filter(|a| a.at.0 > since).count())
 }
 
 /// `AccessControlConfigured` reads only the policy and the connection, so it is evaluated even
@@ -512,22 +527,27 @@ async fn enforce(
 ) -> EnforcementStatus {
     let mut status = previous.enforcement.clone().unwrap_or_default();
     status.pending = plan.remedies.len() as i64;
-    status.refused = plan.refused.clone();
+    status.privileged_pending = plan.privileged as i64;
+    status.changes_in_last24_hours = plan.recent_changes as i64;
+    status.refused = plan.refused.as_ref().map(|r| r.message.clone());
     let enforcing = obj.spec.enforcement.mode == EnforcementMode::Enforce;
     let refused_now = enforcing && plan.refused.is_some();
     conditions.set_or_clear(
         "EnforcementRefused",
         refused_now,
-        "BlastRadiusExceeded",
-        plan.refused.as_deref().unwrap_or_default(),
+        plan.refused
+            .as_ref()
+            .map_or(RefusalReason::BlastRadiusExceeded, |r| r.reason)
+            .as_str(),
+        status.refused.as_deref().unwrap_or_default(),
     );
     if refused_now {
         let was = previous
             .enforcement
             .as_ref()
             .and_then(|e| e.refused.clone());
-        if was != plan.refused {
-            let message = plan.refused.clone().unwrap_or_default();
+        if was != status.refused {
+            let message = status.refused.clone().unwrap_or_default();
             ctx.publish(
                 obj,
                 EventType::Warning,

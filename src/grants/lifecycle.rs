@@ -32,8 +32,8 @@ pub struct GrantState<'a> {
     pub approvals: Result<(), String>,
     /// The approval was written before the admission policies that prove approvals existed.
     pub approved_unproven: bool,
-    /// The directory says the approver is the beneficiary (under another identity).
-    pub approver_is_beneficiary: bool,
+    /// Who the approver is in the policy's directory.
+    pub approver: Approver,
 }
 
 impl<'a> GrantState<'a> {
@@ -50,7 +50,7 @@ impl<'a> GrantState<'a> {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
-            approver_is_beneficiary: false,
+            approver: Approver::NotInDirectory,
         }
     }
 }
@@ -66,6 +66,21 @@ pub enum Beneficiary {
     Unknown,
     /// The directory cannot be read (the message says why).
     Unavailable(String),
+}
+
+/// The approver as the policy's people directory knows them (through `kubernetesUsers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Approver {
+    /// No approval, or no person lists the approving identity.
+    #[default]
+    NotInDirectory,
+    /// The same person as the beneficiary, under another identity.
+    Beneficiary,
+    /// A person marked offboarded.
+    Offboarded,
+    /// A person who works here, with the Kubernetes groups the directory lists for them
+    /// (empty: the directory does not say).
+    Person { groups: Vec<String> },
 }
 
 /// Why a grant is where it is: the `Ready` condition's reason.
@@ -239,52 +254,75 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                         ),
                     }
                 }
-                // An approval counts only where the cluster proves who gave it, and only if it
-                // was given while it did.
-                Resolution::Approved { approved: true, .. } if grant.approver_is_beneficiary => {
-                    Step::Deny {
-                        message: format!(
-                            "{} approved access for themselves: the directory maps them to {}; another approver must approve a new grant",
-                            grant
-                                .spec
-                                .approval
-                                .as_ref()
-                                .map(|a| a.approved_by.as_str())
-                                .unwrap_or_default(),
-                            grant.spec.user
-                        ),
-                    }
-                }
-                Resolution::Approved { approved: true, .. } if grant.approved_unproven => {
-                    Step::Deny {
-                        message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
-                    }
-                }
-                Resolution::Approved { approved: true, .. } if grant.approvals.is_err() => {
-                    Step::Wait {
-                        phase: GrantPhase::AwaitingApproval,
-                        reason: Reason::ApprovalUnverified,
-                        message: grant.approvals.clone().err().unwrap_or_default(),
-                        stalled: true,
-                    }
-                }
                 Resolution::Approved {
-                    access, duration, ..
-                } => {
-                    if is_exempt(policy, &grant.spec.user)
-                        && matches!(access, PlannedAccess::Role { .. })
-                    {
-                        return Step::Deny {
-                            message: format!(
-                                "{} is exempt in this policy (break-glass and service accounts); grants never change an exempt account's role",
-                                grant.spec.user
-                            ),
-                        };
-                    }
-                    Step::Activate { access, duration }
-                }
+                    access,
+                    duration,
+                    approved,
+                } => activation(grant, policy, access, duration, approved),
             }
         }
+    }
+}
+
+/// The last word on a grant the policy allows (approved, or needing no approval): an approval
+/// counts only if the directory does not object to the person behind it, and only where the
+/// cluster proves who gave it, given while it did.
+fn activation(
+    grant: &GrantState,
+    policy: &AccessPolicySpec,
+    access: PlannedAccess,
+    duration: Duration,
+    approved: bool,
+) -> Step {
+    if approved {
+        if let Some(message) = approver_refused(grant) {
+            return Step::Deny { message };
+        }
+        if grant.approved_unproven {
+            return Step::Deny {
+                message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
+            };
+        }
+        if let Err(why) = &grant.approvals {
+            return Step::Wait {
+                phase: GrantPhase::AwaitingApproval,
+                reason: Reason::ApprovalUnverified,
+                message: why.clone(),
+                stalled: true,
+            };
+        }
+    }
+    if is_exempt(policy, &grant.spec.user) && matches!(access, PlannedAccess::Role { .. }) {
+        return Step::Deny {
+            message: format!(
+                "{} is exempt in this policy (break-glass and service accounts); grants never change an exempt account's role",
+                grant.spec.user
+            ),
+        };
+    }
+    Step::Activate { access, duration }
+}
+
+/// Why the directory refuses the approver, if it does.
+fn approver_refused(grant: &GrantState) -> Option<String> {
+    let approval = grant.spec.approval.as_ref()?;
+    let by = &approval.approved_by;
+    match &grant.approver {
+        Approver::NotInDirectory => None,
+        Approver::Beneficiary => Some(format!(
+            "{by} approved access for themselves: the directory maps them to {}; another approver must approve a new grant",
+            grant.spec.user
+        )),
+        Approver::Offboarded => Some(format!(
+            "{by} belongs to a person marked offboarded in the directory: people who have left approve nothing; another approver must approve a new grant"
+        )),
+        Approver::Person { groups } => match &approval.group {
+            Some(group) if !groups.is_empty() && !groups.contains(group) => Some(format!(
+                "{by} approved through group {group}, but the directory does not list {group} among their Kubernetes groups ({}); another approver must approve a new grant",
+                groups.join(", ")
+            )),
+            _ => None,
+        },
     }
 }
 
@@ -367,7 +405,7 @@ mod tests {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
-            approver_is_beneficiary: false,
+            approver: Approver::NotInDirectory,
         }
     }
 
@@ -486,6 +524,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            group: None,
             grant_uid: Some("uid-1".into()),
         });
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
@@ -545,6 +584,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            group: None,
             grant_uid: Some("uid-of-an-earlier-grant".into()),
         });
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
@@ -556,6 +596,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            group: None,
             grant_uid: None,
         });
         assert!(matches!(
@@ -565,6 +606,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            group: None,
             grant_uid: Some("uid-1".into()),
         });
         assert!(matches!(
@@ -579,6 +621,7 @@ mod tests {
         s.approval = Some(crate::api::Approval {
             approved_by: "bob".into(),
             comment: None,
+            group: None,
             grant_uid: Some("uid-1".into()),
         });
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
@@ -602,9 +645,15 @@ mod tests {
         );
         // Approving for oneself under another identity is refused.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
-        g.approver_is_beneficiary = true;
+        g.approver = Approver::Beneficiary;
         assert!(
             matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("for themselves"))
+        );
+        // People who left approve nothing, whatever their identity provider still says.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approver = Approver::Offboarded;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("offboarded"))
         );
         // A grant that needs no approval is not held up.
         let free = spec("alice@example.com", json!({"group": "group:prod"}));
@@ -614,6 +663,43 @@ mod tests {
             decide(&g, Some(&policy(None)), at(0)),
             Step::Activate { .. }
         ));
+    }
+
+    #[test]
+    fn a_group_approval_counts_only_if_the_directory_agrees_the_approver_is_in_the_group() {
+        let mut p = policy(None);
+        p.grantable.roles[0].terms.approvers = crate::api::Approvers {
+            users: vec![],
+            groups: vec!["sre".into()],
+        };
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        s.approval = Some(crate::api::Approval {
+            approved_by: "carol".into(),
+            comment: None,
+            group: Some("sre".into()),
+            grant_uid: Some("uid-1".into()),
+        });
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        for approver in [
+            Approver::NotInDirectory,
+            Approver::Person { groups: vec![] },
+            Approver::Person {
+                groups: vec!["oncall".into(), "sre".into()],
+            },
+        ] {
+            g.approver = approver.clone();
+            assert!(
+                matches!(decide(&g, Some(&p), at(0)), Step::Activate { .. }),
+                "{approver:?}"
+            );
+        }
+        // The directory says carol left sre: her identity provider's word no longer suffices.
+        g.approver = Approver::Person {
+            groups: vec!["oncall".into()],
+        };
+        assert!(
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message } if message.contains("does not list sre among their Kubernetes groups (oncall)"))
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api::{
-    AccessGrantSpec, AccessPolicySpec, GrantTerms, RuleTemplate, SshAction, SshRuleTemplate,
-    TailscaleRole,
+    AccessGrantSpec, AccessPolicySpec, Approval, GrantTerms, RuleTemplate, SshAction,
+    SshRuleTemplate, TailscaleRole,
 };
 use crate::duration;
 
@@ -71,6 +71,17 @@ pub enum Resolution {
 /// maximum in the message.
 pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution {
     let g = &policy.grantable;
+    if let Some(requester) = grant
+        .requested_by
+        .as_deref()
+        .filter(|r| r.starts_with(SERVICE_ACCOUNT_PREFIX))
+    {
+        if !g.service_account_requesters.iter().any(|r| r == requester) {
+            return Resolution::Denied(format!(
+                "requested by the ServiceAccount {requester}, which this policy does not list in grantable.serviceAccountRequesters: a ServiceAccount is whoever can mint its token, so only those the policy names may request access"
+            ));
+        }
+    }
     let a = &grant.access;
     let (access, terms, item) = if let Some(group) = &a.group {
         match g.groups.iter().find(|x| &x.name == group) {
@@ -196,52 +207,60 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
             duration: wanted,
             approvers: describe_approvers(terms),
         },
-        Some(approval) => {
-            match check_approver(terms, &approval.approved_by, grant.requested_by.as_deref()) {
-                Ok(()) => Resolution::Approved {
-                    access,
-                    duration: wanted,
-                    approved: true,
-                },
-                Err(message) => Resolution::Denied(message),
-            }
-        }
+        Some(approval) => match check_approver(terms, approval, grant.requested_by.as_deref()) {
+            Ok(()) => Resolution::Approved {
+                access,
+                duration: wanted,
+                approved: true,
+            },
+            Err(message) => Resolution::Denied(message),
+        },
     }
 }
 
-/// The operator's own check of an approval. The chart's ValidatingAdmissionPolicy is the
-/// primary guard (it sees the approver's real identity and groups); this catches clusters
-/// where it is not installed: self-approval is refused, and an approver named only by user must
-/// be listed. Group membership cannot be seen here, so an approval by someone outside
-/// `approvers.users` is trusted only when the policy also lists approver groups.
-pub fn check_approver(
+/// The operator's own check of an approval, against the policy as it is now. The chart's
+/// ValidatingAdmissionPolicies are the primary guard (they see the approver's real identity and
+/// groups as they approve, and prove `approval.group`); this re-checks at every activation
+/// attempt what the policy says today: self-approval is refused, a ServiceAccount approves only
+/// when named, and an approver counts only if listed by name in `approvers.users` or through
+/// the approver group the approval names.
+fn check_approver(
     terms: &GrantTerms,
-    approved_by: &str,
+    approval: &Approval,
     requested_by: Option<&str>,
 ) -> Result<(), String> {
+    let approved_by = approval.approved_by.as_str();
     if requested_by == Some(approved_by) {
         return Err(format!(
             "{approved_by} approved their own grant; another approver must approve it"
         ));
     }
     let approvers = &terms.approvers;
+    let named = approvers.users.iter().any(|u| u == approved_by);
     // A ServiceAccount is anyone who can mint its token: it approves only when named.
-    if approved_by.starts_with("system:serviceaccount:")
-        && !approvers.users.iter().any(|u| u == approved_by)
-    {
+    if approved_by.starts_with(SERVICE_ACCOUNT_PREFIX) && !named {
         return Err(format!(
             "{approved_by} is a ServiceAccount; a ServiceAccount approves only when the policy lists it by name in approvers.users"
         ));
     }
-    if approvers.users.iter().any(|u| u == approved_by) || !approvers.groups.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{approved_by} is not an approver for this access (approvers: {})",
+    if named {
+        return Ok(());
+    }
+    match &approval.group {
+        Some(group) if approvers.groups.iter().any(|g| g == group) => Ok(()),
+        Some(group) => Err(format!(
+            "{approved_by} approved through group {group}, which is not an approver of this access (approvers: {}); an approver must approve a new grant",
             describe_approvers(terms)
-        ))
+        )),
+        None => Err(format!(
+            "{approved_by} is not listed in approvers.users and the approval names no approver group (spec.approval.group); approvers: {}",
+            describe_approvers(terms)
+        )),
     }
 }
+
+/// Kubernetes user names of ServiceAccounts start with this.
+pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 fn describe_approvers(terms: &GrantTerms) -> String {
     let a = &terms.approvers;
@@ -332,9 +351,7 @@ pub fn ssh_entry(template: &SshRuleTemplate, login: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        Approval, Approvers, GrantAccess, Grantable, GrantableGroup, GrantableRole, LocalRef,
-    };
+    use crate::api::{Approvers, GrantAccess, Grantable, GrantableGroup, GrantableRole, LocalRef};
 
     fn terms(max: &str, approval: bool, users: &[&str], groups: &[&str]) -> GrantTerms {
         GrantTerms {
@@ -437,34 +454,31 @@ mod tests {
         ));
     }
 
+    fn approval(by: &str, group: Option<&str>) -> Option<Approval> {
+        Some(Approval {
+            approved_by: by.into(),
+            grant_uid: Some("uid-1".into()),
+            group: group.map(str::to_string),
+            comment: None,
+        })
+    }
+
     #[test]
     fn approval_rules() {
         let mut g = grant(group("group:prod"), "1h");
         assert!(
             matches!(resolve(&policy(), &g), Resolution::AwaitingApproval { approvers, .. } if approvers == "user bob")
         );
-        g.approval = Some(Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        g.approval = approval("bob", None);
         assert!(matches!(
             resolve(&policy(), &g),
             Resolution::Approved { .. }
         ));
-        g.approval = Some(Approval {
-            approved_by: "mallory".into(),
-            comment: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        g.approval = approval("mallory", None);
         assert!(
-            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("mallory is not an approver"))
+            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("mallory is not listed in approvers.users and the approval names no approver group"))
         );
-        g.approval = Some(Approval {
-            approved_by: "alice".into(),
-            comment: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        g.approval = approval("alice", None);
         assert!(
             matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("approved their own grant"))
         );
@@ -473,23 +487,26 @@ mod tests {
             resolve(&policy(), &grant(group("group:staging"), "8h")),
             Resolution::Approved { .. }
         ));
-        // A ServiceAccount approves only when listed by name, whatever groups it is in.
-        let mut sa = grant(
-            GrantAccess {
-                role: Some(TailscaleRole::Admin),
-                ..Default::default()
-            },
-            "30m",
-        );
-        sa.approval = Some(Approval {
-            approved_by: "system:serviceaccount:team:bot".into(),
-            comment: None,
-            grant_uid: Some("uid-1".into()),
-        });
+    }
+
+    #[test]
+    fn only_service_accounts_the_policy_names_may_request() {
+        let bot = "system:serviceaccount:ci:deployer";
+        let mut g = grant(group("group:staging"), "8h");
+        g.requested_by = Some(bot.into());
         assert!(
-            matches!(resolve(&policy(), &sa), Resolution::Denied(m) if m.contains("ServiceAccount approves only when the policy lists it by name"))
+            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("ServiceAccount system:serviceaccount:ci:deployer, which this policy does not list in grantable.serviceAccountRequesters"))
         );
-        // Group approvers are verified by the admission policy; the operator trusts them.
+        let mut named = policy();
+        named.grantable.service_account_requesters = vec![bot.into()];
+        assert!(matches!(resolve(&named, &g), Resolution::Approved { .. }));
+        // Naming one ServiceAccount lets in no other, not even one of the same name elsewhere.
+        g.requested_by = Some("system:serviceaccount:other:deployer".into());
+        assert!(matches!(resolve(&named, &g), Resolution::Denied(_)));
+    }
+
+    #[test]
+    fn a_group_approval_counts_only_through_a_group_the_policy_lists_now() {
         let mut r = grant(
             GrantAccess {
                 role: Some(TailscaleRole::Admin),
@@ -497,13 +514,29 @@ mod tests {
             },
             "30m",
         );
-        r.approval = Some(Approval {
-            approved_by: "carol".into(),
-            comment: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        // Through the approver group sre (the API server proved carol was in it).
+        r.approval = approval("carol", Some("sre"));
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Approved { access: PlannedAccess::Role { role }, .. } if role == "admin")
+            matches!(resolve(&policy(), &r), Resolution::Approved { access: PlannedAccess::Role { role }, approved: true, .. } if role == "admin")
+        );
+        // Naming no group, an approver outside approvers.users is not trusted blindly.
+        r.approval = approval("carol", None);
+        assert!(
+            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("names no approver group (spec.approval.group); approvers: group sre"))
+        );
+        // A group that is not (or no longer) an approver group of this access does not count.
+        r.approval = approval("carol", Some("everyone"));
+        assert!(
+            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("approved through group everyone, which is not an approver of this access"))
+        );
+        let mut removed = policy();
+        removed.grantable.roles[0].terms.approvers.groups = vec!["security".into()];
+        r.approval = approval("carol", Some("sre"));
+        assert!(matches!(resolve(&removed, &r), Resolution::Denied(_)));
+        // A ServiceAccount approves only when listed by name, whatever groups it is in.
+        r.approval = approval("system:serviceaccount:team:bot", Some("sre"));
+        assert!(
+            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("ServiceAccount approves only when the policy lists it by name"))
         );
     }
 

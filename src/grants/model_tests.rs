@@ -89,7 +89,7 @@ impl World {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
-            approver_is_beneficiary: false,
+            approver: super::lifecycle::Approver::NotInDirectory,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();
