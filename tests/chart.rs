@@ -252,7 +252,6 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["grantledgers"],
         &["get", "list", "watch", "create", "update", "delete"],
     );
-    add("", &["secrets"], &["get"]);
     add("", &["configmaps"], &["get", "list", "watch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
     add("", &["events"], &["create", "patch"]);
@@ -284,6 +283,18 @@ async fn can_i(
     resource: &str,
     namespace: Option<&str>,
 ) -> bool {
+    can_i_on(cp, sa, verb, resource, namespace, None).await
+}
+
+/// [`can_i`] on the object `name`.
+async fn can_i_on(
+    cp: &ControlPlane,
+    sa: (&str, &str),
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
     let parts: Vec<&str> = resource.split('/').collect();
     let (group, resource, subresource) = match parts[..] {
         [r] => ("", r, None),
@@ -306,6 +317,7 @@ async fn can_i(
                 subresource: subresource.map(Into::into),
                 verb: Some(verb.into()),
                 namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
                 ..Default::default()
             }),
             ..Default::default()
@@ -426,6 +438,7 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
         ("replicas=-1", "replicas"),
         ("service.port=70000", "port"),
         ("watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("credentialSecrets={just-a-name}", "credentialSecrets"),
         // --set makes 7 a number; an EnvVar value must be a string (use --set-string).
         ("extraEnv[0].name=A,extraEnv[0].value=7", "value"),
         ("extraEnv[0].nmae=A", "nmae"),
@@ -723,7 +736,10 @@ fn rbac_is_namespaced_when_watching_one_namespace() {
         .iter()
         .find(|r| r["metadata"]["namespace"] == "team-a")
         .expect("operator Role in the watched namespace");
-    assert_eq!(permissions(&operator["rules"]), operator_permissions());
+    // Without credentialSecrets, the Secrets of the watched namespace (get only).
+    let mut expected = operator_permissions();
+    expected.insert(("".into(), "secrets".into(), "get".into()));
+    assert_eq!(permissions(&operator["rules"]), expected);
     let lease = roles
         .iter()
         .find(|r| r["metadata"]["namespace"] == "tk-system")
@@ -744,6 +760,92 @@ fn rbac_is_namespaced_when_watching_one_namespace() {
             });
         assert_eq!(b["subjects"][0]["namespace"], "tk-system", "{role:?}");
     }
+}
+
+#[test]
+fn credential_secrets_are_the_only_secrets_the_operator_may_get() {
+    let docs = documents(&template(
+        "tk-system",
+        &["credentialSecrets={tailscale/ts-oauth,tailscale/backup,corp/creds}"],
+    ));
+    let mut granted = BTreeMap::new();
+    for role in find(&docs, "Role") {
+        let rules = role["rules"].as_sequence().expect("rules");
+        if !rules.iter().any(|r| {
+            r["resources"]
+                .as_sequence()
+                .is_some_and(|rs| rs.iter().any(|x| x == "secrets"))
+        }) {
+            continue;
+        }
+        assert_eq!(role["metadata"]["name"], "tk-tailkeeper-credentials");
+        assert_eq!(rules.len(), 1, "{role:?}");
+        assert_eq!(
+            rules[0]["verbs"],
+            serde_yaml::from_str::<Value>("[get]").unwrap()
+        );
+        let names: Vec<String> = rules[0]["resourceNames"]
+            .as_sequence()
+            .expect("resourceNames: never all Secrets of a namespace")
+            .iter()
+            .map(|n| str_of(n).to_string())
+            .collect();
+        granted.insert(str_of(&role["metadata"]["namespace"]).to_string(), names);
+    }
+    assert_eq!(
+        granted,
+        BTreeMap::from([
+            ("corp".to_string(), vec!["creds".to_string()]),
+            (
+                "tailscale".to_string(),
+                vec!["ts-oauth".to_string(), "backup".to_string()]
+            ),
+        ])
+    );
+    for binding in find(&docs, "RoleBinding")
+        .into_iter()
+        .filter(|b| b["metadata"]["name"] == "tk-tailkeeper-credentials")
+    {
+        assert_eq!(binding["roleRef"]["name"], "tk-tailkeeper-credentials");
+        assert_eq!(binding["subjects"][0]["name"], "tk-tailkeeper");
+        assert_eq!(binding["subjects"][0]["namespace"], "tk-system");
+    }
+    for role in find(&docs, "ClusterRole") {
+        assert!(
+            !permissions(&role["rules"])
+                .iter()
+                .any(|(_, r, v)| r == "secrets" && v == "get"),
+            "no ClusterRole reads Secrets: {:?}",
+            role["metadata"]["name"]
+        );
+    }
+
+    // Watching one namespace, listed Secrets replace the namespace's.
+    let docs = documents(&template(
+        "tk-system",
+        &["watchNamespace=team-a", "credentialSecrets={team-a/ts}"],
+    ));
+    let operator = find(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "tk-tailkeeper")
+        .expect("operator Role");
+    assert_eq!(permissions(&operator["rules"]), operator_permissions());
+    // A Secret outside the watched namespace could serve no integration: said at once.
+    let out = run(helm().arg("template").arg("tk").arg(chart_dir()).args([
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "watchNamespace=team-a",
+        "--set",
+        "credentialSecrets={team-b/ts}",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr
+                .contains("credentialSecrets: team-b/ts is outside the watched namespace team-a"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1123,7 +1225,14 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
     let ns = cp.create_namespace("chart-install").await;
     label_restricted(cp, &ns).await;
     let other = cp.create_namespace("chart-install-other").await;
-    let notes = helm_install(cp, "tk-cluster", &ns, &[]);
+    let credentials = format!("credentialSecrets={{{other}/ts-oauth}}");
+    let notes = helm_install(cp, "tk-cluster", &ns, &[&credentials]);
+    assert!(
+        notes.contains(&format!(
+            "the operator may get only these Secrets: {other}/ts-oauth"
+        )),
+        "{notes}"
+    );
     assert!(notes.contains("STATUS: deployed"), "{notes}");
     assert!(notes.contains("kubectl get tsi,ap,ag -A"), "{notes}");
     assert!(
@@ -1227,7 +1336,6 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
         ("patch", "tailkeeper.io/tailscaleintegrations/status"),
         ("patch", "tailkeeper.io/accesspolicies/status"),
         ("update", "tailkeeper.io/accessgrants/status"),
-        ("get", "secrets"),
         ("create", "events.k8s.io/events"),
         ("patch", "events.k8s.io/events"),
         ("create", "events"),
@@ -1237,6 +1345,22 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
             "operator cannot {verb} {resource} in {other}"
         );
     }
+    // Credentials: exactly the Secret listed, never any other, never cluster-wide.
+    let secret = |namespace: &str, name: &str| {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        async move { can_i_on(cp, sa, "get", "secrets", Some(&namespace), Some(&name)).await }
+    };
+    assert!(secret(&other, "ts-oauth").await, "the listed Secret");
+    assert!(
+        !secret(&other, "db-password").await,
+        "another Secret beside it"
+    );
+    assert!(!secret(&ns, "ts-oauth").await, "the same name elsewhere");
+    assert!(!can_i(cp, sa, "get", "secrets", None).await, "all Secrets");
+    assert!(
+        !can_i(cp, sa, "get", "secrets", Some(&other)).await,
+        "any Secret of the namespace"
+    );
     for (verb, resource) in [
         ("list", "secrets"),
         ("watch", "secrets"),

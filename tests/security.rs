@@ -57,6 +57,58 @@ spec:
     assert_eq!(env.sim.call_count("users.list"), 0);
 }
 
+/// Installed with credentialSecrets, the operator reads exactly those Secrets: an integration
+/// that names any other Secret (one a creator of integrations hopes the operator will use for
+/// them) gets nothing from it and is told what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reads_only_the_credential_secrets_it_is_given() {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    let env = Env::with_chart_values("secretnames", sim, |ns| {
+        vec![format!("credentialSecrets={{{ns}/tailscale-oauth}}")]
+    })
+    .await;
+    let oauth = env.sim.create_oauth_client(&["users:read"]);
+    let mut yaml = String::new();
+    for (secret, integration) in [("tailscale-oauth", "listed"), ("team-secret", "unlisted")] {
+        yaml.push_str(&format!(
+            r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {secret}}}
+stringData: {{clientId: {}, clientSecret: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: {integration}}}
+spec:
+  apiUrl: {}
+  credentials: {{type: OAuthClient, secretName: {secret}}}
+"#,
+            oauth.id,
+            oauth.secret,
+            env.sim.url()
+        ));
+    }
+    env.apply(&yaml).await;
+    env.integration_condition("listed", "Ready", "True").await;
+    let (reason, message) = env
+        .integration_condition("unlisted", "Ready", "False")
+        .await;
+    assert_eq!(reason, "SecretForbidden", "{message}");
+    assert!(
+        message.contains(&format!(
+            "add \"{}/team-secret\" to the chart's credentialSecrets value",
+            env.ns
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(&oauth.secret), "{message}");
+}
+
 /// Each persona the chart defines can do exactly its job and nothing more: the chart's
 /// ClusterRoles bound in a namespace as its README says, asked of the API server
 /// (SubjectAccessReview) for every write that matters. Holding the built-in `edit` role lets

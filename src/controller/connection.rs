@@ -113,6 +113,15 @@ async fn read_credentials(
                 ),
             })
         }
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Err(ConnectError {
+                reason: "SecretForbidden",
+                message: format!(
+                    "the operator may not read Secret {ns}/{name}: it reads only the Secrets it is allowed to; add \"{ns}/{name}\" to the chart's credentialSecrets value (or grant its ServiceAccount get on this Secret)",
+                    name = spec.secret_name
+                ),
+            })
+        }
         Err(e) => {
             return Err(ConnectError {
                 reason: "SecretUnreadable",

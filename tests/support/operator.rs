@@ -255,10 +255,17 @@ pub fn render_chart(cp: &ControlPlane, args: &[&str]) -> String {
 /// `watchNamespace` set) and return a kubeconfig that impersonates that ServiceAccount: the
 /// operator runs with exactly the chart's permissions, so a missing rule fails a test.
 pub async fn chart_identity(cp: &ControlPlane, ns: &str) -> PathBuf {
-    let rendered = render_chart(
-        cp,
-        &["--namespace", ns, "--set", &format!("watchNamespace={ns}")],
-    );
+    chart_identity_with(cp, ns, &[]).await
+}
+
+/// [`chart_identity`] with more chart values (`key=value`, as `--set` takes them).
+pub async fn chart_identity_with(cp: &ControlPlane, ns: &str, values: &[&str]) -> PathBuf {
+    let watch = format!("watchNamespace={ns}");
+    let mut args = vec!["--namespace", ns, "--set", &watch];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let rendered = render_chart(cp, &args);
     let mut rbac = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&rendered) {
         let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
@@ -302,9 +309,21 @@ pub struct Env {
 
 impl Env {
     pub async fn new(prefix: &str, sim: Simulator) -> Env {
+        Self::with_chart_values(prefix, sim, |_| Vec::new()).await
+    }
+
+    /// An environment whose operator runs under the chart's RBAC rendered with more values,
+    /// given the namespace (`key=value`, as `--set` takes them).
+    pub async fn with_chart_values(
+        prefix: &str,
+        sim: Simulator,
+        values: impl FnOnce(&str) -> Vec<String>,
+    ) -> Env {
         let cp = ControlPlane::shared().await;
         let ns = cp.create_namespace(prefix).await;
-        let kubeconfig = chart_identity(cp, &ns).await;
+        let values = values(&ns);
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let kubeconfig = chart_identity_with(cp, &ns, &values).await;
         let operator = Operator::start(&kubeconfig, &ns);
         operator.wait_ready().await;
         Env {

@@ -97,10 +97,6 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessgrants"]
   verbs: ["patch", "update"]
-# Tailscale credentials: read only the Secret an integration names; never list or watch Secrets.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 # People directories held in ConfigMaps.
 - apiGroups: [""]
   resources: ["configmaps"]
