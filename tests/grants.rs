@@ -1673,7 +1673,7 @@ async fn nobody_approves_access_for_themselves_under_another_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approval_given_before_its_policy_existed_counts_only_for_what_the_cluster_proved() {
+async fn approvals_given_before_the_policy_existed_never_count() {
     let env = setup("early", POLICY_FILE).await;
     let oncall = json!({"group": "group:oncall"});
     for name in ["early-mallory", "early-carol"] {
@@ -1704,23 +1704,40 @@ async fn an_approval_given_before_its_policy_existed_counts_only_for_what_the_cl
         .await
         .expect("carol is in approvers");
 
-    // The policy appears, naming the group approvers: only the approval through it counts.
+    // Times are whole seconds: let the policy be created in a later second than the approvals.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The policy appears, naming the group approvers: neither approval was judged against it,
+    // so neither counts (not even carol's, who is an approver).
     env.apply(&POLICY.replace("metadata: {name: jit}", "metadata: {name: later}"))
         .await;
-    let denied = env.grant_phase("early-mallory", GrantPhase::Denied).await;
-    let message = denied.status.unwrap().message.unwrap_or_default();
-    assert!(
-        message.contains(
-            "mallory is not listed in approvers.users and the approval names no approver group"
+    for (name, why) in [
+        // mallory is no approver of the policy at all...
+        (
+            "early-mallory",
+            "mallory is not listed in approvers.users and the approval names no approver group",
         ),
-        "{message}"
-    );
-    env.grant_phase("early-carol", GrantPhase::Active).await;
-    assert_eq!(
-        group_members(&policy_text(&env), "group:oncall"),
-        vec!["alice@example.com"],
-        "only carol's approval took effect"
-    );
+        // ...and carol is, but approved before the policy could say so.
+        (
+            "early-carol",
+            "the approval was given before AccessPolicy later existed",
+        ),
+    ] {
+        let denied = env.grant_phase(name, GrantPhase::Denied).await;
+        let message = denied.status.unwrap().message.unwrap_or_default();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+
+    // Approved once the policy exists, the same request goes through.
+    let mut g = grant("in-time", "alice@example.com", oncall, "1h", "alice");
+    g.spec.policy_ref.name = "later".into();
+    request(&env, "alice", g).await.unwrap();
+    env.grant_phase("in-time", GrantPhase::AwaitingApproval)
+        .await;
+    approve_through(&env, "carol", "in-time", "carol", Some("approvers"))
+        .await
+        .expect("carol approves");
+    env.grant_phase("in-time", GrantPhase::Active).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

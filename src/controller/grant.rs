@@ -109,6 +109,20 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             // Times are whole seconds: an approval in the same second is not trusted either.
             (Ok(Some(since)), Some(at)) if at <= *since
         );
+    // An approval given while the grant had no governing policy (or under a policy since
+    // deleted and recreated) was judged against nothing. Times are whole seconds: one in the
+    // policy's own second counts, as the approver named in it is still checked against the
+    // policy (by name, or through a group admission proved).
+    let approved_before_policy = grant.spec.approval.is_some()
+        && matches!(
+            (
+                approval_written_at(grant),
+                policy
+                    .as_ref()
+                    .and_then(|p| p.metadata.creation_timestamp.as_ref())
+            ),
+            (Some(at), Some(created)) if at < created.0
+        );
     let state = GrantState {
         uid: &uid,
         spec: &grant.spec,
@@ -120,6 +134,7 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         beneficiary,
         approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
         approved_unproven,
+        approved_before_policy,
         approver,
     };
     let now = Timestamp::now();

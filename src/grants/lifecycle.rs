@@ -32,6 +32,9 @@ pub struct GrantState<'a> {
     pub approvals: Result<(), String>,
     /// The approval was written before the admission policies that prove approvals existed.
     pub approved_unproven: bool,
+    /// The approval was written before the grant's AccessPolicy (as it is now) was created:
+    /// nothing judged the approver against it.
+    pub approved_before_policy: bool,
     /// Who the approver is in the policy's directory.
     pub approver: Approver,
 }
@@ -50,6 +53,7 @@ impl<'a> GrantState<'a> {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            approved_before_policy: false,
             approver: Approver::NotInDirectory,
         }
     }
@@ -278,6 +282,14 @@ fn activation(
         if let Some(message) = approver_refused(grant) {
             return Step::Deny { message };
         }
+        if grant.approved_before_policy {
+            return Step::Deny {
+                message: format!(
+                    "the approval was given before AccessPolicy {} existed, so nothing checked the approver against it; it never counts: request a new grant and have it approved",
+                    grant.spec.policy_ref.name
+                ),
+            };
+        }
         if grant.approved_unproven {
             return Step::Deny {
                 message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
@@ -405,6 +417,7 @@ mod tests {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            approved_before_policy: false,
             approver: Approver::NotInDirectory,
         }
     }
@@ -642,6 +655,12 @@ mod tests {
         g.approved_unproven = true;
         assert!(
             matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("never counts"))
+        );
+        // An approval given before the policy (as it is now) existed is refused for good.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approved_before_policy = true;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("before AccessPolicy"))
         );
         // Approving for oneself under another identity is refused.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));

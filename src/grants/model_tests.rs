@@ -89,6 +89,7 @@ impl World {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            approved_before_policy: false,
             approver: super::lifecycle::Approver::NotInDirectory,
         };
         let step = decide(&state, Some(&self.policy), self.now);
