@@ -55,7 +55,8 @@ STAGING_VERSION="v0.${K8S_VERSION#v1.}"
 
 K8S_OUT="$TOOLS_DIR/kubernetes/$K8S_VERSION"
 ETCD_OUT="$TOOLS_DIR/etcd/$ETCD_VERSION"
-HELM_OUT="$TOOLS_DIR/helm/$HELM_VERSION"
+# "-kv": built with the Kubernetes version `helm template` assumes (see build_helm).
+HELM_OUT="$TOOLS_DIR/helm/$HELM_VERSION-kv"
 KUBECONFORM_OUT="$TOOLS_DIR/kubeconform/$KUBECONFORM_VERSION"
 
 have_all() { # dir bin...
@@ -212,9 +213,20 @@ else
   bin_key="k8s-$K8S_VERSION"
 fi
 
-[[ -x "$HELM_OUT/helm" ]] && log "helm $HELM_VERSION: cached" \
-  || go_install "$HELM_OUT" helm "helm.sh/helm/v${HELM_VERSION:1:1}/cmd/helm@$HELM_VERSION" \
-       "-X helm.sh/helm/v${HELM_VERSION:1:1}/internal/version.version=$HELM_VERSION"
+# Helm's release builds set the Kubernetes version that `helm template` (without
+# --kube-version) and `helm lint` assume from the client-go it is built with; `go install` alone
+# leaves v1.20, below the chart's kubeVersion. Do what its Makefile does.
+build_helm() {
+  need_go
+  local major=v${HELM_VERSION:1:1} gomod minor
+  gomod=$(go mod download -json "helm.sh/helm/$major@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$gomod")
+  [[ -n "$minor" ]] || die "cannot read the client-go version of helm $HELM_VERSION from $gomod"
+  local pkg="helm.sh/helm/$major/pkg"
+  go_install "$HELM_OUT" helm "helm.sh/helm/$major/cmd/helm@$HELM_VERSION" \
+    "-X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X $pkg/chartutil.k8sVersionMajor=1 -X $pkg/chartutil.k8sVersionMinor=$minor -X $pkg/lint/rules.k8sVersionMajor=1 -X $pkg/lint/rules.k8sVersionMinor=$minor"
+}
+[[ -x "$HELM_OUT/helm" ]] && log "helm $HELM_VERSION: cached" || build_helm
 [[ -x "$KUBECONFORM_OUT/kubeconform" ]] && log "kubeconform $KUBECONFORM_VERSION: cached" \
   || go_install "$KUBECONFORM_OUT" kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
        "-X main.version=$KUBECONFORM_VERSION"

@@ -423,6 +423,14 @@ fn chart_metadata_matches_the_crate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // ...yet `helm template` needs no --kube-version: helm assumes the Kubernetes of its own
+    // client libraries, as release builds of helm do.
+    let out = run(helm().arg("template").arg("tk").arg(chart_dir()));
+    assert!(
+        out.status.success(),
+        "helm template without --kube-version: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

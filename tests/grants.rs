@@ -261,6 +261,16 @@ async fn group_grant_applies_then_lapses_restoring_the_file_byte_for_byte() {
     assert_eq!(status.applied[0].kind, ChangeKind::GroupMembership);
     assert!(status.applied[0].owned);
     assert!(status.activated_at.is_some());
+    // `kubectl get ag` says when access ends, as a time a person can read.
+    let out = env.kubectl(&["get", "ag", "g1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let expiry = expires_at(&active)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert!(
+        table.contains("EXPIRES") && table.contains(&expiry) && !table.contains("<invalid>"),
+        "{table}"
+    );
 
     let expired = env.grant_phase("g1", GrantPhase::Expired).await;
     assert_eq!(
