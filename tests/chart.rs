@@ -744,9 +744,11 @@ fn rbac_is_namespaced_when_watching_one_namespace() {
         .iter()
         .find(|r| r["metadata"]["namespace"] == "team-a")
         .expect("operator Role in the watched namespace");
-    // Without credentialSecrets, the Secrets of the watched namespace (get only).
+    // Without credentialSecrets, the Secrets of the watched namespace.
     let mut expected = operator_permissions();
-    expected.insert(("".into(), "secrets".into(), "get".into()));
+    for verb in ["get", "list", "watch"] {
+        expected.insert(("".into(), "secrets".into(), verb.into()));
+    }
     assert_eq!(permissions(&operator["rules"]), expected);
     let lease = roles
         .iter()
@@ -790,7 +792,8 @@ fn credential_secrets_are_the_only_secrets_the_operator_may_get() {
         assert_eq!(rules.len(), 1, "{role:?}");
         assert_eq!(
             rules[0]["verbs"],
-            serde_yaml::from_str::<Value>("[get]").unwrap()
+            serde_yaml::from_str::<Value>("[get, list, watch]").unwrap(),
+            "read and watched by name"
         );
         let names: Vec<String> = rules[0]["resourceNames"]
             .as_sequence()
@@ -1360,6 +1363,10 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
     };
     assert!(secret(&other, "ts-oauth").await, "the listed Secret");
     assert!(
+        can_i_on(cp, sa, "watch", "secrets", Some(&other), Some("ts-oauth")).await,
+        "watched by name"
+    );
+    assert!(
         !secret(&other, "db-password").await,
         "another Secret beside it"
     );
@@ -1452,7 +1459,9 @@ async fn helm_install_namespaced_confines_the_operator_to_its_namespace() {
         );
     }
     assert!(!can_i(cp, sa, "list", "tailkeeper.io/tailscaleintegrations", None).await);
-    assert!(!can_i(cp, sa, "list", "secrets", Some(&watched)).await);
+    // Its own namespace's Secrets: read and watched (each credential Secret by name).
+    assert!(can_i(cp, sa, "watch", "secrets", Some(&watched)).await);
+    assert!(!can_i(cp, sa, "update", "secrets", Some(&watched)).await);
     assert!(can_i(cp, sa, "patch", "coordination.k8s.io/leases", Some(&ns)).await);
     assert!(
         !can_i(

@@ -237,6 +237,88 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_and_a_sync_request_take_effect_without_waiting_for_the_interval() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.add_user(SimUser::member("alice@example.com", "admin", "active"));
+    let env = Env::new("rotate", sim).await;
+    let first = env.sim.create_api_key(Duration::from_secs(86400 * 60));
+    let secret = |key: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ts"},
+               "stringData": {"apiToken": key}})
+    };
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    secrets
+        .patch(
+            "ts",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(secret(&first.key)),
+        )
+        .await
+        .unwrap();
+    // An hour between syncs: whatever happens sooner below was not the interval.
+    env.apply(&format!(
+        r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: t}}
+spec:
+  apiUrl: {}
+  syncInterval: 1h
+  credentials: {{type: APIToken, secretName: ts}}
+"#,
+        env.sim.url()
+    ))
+    .await;
+    env.integration_condition("t", "Ready", "True").await;
+    let key_in_use = || async {
+        let i = env.integrations().get("t").await.ok()?;
+        i.status?.credentials?.key_id
+    };
+    assert_eq!(key_in_use().await.as_deref(), Some(first.id.as_str()));
+
+    // The credential is rotated: the watched Secret brings the new token into use.
+    let second = env.sim.create_api_key(Duration::from_secs(86400 * 60));
+    secrets
+        .patch(
+            "ts",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(secret(&second.key)),
+        )
+        .await
+        .unwrap();
+    eventually("the rotated token to be in use", CONVERGE, || async {
+        (key_in_use().await? == second.id).then_some(())
+    })
+    .await;
+
+    // A user joins in Tailscale; someone asks for a sync now, as the README says.
+    env.sim
+        .add_user(SimUser::member("bob@example.com", "member", "active"));
+    let out = env.kubectl(&[
+        "annotate",
+        "tsi",
+        "t",
+        "tailkeeper.io/sync-requested-at=2026-11-30T10:00:00Z",
+        "--overwrite",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = eventually("the requested sync", CONVERGE, || async {
+        let status = env.integrations().get("t").await.ok()?.status?;
+        (status.last_sync_request.as_deref() == Some("2026-11-30T10:00:00Z")).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.inventory.expect("inventory").users,
+        2,
+        "the sync it asked for has happened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secret_stalls_then_recovers_once_created() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     sim.add_user(SimUser::member("alice@example.com", "admin", "active"));

@@ -127,6 +127,11 @@ pub struct CredentialsSpec {
     pub oauth_scopes: Option<Vec<String>>,
 }
 
+/// Set this annotation on a TailscaleIntegration (any new value, e.g. the time) to sync it now:
+/// `kubectl annotate tsi corp tailkeeper.io/sync-requested-at="$(date -u +%FT%TZ)" --overwrite`.
+/// `status.lastSyncRequest` takes its value once that sync has happened (or failed).
+pub const SYNC_REQUEST_ANNOTATION: &str = "tailkeeper.io/sync-requested-at";
+
 /// Observed state of a TailscaleIntegration.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -143,6 +148,12 @@ pub struct TailscaleIntegrationStatus {
     /// When the inventory was last synced successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+
+    /// The value of the `tailkeeper.io/sync-requested-at` annotation when the latest sync was
+    /// attempted: equal to the annotation once the sync it asked for has happened (or failed;
+    /// the conditions say which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_request: Option<String>,
 
     /// How long the last successful sync took, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -166,5 +166,7 @@ async fn read_credentials(
             scopes: spec.oauth_scopes.clone().unwrap_or_default(),
         },
     };
-    Ok((credentials, secret.resource_version().unwrap_or_default()))
+    let version = secret.resource_version().unwrap_or_default();
+    ctx.note_secret_version((ns, spec.secret_name.clone()), version.clone());
+    Ok((credentials, version))
 }

@@ -83,6 +83,8 @@ pub struct Context {
     /// The admission policies and bindings installed, as last read.
     admission: RwLock<crate::grants::admission::Installed>,
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
+    /// The resourceVersion of each credential Secret (namespace, name) as last read.
+    secret_versions: RwLock<HashMap<Key, String>>,
 }
 
 impl Context {
@@ -104,7 +106,20 @@ impl Context {
             ledger_locks: Default::default(),
             admission: RwLock::new(Err("not read yet".into())),
             tailscale: RwLock::default(),
+            secret_versions: RwLock::default(),
         }
+    }
+
+    /// Note the resourceVersion of the credential Secret `key` just read.
+    pub fn note_secret_version(&self, key: Key, version: String) {
+        if let Ok(mut versions) = self.secret_versions.write() {
+            versions.insert(key, version);
+        }
+    }
+
+    /// The resourceVersion of the credential Secret `key` as last read, if it was.
+    pub fn secret_version(&self, key: &Key) -> Option<String> {
+        self.secret_versions.read().ok()?.get(key).cloned()
     }
 
     pub fn set_stores(

@@ -22,7 +22,7 @@ use super::status::apply_status;
 use super::Error;
 use crate::api::{
     find_condition, ConditionStatus, Conditions, CredentialKind, CredentialStatus, InventoryStatus,
-    KState, TailscaleIntegration, TailscaleIntegrationStatus,
+    KState, TailscaleIntegration, TailscaleIntegrationStatus, SYNC_REQUEST_ANNOTATION,
 };
 use crate::duration;
 use crate::metrics::IntegrationLabels;
@@ -48,6 +48,12 @@ impl From<ConnectError> for SyncError {
     }
 }
 
+/// When to look again after a problem a person must fix in the spec or the Secret (a fixed
+/// Secret is noticed at once: it is watched).
+const CONFIG_RETRY: Duration = Duration::from_secs(30);
+/// When to look again after Tailscale refused or failed the sync.
+const TAILSCALE_RETRY: Duration = Duration::from_secs(15);
+
 struct Synced {
     inventory: Inventory,
     credential: CredentialStatus,
@@ -63,6 +69,7 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
     let previous = obj.status.clone().unwrap_or_default();
     let mut status = TailscaleIntegrationStatus {
         observed_generation: obj.metadata.generation,
+        last_sync_request: obj.annotations().get(SYNC_REQUEST_ANNOTATION).cloned(),
         ..previous.clone()
     };
     let mut conditions = Conditions::new(&previous.conditions, obj.metadata.generation, now);
@@ -112,7 +119,7 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
                 .reconcile_errors
                 .get_or_create(&error_labels(reason))
                 .inc();
-            Duration::from_secs(30).min(sync_interval)
+            CONFIG_RETRY.min(sync_interval)
         }
         Err(SyncError::Tailscale(e)) => {
             let (state, reason) = if e.is_unauthorized() {
@@ -129,7 +136,7 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
                 .reconcile_errors
                 .get_or_create(&error_labels(reason))
                 .inc();
-            Duration::from_secs(15).min(sync_interval)
+            TAILSCALE_RETRY.min(sync_interval)
         }
     };
     status.conditions = conditions.into_vec();

@@ -4,6 +4,7 @@
 mod admission;
 mod connection;
 mod context;
+mod credentials;
 mod grant;
 mod integration;
 pub mod leader;
@@ -33,6 +34,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{
     find_condition, AccessGrant, AccessPolicy, GrantLedger, GrantPhase, TailscaleIntegration,
+    SYNC_REQUEST_ANNOTATION,
 };
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
 use crate::server::{self, Health};
@@ -136,7 +138,8 @@ pub async fn run(
     ctx.set_admission(admission::read(&ctx.client).await);
     let admission_refresh = tokio::spawn(admission::refresh(ctx.clone()));
 
-    // Integrations: triggered by their own spec changes (not their status writes) and on timers.
+    // Integrations: triggered by their own spec changes (not their status writes), a sync
+    // request (the annotation), their credential Secret changing, and on timers.
     let (integration_store, integration_writer) = reflector::store::<TailscaleIntegration>();
     let integrations = watcher(
         api::<TailscaleIntegration>(&client, &config.namespace),
@@ -145,8 +148,15 @@ pub async fn run(
     .default_backoff()
     .reflect(integration_writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(spec_or_sync_request, Default::default());
+    let (secret_changed, secret_changes) = futures::channel::mpsc::channel(16);
+    let credential_watch = tokio::spawn(credentials::watch(
+        ctx.clone(),
+        integration_store.clone(),
+        secret_changed,
+    ));
     let integration_controller = Controller::for_stream(integrations, integration_store.clone())
+        .reconcile_on(secret_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |obj, ctx| timed("integration", ctx.clone(), integration::reconcile(obj, ctx)),
@@ -368,6 +378,7 @@ pub async fn run(
         }
     };
     admission_refresh.abort();
+    credential_watch.abort();
     health.set_ready(false);
     metrics.leader.set(0);
     if let Some(reason) = lost {
@@ -469,6 +480,15 @@ fn grant_phase(g: &AccessGrant) -> Option<u64> {
         .map(|p| format!("{p:?}"))
         .hash(&mut h);
     g.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Integration changes the integration reconciler acts on: the spec (generation) and a request
+/// to sync now (the value of the sync-request annotation). Its own status writes are not.
+fn spec_or_sync_request(i: &TailscaleIntegration) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    i.metadata.generation.hash(&mut h);
+    i.annotations().get(SYNC_REQUEST_ANNOTATION).hash(&mut h);
     Some(h.finish())
 }
 
