@@ -2,7 +2,8 @@
 //!
 //! The crate is layered so that the module tree mirrors the architecture:
 //! - [`api`]: the custom resource types (what users write and what status says);
-//! - [`compliance`] and [`duration`]: pure logic, no I/O, unit-tested directly;
+//! - [`compliance`], [`duration`], [`grants`], [`policy_file`] and [`webhook`]: pure logic, no
+//!   I/O, unit-tested directly;
 //! - [`tailscale`]: the one HTTP path to Tailscale;
 //! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together.
 
@@ -16,3 +17,4 @@ pub mod policy_file;
 pub mod server;
 pub mod tailscale;
 pub mod telemetry;
+pub mod webhook;

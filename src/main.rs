@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or the in-cluster
     /// service account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds {
         /// Print the CRD reference as Markdown instead (what docs/crd-reference.md holds).
@@ -36,6 +36,10 @@ struct RunArgs {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "TAILKEEPER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the Tailscale webhook endpoint (`POST /tailscale/<namespace>/<integration>`);
+    /// off when unset. Integrations opt in with spec.webhook.
+    #[arg(long, env = "TAILKEEPER_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, env = "TAILKEEPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "tailkeeper failed");
@@ -171,6 +175,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         namespace: args.watch_namespace,
         listen: args.listen,
+        webhook_listen: args.webhook_listen,
         settings,
         leader_election,
     };

@@ -31,6 +31,14 @@ pub struct IntegrationLabels {
     pub integration: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub namespace: String,
+    pub integration: String,
+    /// `Accepted`, or why not (`BadSignature`, `Stale`, `Replayed`, `RateLimited`, ...).
+    pub outcome: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -46,6 +54,8 @@ pub struct Metrics {
     pub credential_expiry: Family<IntegrationLabels, Gauge>,
     /// 1 while this replica leads (runs the controllers), 0 while it waits as a standby.
     pub leader: Gauge,
+    /// Webhook deliveries received, by outcome.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +72,7 @@ impl Default for Metrics {
         let inventory_users = Family::<IntegrationLabels, Gauge>::default();
         let credential_expiry = Family::<IntegrationLabels, Gauge>::default();
         let leader = Gauge::default();
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -102,6 +113,11 @@ impl Default for Metrics {
             "Whether this replica leads (1) or waits for the leader-election Lease (0)",
             leader.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Tailscale webhook deliveries received, by integration and outcome",
+            webhook_deliveries.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -112,6 +128,7 @@ impl Default for Metrics {
             inventory_users,
             credential_expiry,
             leader,
+            webhook_deliveries,
         }
     }
 }

@@ -82,6 +82,29 @@ pub struct TailscaleIntegrationSpec {
     )]
     #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1h') && duration(self) <= duration('2160h'))").message("credentialExpiryWarning must be between 1h and 2160h (90 days)"))]
     pub credential_expiry_warning: String,
+
+    /// Receive Tailscale's webhooks for this tailnet, so a change in Tailscale (a user added,
+    /// suspended, a role or the policy file changed) is synced at once rather than at the next
+    /// `syncInterval`. Needs the operator's webhook endpoint (chart value `webhook.enabled`);
+    /// point a Tailscale webhook at `<endpoint>/tailscale/<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// Tailscale webhooks for an integration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The key of the credentials Secret that holds the webhook's signing secret (default
+    /// `webhookSecret`). To rotate without losing deliveries, put the new and the previous
+    /// secret in it, one per line; deliveries signed with either are accepted.
+    #[serde(default = "default_webhook_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_key: String,
+}
+
+fn default_webhook_secret_key() -> String {
+    "webhookSecret".to_string()
 }
 
 /// The kind of credential a Secret holds.

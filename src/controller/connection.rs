@@ -166,6 +166,27 @@ async fn read_credentials(
             scopes: spec.oauth_scopes.clone().unwrap_or_default(),
         },
     };
+    // The webhook's signing secrets (one per line, for rotation), when webhooks are on.
+    let webhook = match &obj.spec.webhook {
+        None => None,
+        Some(w) => {
+            let text = value(&w.secret_key).map_err(|_| ConnectError {
+                reason: "SecretKeyMissing",
+                message: format!(
+                    "Secret {ns}/{} has no key {:?}, which spec.webhook names for the webhook's signing secret",
+                    spec.secret_name, w.secret_key
+                ),
+            })?;
+            Some(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Credential::new)
+                    .collect(),
+            )
+        }
+    };
+    ctx.set_webhook_secrets(key_of(obj), webhook);
     let version = secret.resource_version().unwrap_or_default();
     ctx.note_secret_version((ns, spec.secret_name.clone()), version.clone());
     Ok((credentials, version))

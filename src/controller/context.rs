@@ -85,6 +85,8 @@ pub struct Context {
     tailscale: RwLock<HashMap<Key, (u64, tailscale::Client)>>,
     /// The resourceVersion of each credential Secret (namespace, name) as last read.
     secret_versions: RwLock<HashMap<Key, String>>,
+    /// Each integration's webhook signing secrets, when it receives webhooks.
+    webhook_secrets: RwLock<HashMap<Key, Arc<Vec<tailscale::Secret>>>>,
 }
 
 impl Context {
@@ -107,7 +109,23 @@ impl Context {
             admission: RwLock::new(Err("not read yet".into())),
             tailscale: RwLock::default(),
             secret_versions: RwLock::default(),
+            webhook_secrets: RwLock::default(),
         }
+    }
+
+    /// Keep (or, with `None`, forget) the webhook signing secrets of integration `key`.
+    pub fn set_webhook_secrets(&self, key: Key, secrets: Option<Vec<tailscale::Secret>>) {
+        if let Ok(mut all) = self.webhook_secrets.write() {
+            match secrets {
+                Some(s) => all.insert(key, Arc::new(s)),
+                None => all.remove(&key),
+            };
+        }
+    }
+
+    /// The webhook signing secrets of integration `key`, once its Secret has been read.
+    pub fn webhook_secrets(&self, key: &Key) -> Option<Arc<Vec<tailscale::Secret>>> {
+        self.webhook_secrets.read().ok()?.get(key).cloned()
     }
 
     /// Note the resourceVersion of the credential Secret `key` just read.
@@ -159,6 +177,37 @@ impl Context {
     /// A policy from the controller's cache (None when absent or before the cache exists).
     pub fn cached_policy(&self, ns: &str, name: &str) -> Option<Arc<AccessPolicy>> {
         self.stores.get()?.0.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// The names of the policies (from the cache) that govern integration `name` of `ns`.
+    pub fn policies_of(&self, ns: &str, name: &str) -> Vec<String> {
+        self.stores
+            .get()
+            .map(|(policies, _)| {
+                policies
+                    .state()
+                    .iter()
+                    .filter(|p| {
+                        p.namespace().as_deref() == Some(ns) && p.spec.integration_ref.name == name
+                    })
+                    .map(|p| p.name_any())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The grants of a namespace, from the cache.
+    pub fn grants_in(&self, ns: &str) -> Vec<Arc<AccessGrant>> {
+        self.grant_stores
+            .get()
+            .map(|(grants, _)| {
+                grants
+                    .state()
+                    .into_iter()
+                    .filter(|g| g.namespace().as_deref() == Some(ns))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// An integration from the controller's cache.
@@ -251,6 +300,7 @@ impl Context {
         if let Ok(mut map) = self.tailscale.write() {
             map.remove(key);
         }
+        self.set_webhook_secrets(key.clone(), None);
     }
 
     /// The Tailscale client for an integration, reused while its configuration (`fingerprint`:

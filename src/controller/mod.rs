@@ -11,6 +11,7 @@ pub mod leader;
 mod ledger;
 mod policy;
 mod status;
+mod webhook;
 mod writer;
 
 pub use context::{Context, Settings, FIELD_MANAGER};
@@ -71,6 +72,8 @@ pub struct RunConfig {
     pub namespace: Option<String>,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: SocketAddr,
+    /// Address of the Tailscale webhook endpoint, when it is on.
+    pub webhook_listen: Option<SocketAddr>,
     pub settings: Settings,
     /// Hold this Lease before starting the controllers; `None` runs them at once (one replica
     /// only, e.g. local runs).
@@ -153,8 +156,10 @@ pub async fn run(
     let credential_watch = tokio::spawn(credentials::watch(
         ctx.clone(),
         integration_store.clone(),
-        secret_changed,
+        secret_changed.clone(),
     ));
+    // Webhooks ask for a sync through the same path as a changed Secret.
+    let webhook_resync = secret_changed.clone();
     let integration_controller = Controller::for_stream(integrations, integration_store.clone())
         .reconcile_on(secret_changes)
         .graceful_shutdown_on(shutdown.clone())
@@ -295,7 +300,9 @@ pub async fn run(
         });
 
     let by_policy = grant_store.clone();
+    let (grant_recheck, grant_rechecks) = futures::channel::mpsc::channel(64);
     let grant_controller = Controller::for_stream(grants, grant_store.clone())
+        .reconcile_on(grant_rechecks)
         .watches_stream(policy_changes, move |p: AccessPolicy| {
             let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
             by_policy
@@ -353,6 +360,21 @@ pub async fn run(
     };
     tokio::spawn(readiness);
 
+    // The webhook endpoint runs while this replica leads (a standby has nothing to sync).
+    let webhooks = config.webhook_listen.map(|addr| {
+        let receiver = Arc::new(webhook::Receiver::new(
+            ctx.clone(),
+            webhook_resync,
+            grant_recheck,
+        ));
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = webhook::serve(addr, receiver, shutdown).await {
+                error!(error = %e, "webhook endpoint failed");
+            }
+        })
+    });
+
     info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "tailkeeper started"
@@ -379,6 +401,9 @@ pub async fn run(
     };
     admission_refresh.abort();
     credential_watch.abort();
+    if let Some(webhooks) = webhooks {
+        webhooks.abort();
+    }
     health.set_ready(false);
     metrics.leader.set(0);
     if let Some(reason) = lost {

@@ -22,7 +22,15 @@ pub struct Operator {
     child: Option<Child>,
     log: PathBuf,
     port: u16,
+    webhook_port: u16,
     identity: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Leader-election identities (`POD_NAME`) of the operators running now. An operator started
@@ -43,10 +51,8 @@ impl Operator {
     /// Lease (the release namespace of the chart's RBAC in tests).
     pub fn start(kubeconfig: &Path, namespace: &str) -> Operator {
         let identity = claim_identity(namespace);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
+        let webhook_port = free_port();
         let log = std::env::temp_dir().join(format!("tailkeeper-operator-{namespace}-{port}.log"));
         let out = std::fs::File::create(&log).expect("operator log file");
         let err = out.try_clone().expect("log handle");
@@ -54,6 +60,8 @@ impl Operator {
             .args(["run", "--watch-namespace", namespace, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
+            .arg("--webhook-listen")
+            .arg(format!("127.0.0.1:{webhook_port}"))
             // The simulator listens on loopback: the one host the tests trust with credentials.
             .args(["--allow-api-host", "127.0.0.1"])
             .args(["--lease-namespace", namespace])
@@ -73,8 +81,17 @@ impl Operator {
             child: Some(child),
             log,
             port,
+            webhook_port,
             identity,
         }
+    }
+
+    /// The webhook endpoint of integration `name` in `namespace`.
+    pub fn webhook_url(&self, namespace: &str, name: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/tailscale/{namespace}/{name}",
+            self.webhook_port
+        )
     }
 
     /// Its identity in the leader-election Lease (`POD_NAME`).
