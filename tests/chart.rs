@@ -860,6 +860,51 @@ fn credential_secrets_are_the_only_secrets_the_operator_may_get() {
 }
 
 #[test]
+fn the_webhook_endpoint_is_off_by_default_and_exposes_only_itself() {
+    let off = documents(&template("tk-system", &[]));
+    assert!(find(&off, "Ingress").is_empty());
+    let service = one(&off, "Service");
+    assert_eq!(service["spec"]["ports"].as_sequence().unwrap().len(), 1);
+    let container = &one(&off, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert!(!serde_yaml::to_string(&container["env"])
+        .unwrap()
+        .contains("TAILKEEPER_WEBHOOK_LISTEN"));
+
+    let on = documents(&template(
+        "tk-system",
+        &[
+            "webhook.enabled=true",
+            "webhook.port=9443",
+            "webhook.ingress.enabled=true",
+            "webhook.ingress.host=tk.example.com",
+        ],
+    ));
+    let container = &one(&on, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "TAILKEEPER_WEBHOOK_LISTEN" && e["value"] == "0.0.0.0:9443"));
+    assert!(container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "webhook" && p["containerPort"] == 9443));
+    let service = one(&on, "Service");
+    assert!(service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "webhook" && p["port"] == 9443 && p["targetPort"] == "webhook"));
+    let ingress = one(&on, "Ingress");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "tk.example.com");
+    let paths = rule["http"]["paths"].as_sequence().unwrap();
+    assert_eq!(paths.len(), 1, "only the webhook path");
+    assert_eq!(paths[0]["path"], "/tailscale/");
+    assert_eq!(paths[0]["backend"]["service"]["port"]["name"], "webhook");
+}
+
+#[test]
 fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
     let docs = documents(&template("tk-system", &[]));
     let roles = find(&docs, "ClusterRole");
@@ -1118,6 +1163,11 @@ async fn rendered_manifests_validate_with_kubeconform_strict() {
             "tk-system",
             &[
                 "serviceMonitor.enabled=true",
+                "webhook.enabled=true",
+                "webhook.ingress.enabled=true",
+                "webhook.ingress.host=tailkeeper.example.com",
+                "webhook.ingress.tls[0].secretName=tk-tls",
+                "webhook.ingress.tls[0].hosts[0]=tailkeeper.example.com",
                 "extraEnv[0].name=A",
                 "extraEnv[0].value=b",
                 "tolerations[0].operator=Exists",

@@ -212,3 +212,80 @@ async fn a_rotated_signing_secret_is_accepted_alongside_the_previous_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_tailscale_reaches_the_checks_through_the_webhook_tailscale_sends() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    sim.add_user(SimUser::member("bob@example.com", "member", "active"));
+    let env = Env::new("webhooksim", sim).await;
+    // Tailscale is told where to post; it answers with the signing secret.
+    let hook = env.sim.add_webhook(
+        &env.operator.webhook_url(&env.ns, "corp"),
+        &[
+            "userSuspended",
+            "userRoleUpdated",
+            "userCreated",
+            "policyUpdate",
+        ],
+    );
+    let key = env.sim.create_api_key(Duration::from_secs(86400 * 60));
+    set_secret(&env, &key.key, &hook.secret).await;
+    env.apply(&format!(
+        r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: corp}}
+spec:
+  apiUrl: {}
+  syncInterval: 1h
+  credentials: {{type: APIToken, secretName: ts}}
+  webhook: {{}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: corp}}
+spec:
+  integrationRef: {{name: corp}}
+  directory:
+    people:
+      - {{loginNames: [alice@example.com], orgRole: engineer}}
+      - {{loginNames: [bob@example.com], orgRole: engineer, status: Offboarded}}
+  roles:
+    - {{orgRole: engineer, tailscaleRoles: [member]}}
+"#,
+        env.sim.url()
+    ))
+    .await;
+    env.check(
+        "corp",
+        "OffboardedAccessRemoved",
+        tailkeeper::api::CheckResultValue::Fail,
+    )
+    .await;
+    // Someone suspends bob in the admin console: Tailscale posts a signed userSuspended, and
+    // the check passes long before the hour-long sync interval would have noticed.
+    let bob = env.sim.user_by_login("bob@example.com").unwrap();
+    env.sim.add_user(SimUser {
+        status: "suspended".into(),
+        ..bob
+    });
+    env.check(
+        "corp",
+        "OffboardedAccessRemoved",
+        tailkeeper::api::CheckResultValue::Pass,
+    )
+    .await;
+    let deliveries = env.sim.webhook_deliveries();
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d.delivered() && d.event_types.iter().any(|t| t == "userSuspended")),
+        "{deliveries:?}"
+    );
+    assert!(env
+        .operator
+        .metrics()
+        .await
+        .contains("outcome=\"Accepted\""));
+}

@@ -22,9 +22,10 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{self, Need};
 use crate::error::{parse_json, ApiError};
-use crate::model::{FaultKind, SimDevice, SimUser, ROLES};
+use crate::model::{FaultKind, SimDevice, SimUser, ROLES, WEBHOOK_EVENT_TYPES};
 use crate::policy::{self, PolicyError};
 use crate::state::{self, AccessToken, Attribute};
+use crate::webhooks::{self, Endpoint};
 use crate::Simulator;
 
 /// Long enough that any client times out first; shutdown releases it earlier.
@@ -90,6 +91,26 @@ pub(crate) fn routes(sim: Simulator) -> Router {
         .route(
             "/api/v2/device/{id}/attributes/{key}",
             ep("attributes.delete", delete(delete_attribute)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/webhooks",
+            ep("webhooks.list", get(list_webhooks)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/webhooks",
+            ep("webhooks.create", post(create_webhook)),
+        )
+        .route(
+            "/api/v2/webhooks/{id}",
+            ep("webhooks.get", get(get_webhook)),
+        )
+        .route(
+            "/api/v2/webhooks/{id}",
+            ep("webhooks.delete", delete(delete_webhook)),
+        )
+        .route(
+            "/api/v2/webhooks/{id}/rotate",
+            ep("webhooks.rotate", post(rotate_webhook)),
         )
         .with_state(sim)
 }
@@ -753,6 +774,172 @@ async fn delete_attribute(
     // Deleting an absent attribute succeeds: the desired end state holds.
     st.live_attributes(&id).remove(&key);
     Ok(Json(json!({})))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+/// Event types Tailscale accepts in subscriptions besides those the simulator emits
+/// ([`WEBHOOK_EVENT_TYPES`]); accepted so clients written for Tailscale work, never sent.
+const OTHER_EVENT_TYPES: &[&str] = &[
+    "nodeCreated",
+    "nodeNeedsApproval",
+    "nodeApproved",
+    "nodeKeyExpiringInOneDay",
+    "nodeKeyExpired",
+    "nodeDeleted",
+    "nodeSigned",
+    "nodeNeedsSignature",
+    "subnetIPForwardingNotEnabled",
+    "exitNodeIPForwardingNotEnabled",
+];
+
+/// Destinations whose format Tailscale can send; the empty string is its own JSON format. The
+/// simulator accepts them all but always sends its own format.
+const PROVIDER_TYPES: &[&str] = &["", "slack", "mattermost", "googlechat", "discord"];
+
+/// The webhook object; the secret only in the answers to create and rotate, as with Tailscale.
+fn webhook_json(endpoint: &Endpoint, with_secret: bool) -> Value {
+    let mut v = json!({
+        "endpointId": endpoint.id,
+        "endpointUrl": endpoint.url,
+        "providerType": endpoint.provider_type,
+        "creatorLoginName": endpoint.creator_login_name,
+        "created": state::rfc3339(endpoint.created),
+        "lastModified": state::rfc3339(endpoint.last_modified),
+        "subscriptions": endpoint.subscriptions,
+    });
+    if let (true, Some(obj)) = (with_secret, v.as_object_mut()) {
+        obj.insert("secret".to_string(), json!(endpoint.secret));
+    }
+    v
+}
+
+fn webhook_not_found() -> ApiError {
+    ApiError::not_found("webhook not found")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateWebhook {
+    endpoint_url: String,
+    #[serde(default)]
+    provider_type: String,
+    #[serde(default)]
+    subscriptions: Vec<String>,
+}
+
+/// Reject what Tailscale rejects: a URL that is not absolute http(s), an unknown provider or
+/// event type.
+fn check_webhook(request: &CreateWebhook) -> Result<(), ApiError> {
+    let url = reqwest::Url::parse(&request.endpoint_url).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid endpointUrl {:?}: {e}",
+            request.endpoint_url
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad_request(format!(
+            "invalid endpointUrl {:?}: want an http or https URL",
+            request.endpoint_url
+        )));
+    }
+    if !PROVIDER_TYPES.contains(&request.provider_type.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "invalid providerType {:?}: want one of \"\", {}",
+            request.provider_type,
+            PROVIDER_TYPES[1..].join(", ")
+        )));
+    }
+    let known = |s: &str| WEBHOOK_EVENT_TYPES.contains(&s) || OTHER_EVENT_TYPES.contains(&s);
+    if let Some(bad) = request.subscriptions.iter().find(|s| !known(s)) {
+        return Err(ApiError::bad_request(format!(
+            "invalid subscription {bad:?}: unknown event type"
+        )));
+    }
+    Ok(())
+}
+
+async fn create_webhook(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_WRITE))?;
+    check_tailnet(&st, &tailnet)?;
+    let request: CreateWebhook = parse_json(&body)?;
+    check_webhook(&request)?;
+    let endpoint = st.add_webhook(
+        request.endpoint_url,
+        request.provider_type,
+        request.subscriptions,
+        webhooks::ACTOR.to_string(),
+    );
+    Ok(Json(webhook_json(&endpoint, true)))
+}
+
+async fn list_webhooks(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let list: Vec<Value> = st
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|e| webhook_json(e, false))
+        .collect();
+    Ok(Json(json!({ "webhooks": list })))
+}
+
+async fn get_webhook(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_READ))?;
+    st.webhooks
+        .endpoint(&id)
+        .map(|e| Json(webhook_json(e, false)))
+        .ok_or_else(webhook_not_found)
+}
+
+async fn delete_webhook(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_WRITE))?;
+    if st.webhooks.remove(&id) {
+        Ok(Json(json!({})))
+    } else {
+        Err(webhook_not_found())
+    }
+}
+
+async fn rotate_webhook(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_WRITE))?;
+    st.webhooks
+        .rotate(&id)
+        .map(|e| Json(webhook_json(e, true)))
+        .ok_or_else(webhook_not_found)
 }
 
 #[cfg(test)]

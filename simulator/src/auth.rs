@@ -60,6 +60,15 @@ pub(crate) const ATTRIBUTES_WRITE: Need = Need {
     access: Access::Write,
 };
 
+pub(crate) const WEBHOOKS_READ: Need = Need {
+    resource: "webhooks",
+    access: Access::Read,
+};
+pub(crate) const WEBHOOKS_WRITE: Need = Need {
+    resource: "webhooks",
+    access: Access::Write,
+};
+
 /// Does one held scope satisfy `need`?
 fn scope_grants(scope: &str, need: Need) -> bool {
     let read = need.access == Access::Read;
@@ -191,6 +200,10 @@ mod tests {
             ATTRIBUTES_WRITE
         ));
         assert!(!scopes_grant(&scopes(&["policy_file"]), USERS_READ));
+        assert!(scopes_grant(&scopes(&["webhooks:read"]), WEBHOOKS_READ));
+        assert!(!scopes_grant(&scopes(&["webhooks:read"]), WEBHOOKS_WRITE));
+        assert!(scopes_grant(&scopes(&["webhooks"]), WEBHOOKS_WRITE));
+        assert!(!scopes_grant(&scopes(&["users"]), WEBHOOKS_READ));
     }
 
     #[test]

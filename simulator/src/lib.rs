@@ -4,8 +4,9 @@
 //! It keeps users, devices, posture attributes, credentials and the policy file (stored as
 //! HuJSON text with SHA-256 ETags), and behaves like the real API where Tailkeeper depends on
 //! it: authentication and scopes, `If-Match`/412, policy validation with `tests`, JSON error
-//! bodies. Tests steer it in process through [`Simulator`] or, when it runs as the
-//! `tailscale-sim` binary, through the equivalent plain-HTTP control API under `/_sim/`.
+//! bodies, signed webhooks for user and policy changes. Tests steer it in process through
+//! [`Simulator`] or, when it runs as the `tailscale-sim` binary, through the equivalent
+//! plain-HTTP control API under `/_sim/`.
 //!
 //! Modules:
 //! - [`model`]: public data types;
@@ -14,7 +15,9 @@
 //! - `api`: the Tailscale routes; `control`: the `/_sim/` routes;
 //! - `faults`: latency and injected faults;
 //! - [`policy`]: HuJSON parsing, validation, `tests`/`sshTests` evaluation;
-//! - [`seed`]: seed files for the binary.
+//! - [`seed`]: seed files for the binary;
+//! - `webhooks`: webhook endpoints, change detection by snapshot diffing, signed deliveries
+//!   with retries.
 
 mod api;
 mod auth;
@@ -25,6 +28,7 @@ pub mod model;
 pub mod policy;
 pub mod seed;
 mod state;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,7 +39,10 @@ use anyhow::Context;
 use axum::Router;
 use tokio::sync::watch;
 
-pub use model::{ApiKey, Fault, FaultKind, OAuthClient, SimDevice, SimUser, ROLES};
+pub use model::{
+    ApiKey, Delivery, DeliveryOutcome, Fault, FaultKind, OAuthClient, SimDevice, SimUser,
+    WebhookInfo, ROLES, WEBHOOK_EVENT_TYPES,
+};
 
 use model::{random_alnum, random_id};
 use state::State;
@@ -116,6 +123,7 @@ impl Simulator {
             }
             server.inner.stopped.send_replace(true);
         });
+        webhooks::spawn(sim.clone());
         tracing::info!(url = %sim.url(), "tailscale simulator started");
         Ok(sim)
     }
@@ -282,6 +290,44 @@ impl Simulator {
     /// is stale: a deterministic 412.
     pub fn edit_policy_before_next_write(&self, hujson: &str) {
         self.lock().pending_edit = Some(hujson.to_string());
+    }
+
+    // ---- webhooks ----
+
+    /// Register a webhook endpoint (Tailscale's own event format) for the event types in
+    /// `subscriptions` (see [`WEBHOOK_EVENT_TYPES`]; other names never match). Changes made
+    /// after this call are delivered to `url`, none made before. The same as
+    /// `POST /api/v2/tailnet/{tailnet}/webhooks`, without the validation an API client gets.
+    pub fn add_webhook(&self, url: &str, subscriptions: &[&str]) -> WebhookInfo {
+        let endpoint = self.lock().add_webhook(
+            url.to_string(),
+            String::new(),
+            subscriptions.iter().map(|s| s.to_string()).collect(),
+            webhooks::ACTOR.to_string(),
+        );
+        WebhookInfo {
+            id: endpoint.id,
+            secret: endpoint.secret,
+        }
+    }
+
+    /// Give webhook `id` a new secret and return it. For two minutes deliveries are signed
+    /// with both the new and the previous secret, as during a Tailscale rotation.
+    ///
+    /// # Panics
+    ///
+    /// If there is no webhook `id`: the test holds an id it never got from the simulator.
+    pub fn rotate_webhook_secret(&self, id: &str) -> String {
+        match self.lock().webhooks.rotate(id) {
+            Some(endpoint) => endpoint.secret.clone(),
+            None => panic!("no webhook with id {id:?}"),
+        }
+    }
+
+    /// Every webhook delivery attempt (retries included), most recent last, so tests can
+    /// assert what was sent, how often, and how each attempt ended.
+    pub fn webhook_deliveries(&self) -> Vec<Delivery> {
+        self.lock().webhooks.deliveries()
     }
 
     // ---- call counts ----

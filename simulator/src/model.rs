@@ -164,6 +164,59 @@ pub enum FaultKind {
     Latency(Duration),
 }
 
+/// The webhook event types the simulator emits (Tailscale has more, for changes it does not
+/// model). An endpoint subscribes to a subset and receives only those.
+pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
+    "userCreated",
+    "userDeleted",
+    "userRoleUpdated",
+    "userSuspended",
+    "userRestored",
+    "userApproved",
+    "userNeedsApproval",
+    "policyUpdate",
+];
+
+/// A webhook endpoint as handed to a test: its id and signing secret (the only time, besides a
+/// rotation, that the secret is visible, as with Tailscale).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookInfo {
+    pub id: String,
+    pub secret: String,
+}
+
+/// One attempt to deliver a batch of events to a webhook endpoint; see
+/// [`crate::Simulator::webhook_deliveries`]. Every attempt is recorded, retries included, so
+/// tests can assert on the retry behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub endpoint_id: String,
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub attempt: u32,
+    pub outcome: DeliveryOutcome,
+    /// The `type` of each event in the batch, in order.
+    pub event_types: Vec<String>,
+}
+
+impl Delivery {
+    /// Whether the receiver accepted the batch (answered 2xx).
+    pub fn delivered(&self) -> bool {
+        matches!(self.outcome, DeliveryOutcome::Status(status) if (200..300).contains(&status))
+    }
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryOutcome {
+    /// The receiver answered with this HTTP status.
+    Status(u16),
+    /// No answer: connection refused, timeout, ...; the error text.
+    Error(String),
+}
+
 /// The current time as RFC 3339 with whole seconds, the way Tailscale prints times.
 pub(crate) fn now_rfc3339() -> String {
     timestamp_rfc3339(jiff::Timestamp::now())

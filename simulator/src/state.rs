@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::faults::FaultQueue;
 use crate::model::{random_id, timestamp_rfc3339, whole_seconds, SimDevice, SimUser};
 use crate::policy::{self, Directory};
+use crate::webhooks::WebhookState;
 use crate::SimConfig;
 
 /// A stored API access token.
@@ -65,6 +66,8 @@ pub(crate) struct State {
     pub calls: BTreeMap<String, u64>,
     pub latency: Duration,
     pub faults: FaultQueue,
+    /// Webhook endpoints, the last snapshot and the delivery log.
+    pub webhooks: WebhookState,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             calls: BTreeMap::new(),
             latency: Duration::ZERO,
             faults: FaultQueue::default(),
+            webhooks: WebhookState::default(),
         }
     }
 
