@@ -439,7 +439,7 @@ async fn approval_is_enforced_by_the_cluster() {
         "{err}"
     );
     // carol may approve, but only in her own name.
-    let err = approve(&env, "carol", "g", "bob")
+    let err = approve_through(&env, "carol", "g", "bob", Some("approvers"))
         .await
         .expect_err("approvedBy is the approver");
     assert!(
