@@ -56,6 +56,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Webhook deliveries received, by outcome.
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// How long after its expiry each grant's access was taken away.
+    pub revocation_lateness: Histogram,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,8 @@ impl Default for Metrics {
         let credential_expiry = Family::<IntegrationLabels, Gauge>::default();
         let leader = Gauge::default();
         let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
+        let revocation_lateness =
+            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -118,6 +122,11 @@ impl Default for Metrics {
             "Tailscale webhook deliveries received, by integration and outcome",
             webhook_deliveries.clone(),
         );
+        registry.register(
+            "revocation_lateness_seconds",
+            "How long after a grant's expiry its access was taken away",
+            revocation_lateness.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -129,6 +138,7 @@ impl Default for Metrics {
             credential_expiry,
             leader,
             webhook_deliveries,
+            revocation_lateness,
         }
     }
 }

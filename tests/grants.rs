@@ -287,6 +287,12 @@ async fn group_grant_applies_then_lapses_restoring_the_file_byte_for_byte() {
         !env.events("Expired").await.is_empty() && !env.events("Activated").await.is_empty(),
         "changes in Tailscale are announced as Events"
     );
+    // How late it was taken away is measured.
+    let metrics = env.operator.metrics().await;
+    assert!(
+        metrics.contains("tailkeeper_revocation_lateness_seconds_count 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -657,6 +657,11 @@ pub async fn end(
         txn.spec.holds.retain(|h| h.grant_uid != grant_uid);
         txn.save().await?;
     }
+    // How late access that expired was taken away (access ended early, by a deletion, is not).
+    let late = Timestamp::now().duration_since(hold.expires_at.0);
+    if !late.is_negative() {
+        ctx.metrics.revocation_lateness.observe(late.as_secs_f64());
+    }
     Ok(ended)
 }
 
