@@ -252,6 +252,7 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["grantledgers"],
         &["get", "list", "watch", "create", "update", "delete"],
     );
+    add("openreports.io", &["reports"], &["get", "create", "patch"]);
     add("", &["configmaps"], &["get", "list", "watch"]);
     add("events.k8s.io", &["events"], &["create", "patch"]);
     add("", &["events"], &["create", "patch"]);

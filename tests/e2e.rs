@@ -714,3 +714,83 @@ async fn an_export_that_lost_its_org_role_column_enforces_nothing() {
         "nothing suspended"
     );
 }
+
+/// The OpenReports CRD this project publishes Reports for, from its Go module (as CI fetches it).
+const OPENREPORTS_MODULE: &str = "github.com/openreports/reports-api@v0.2.1";
+
+fn openreports_crd() -> String {
+    let out = std::process::Command::new("go")
+        .args(["mod", "download", "-json", OPENREPORTS_MODULE])
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go runs (Go is needed for the test control plane too)");
+    assert!(
+        out.status.success(),
+        "go mod download {OPENREPORTS_MODULE}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("go's JSON");
+    let dir = info["Dir"].as_str().expect("module directory");
+    std::fs::read_to_string(format!("{dir}/config/crd/openreports.io_reports.yaml"))
+        .expect("the Report CRD in the module")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_are_published_as_an_openreports_report() {
+    let cp = support::ControlPlane::shared().await;
+    cp.apply_yaml(&openreports_crd(), None)
+        .await
+        .expect("the OpenReports CRD applies");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("openreports.io", "v1alpha1", "Report"),
+        "reports",
+    );
+    let env = Env::new("openreports", demo_simulator().await).await;
+    env.apply(&examples(&env.sim)).await;
+    env.check("corp", "OffboardedAccessRemoved", CheckResultValue::Fail)
+        .await;
+    let reports: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns, &resource);
+    let report = eventually("the Report", CONVERGE, || async {
+        let r = reports.get_opt("tailkeeper-corp").await.ok()??;
+        // Wait for the evaluation that saw the whole inventory.
+        (r.data["summary"]["fail"] == 3).then_some(r)
+    })
+    .await;
+    let policy = env.policies().get("corp").await.unwrap();
+    assert_eq!(report.data["source"], "tailkeeper");
+    assert_eq!(report.data["scope"]["kind"], "AccessPolicy");
+    assert_eq!(
+        report.metadata.owner_references.unwrap_or_default()[0].uid,
+        policy.metadata.uid.unwrap()
+    );
+    let status = policy.status.unwrap();
+    assert_eq!(report.data["summary"]["pass"], 1);
+    let results = report.data["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4);
+    for check in &status.checks {
+        let result = results
+            .iter()
+            .find(|r| r["policy"] == check.name.as_str())
+            .unwrap_or_else(|| panic!("a result for {}", check.name));
+        let expected = match check.result {
+            CheckResultValue::Pass => "pass",
+            CheckResultValue::Fail => "fail",
+            CheckResultValue::Unknown => "error",
+        };
+        assert_eq!(result["result"], expected, "{}", check.name);
+        assert_eq!(result["message"], check.message.as_str());
+    }
+    let offboarded = results
+        .iter()
+        .find(|r| r["policy"] == "OffboardedAccessRemoved")
+        .unwrap();
+    assert_eq!(offboarded["severity"], "critical");
+    assert_eq!(
+        offboarded["properties"]["failingUsers"],
+        "carol@example.com"
+    );
+}

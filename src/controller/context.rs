@@ -87,6 +87,8 @@ pub struct Context {
     secret_versions: RwLock<HashMap<Key, String>>,
     /// Each integration's webhook signing secrets, when it receives webhooks.
     webhook_secrets: RwLock<HashMap<Key, Arc<Vec<tailscale::Secret>>>>,
+    /// The OpenReports Reports last published.
+    pub reports: super::reports::Published,
 }
 
 impl Context {
@@ -110,6 +112,7 @@ impl Context {
             tailscale: RwLock::default(),
             secret_versions: RwLock::default(),
             webhook_secrets: RwLock::default(),
+            reports: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod integration;
 pub mod leader;
 mod ledger;
 mod policy;
+mod reports;
 mod status;
 mod webhook;
 mod writer;

@@ -230,6 +230,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     export_metrics(&ctx, &ns, &name, &status);
     announce_changes(&obj, &previous, &status, &unknown_reason, &ctx).await;
     apply_status(&api, obj.as_ref(), obj.status.as_ref(), &status).await?;
+    super::reports::publish(&ctx, &obj, &status.checks).await;
     debug!(passing, "policy evaluated");
     Ok(Action::requeue(requeue))
 }

@@ -97,6 +97,10 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessgrants"]
   verbs: ["patch", "update"]
+# The four checks as OpenReports Reports (when that CRD is installed), one per AccessPolicy.
+- apiGroups: ["openreports.io"]
+  resources: ["reports"]
+  verbs: ["get", "create", "patch"]
 # People directories held in ConfigMaps.
 - apiGroups: [""]
   resources: ["configmaps"]
