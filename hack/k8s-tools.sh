@@ -3,6 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl  (from k8s.io/kubernetes)
 #   etcd                                               (go.etcd.io/etcd/server/v3)
 #   helm, kubeconform
+#   promtool                                           (the chart's alert rules' tests)
 #
 # Binaries are cached per version under
 #   ${TAILKEEPER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tailkeeper/tools}
@@ -20,7 +21,7 @@
 #                          from the cache if already built, or built only when
 #                          TAILKEEPER_BUILD_KCM=1 (it costs a full k8s build).
 #   TAILKEEPER_K8S_VERSION, TAILKEEPER_ETCD_VERSION, TAILKEEPER_HELM_VERSION,
-#   TAILKEEPER_KUBECONFORM_VERSION   override the pins below.
+#   TAILKEEPER_KUBECONFORM_VERSION, TAILKEEPER_PROMETHEUS_VERSION   override the pins below.
 #   TAILKEEPER_GO_PARALLELISM        go build -p (default 2)
 set -euo pipefail
 
@@ -28,6 +29,7 @@ K8S_VERSION="${TAILKEEPER_K8S_VERSION:-v1.37.2}"         # k8s-openapi 0.29 supp
 ETCD_VERSION="${TAILKEEPER_ETCD_VERSION:-v3.7.3}"        # k8s v1.37 is tested against etcd 3.7.0
 HELM_VERSION="${TAILKEEPER_HELM_VERSION:-v3.22.0}"
 KUBECONFORM_VERSION="${TAILKEEPER_KUBECONFORM_VERSION:-v0.8.0}"
+PROMETHEUS_VERSION="${TAILKEEPER_PROMETHEUS_VERSION:-v0.316.0}"  # the Go module of Prometheus 3.x
 GO_P="${TAILKEEPER_GO_PARALLELISM:-2}"
 
 TOOLS_DIR="${TAILKEEPER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tailkeeper/tools}"
@@ -58,6 +60,7 @@ ETCD_OUT="$TOOLS_DIR/etcd/$ETCD_VERSION"
 # "-kv": built with the Kubernetes version `helm template` assumes (see build_helm).
 HELM_OUT="$TOOLS_DIR/helm/$HELM_VERSION-kv"
 KUBECONFORM_OUT="$TOOLS_DIR/kubeconform/$KUBECONFORM_VERSION"
+PROMTOOL_OUT="$TOOLS_DIR/promtool/$PROMETHEUS_VERSION"
 
 have_all() { # dir bin...
   local d=$1; shift
@@ -232,6 +235,12 @@ build_helm() {
        "-X main.version=$KUBECONFORM_VERSION"
 SRC[helm]="$HELM_OUT/helm"
 SRC[kubeconform]="$KUBECONFORM_OUT/kubeconform"
+# promtool only checks and unit-tests rules: built without Prometheus' service discoveries
+# (remove_all_sd), which are most of its build.
+[[ -x "$PROMTOOL_OUT/promtool" ]] && log "promtool $PROMETHEUS_VERSION: cached" \
+  || GOFLAGS="$GOFLAGS -tags=remove_all_sd" go_install "$PROMTOOL_OUT" promtool \
+       "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+SRC[promtool]="$PROMTOOL_OUT/promtool"
 
 BIN_DIR="$TOOLS_DIR/bin/$bin_key-etcd-$ETCD_VERSION-helm-$HELM_VERSION-kubeconform-$KUBECONFORM_VERSION"
 if $use_assets; then BIN_DIR="$TOOLS_DIR/bin/$bin_key-helm-$HELM_VERSION-kubeconform-$KUBECONFORM_VERSION"; fi

@@ -58,6 +58,16 @@ pub struct Metrics {
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
     /// How long after its expiry each grant's access was taken away.
     pub revocation_lateness: Histogram,
+    /// Grants whose access is still recorded as held well past their expiry.
+    pub revocations_overdue: Gauge,
+    /// 1 while a policy's enforcement is refused by a limit, else 0.
+    pub enforcement_refused: Family<PolicyLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
 }
 
 impl Default for Metrics {
@@ -77,6 +87,8 @@ impl Default for Metrics {
         let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
         let revocation_lateness =
             Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        let revocations_overdue = Gauge::default();
+        let enforcement_refused = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -127,6 +139,16 @@ impl Default for Metrics {
             "How long after a grant's expiry its access was taken away",
             revocation_lateness.clone(),
         );
+        registry.register(
+            "revocations_overdue",
+            "Grants whose access is still held more than 30 seconds past their expiry",
+            revocations_overdue.clone(),
+        );
+        registry.register(
+            "enforcement_refused",
+            "Whether a limit refuses the policy's enforcement (1) or not (0)",
+            enforcement_refused.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -139,6 +161,8 @@ impl Default for Metrics {
             leader,
             webhook_deliveries,
             revocation_lateness,
+            revocations_overdue,
+            enforcement_refused,
         }
     }
 }

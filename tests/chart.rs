@@ -487,7 +487,7 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
 #[test]
 fn values_and_schema_describe_the_same_keys() {
     /// Objects whose inside is Kubernetes' business, not the chart's.
-    const OPAQUE: &[&str] = &["resources"];
+    const OPAQUE: &[&str] = &["resources", "grafanaDashboard.labels"];
     fn leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
         for (k, v) in v.as_object().expect("an object") {
             let path = format!("{prefix}{k}");
@@ -905,6 +905,168 @@ fn the_webhook_endpoint_is_off_by_default_and_exposes_only_itself() {
     assert_eq!(paths[0]["backend"]["service"]["port"]["name"], "webhook");
 }
 
+/// The metric families the operator exports (`# TYPE` lines of its registry, with a sample in
+/// each labelled family: empty families are not rendered).
+fn exported_metrics() -> BTreeSet<String> {
+    use tailkeeper::metrics::*;
+    let m = Metrics::default();
+    let (ns, name) = ("ns".to_string(), "x".to_string());
+    let controller = ControllerLabels {
+        controller: name.clone(),
+    };
+    m.reconciliations.get_or_create(&controller).inc();
+    m.reconcile_duration.get_or_create(&controller).observe(0.1);
+    m.reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: name.clone(),
+            reason: name.clone(),
+        })
+        .inc();
+    let check = CheckLabels {
+        namespace: ns.clone(),
+        policy: name.clone(),
+        check: name.clone(),
+    };
+    m.check_passing.get_or_create(&check).set(1);
+    m.check_failing_users.get_or_create(&check).set(0);
+    let integration = IntegrationLabels {
+        namespace: ns.clone(),
+        integration: name.clone(),
+    };
+    m.inventory_users.get_or_create(&integration).set(1);
+    m.credential_expiry.get_or_create(&integration).set(1);
+    m.webhook_deliveries
+        .get_or_create(&WebhookLabels {
+            namespace: ns.clone(),
+            integration: name.clone(),
+            outcome: name.clone(),
+        })
+        .inc();
+    m.enforcement_refused
+        .get_or_create(&PolicyLabels {
+            namespace: ns,
+            policy: name,
+        })
+        .set(0);
+    m.render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `tailkeeper_*` metric families a PromQL expression reads (suffixes of histograms and
+/// counters mapped to their family).
+fn metrics_read_by(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("tailkeeper_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_count", "_sum", "_total"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(family.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_alert_and_dashboard_query_reads_a_metric_the_operator_exports() {
+    let exported = exported_metrics();
+    assert!(
+        exported.contains("tailkeeper_revocation_lateness_seconds"),
+        "{exported:?}"
+    );
+    let docs = documents(&template(
+        "tk-system",
+        &[
+            "prometheusRule.enabled=true",
+            "grafanaDashboard.enabled=true",
+        ],
+    ));
+    let mut queries: Vec<(String, String)> = Vec::new();
+    let rule = one(&docs, "PrometheusRule");
+    for group in rule["spec"]["groups"].as_sequence().unwrap() {
+        for r in group["rules"].as_sequence().unwrap() {
+            queries.push((
+                str_of(&r["alert"]).to_string(),
+                str_of(&r["expr"]).to_string(),
+            ));
+        }
+    }
+    let dashboard = find(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "tk-tailkeeper-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(str_of(&dashboard["data"]["tailkeeper.json"])).expect("JSON");
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert!(queries.len() >= 15, "{queries:?}");
+    for (what, expr) in &queries {
+        let read = metrics_read_by(expr);
+        assert!(
+            !read.is_empty(),
+            "{what}: {expr} reads no Tailkeeper metric"
+        );
+        for name in read {
+            assert!(
+                exported.contains(&name),
+                "{what}: {expr} reads {name}, which the operator does not export ({exported:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_alerts_pass_their_promtool_tests() {
+    let docs = documents(&template("tk-system", &["prometheusRule.enabled=true"]));
+    let rule = one(&docs, "PrometheusRule");
+    let dir = scratch("promtool");
+    fs::write(
+        dir.join("rules.yaml"),
+        serde_yaml::to_string(&rule["spec"]).expect("YAML"),
+    )
+    .expect("rules.yaml");
+    fs::copy(
+        repo().join("tests/prometheus/rules_test.yaml"),
+        dir.join("rules_test.yaml"),
+    )
+    .expect("rules_test.yaml");
+    let out = run(Command::new(tools().join("promtool"))
+        .current_dir(&dir)
+        .args(["check", "rules", "rules.yaml"]));
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(Command::new(tools().join("promtool"))
+        .current_dir(&dir)
+        .args(["test", "rules", "rules_test.yaml"]));
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
     let docs = documents(&template("tk-system", &[]));
@@ -1147,7 +1309,7 @@ fn kubeconform(schemas: &Path, manifests: &str) -> Output {
                 "-output",
                 "text",
                 "-skip",
-                "ServiceMonitor",
+                "ServiceMonitor,PrometheusRule",
             ])
             .args(["-schema-location", &location, "-"]),
         manifests,
@@ -1164,6 +1326,8 @@ async fn rendered_manifests_validate_with_kubeconform_strict() {
             "tk-system",
             &[
                 "serviceMonitor.enabled=true",
+                "prometheusRule.enabled=true",
+                "grafanaDashboard.enabled=true",
                 "webhook.enabled=true",
                 "webhook.ingress.enabled=true",
                 "webhook.ingress.host=tailkeeper.example.com",
@@ -1181,7 +1345,7 @@ async fn rendered_manifests_validate_with_kubeconform_strict() {
     let mut kinds = BTreeSet::new();
     for r in &renders {
         for d in documents(r) {
-            if d["kind"] != "ServiceMonitor" {
+            if d["kind"] != "ServiceMonitor" && d["kind"] != "PrometheusRule" {
                 kinds.insert((
                     str_of(&d["apiVersion"]).to_string(),
                     str_of(&d["kind"]).to_string(),

@@ -604,6 +604,15 @@ async fn enforcement_limits_privileged_changes_and_changes_per_day() {
         env.sim.user_by_login("bob@example.com").unwrap().role,
         "admin"
     );
+    // What the TailkeeperEnforcementRefused alert reads.
+    let metrics = env.operator.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "tailkeeper_enforcement_refused{{namespace=\"{}\",policy=\"corp\"}} 1",
+            env.ns
+        )),
+        "{metrics}"
+    );
 
     // One privileged change may go, but two changes exceed one a day.
     let limits = |privileged: i32, per_day: i32| {

@@ -177,6 +177,19 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// Holds recorded in any ledger whose expiry is more than `grace` before `now`.
+    pub fn overdue_holds(&self, now: Timestamp, grace: std::time::Duration) -> i64 {
+        let Some((_, ledgers)) = self.grant_stores.get() else {
+            return 0;
+        };
+        ledgers
+            .state()
+            .iter()
+            .flat_map(|l| l.spec.holds.iter())
+            .filter(|h| h.expires_at.0 + grace < now)
+            .count() as i64
+    }
+
     /// A policy from the controller's cache (None when absent or before the cache exists).
     pub fn cached_policy(&self, ns: &str, name: &str) -> Option<Arc<AccessPolicy>> {
         self.stores.get()?.0.get(&ObjectRef::new(name).within(ns))

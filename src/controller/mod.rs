@@ -66,6 +66,11 @@ impl Error {
     }
 }
 
+/// A hold this long past its expiry counts as an overdue revocation.
+const OVERDUE_AFTER: Duration = Duration::from_secs(30);
+/// How often overdue revocations are counted.
+const OVERDUE_REFRESH: Duration = Duration::from_secs(5);
+
 /// How the operator process runs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -361,6 +366,19 @@ pub async fn run(
     };
     tokio::spawn(readiness);
 
+    // Revocations overdue: holds still recorded well past their expiry (Tailscale refusing, a
+    // Secret gone), for an alert that does not wait for them to end.
+    let overdue = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                let n = ctx.overdue_holds(jiff::Timestamp::now(), OVERDUE_AFTER);
+                ctx.metrics.revocations_overdue.set(n);
+                tokio::time::sleep(OVERDUE_REFRESH).await;
+            }
+        })
+    };
+
     // The webhook endpoint runs while this replica leads (a standby has nothing to sync).
     let webhooks = config.webhook_listen.map(|addr| {
         let receiver = Arc::new(webhook::Receiver::new(
@@ -402,6 +420,7 @@ pub async fn run(
     };
     admission_refresh.abort();
     credential_watch.abort();
+    overdue.abort();
     if let Some(webhooks) = webhooks {
         webhooks.abort();
     }

@@ -449,6 +449,14 @@ fn ready_message(integration: Option<&TailscaleIntegration>) -> String {
 }
 
 fn export_metrics(ctx: &Context, ns: &str, policy: &str, status: &AccessPolicyStatus) {
+    let refused = find_condition(&status.conditions, "EnforcementRefused").is_some();
+    ctx.metrics
+        .enforcement_refused
+        .get_or_create(&crate::metrics::PolicyLabels {
+            namespace: ns.to_string(),
+            policy: policy.to_string(),
+        })
+        .set(i64::from(refused));
     for check in &status.checks {
         let labels = CheckLabels {
             namespace: ns.to_string(),
