@@ -19,5 +19,13 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "gofmt and go vet (hack/contract, the Go client contract program)"
+unformatted="$(gofmt -l hack/contract)"
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+(cd hack/contract && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" go vet ./...)
+
 step "cargo test (all crates, all tests)"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${TAILKEEPER_TEST_THREADS:-4}"

@@ -14,7 +14,7 @@ use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,7 +24,9 @@ use crate::auth::{self, Need};
 use crate::error::{parse_json, ApiError};
 use crate::model::{FaultKind, SimDevice, SimUser, ROLES, WEBHOOK_EVENT_TYPES};
 use crate::policy::{self, PolicyError};
-use crate::state::{self, AccessToken, Attribute};
+use crate::state::{
+    self, AccessToken, ApiKeyRecord, Attribute, OAuthClientRecord, UserInviteRecord,
+};
 use crate::webhooks::{self, Endpoint};
 use crate::Simulator;
 
@@ -62,6 +64,30 @@ pub(crate) fn routes(sim: Simulator) -> Router {
         .route(
             "/api/v2/users/{id}/delete",
             ep("users.delete", post(delete_user)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/user-invites",
+            ep("invites.list", get(list_user_invites)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/user-invites",
+            ep("invites.create", post(create_user_invites)),
+        )
+        .route(
+            "/api/v2/user-invites/{id}",
+            ep("invites.get", get(get_user_invite)),
+        )
+        .route(
+            "/api/v2/user-invites/{id}",
+            ep("invites.delete", delete(delete_user_invite)),
+        )
+        .route(
+            "/api/v2/user-invites/{id}/resend",
+            ep("invites.resend", post(resend_user_invite)),
+        )
+        .route(
+            "/api/v2/tailnet/{tailnet}/keys",
+            ep("keys.list", get(list_keys)),
         )
         .route(
             "/api/v2/tailnet/{tailnet}/keys/{key_id}",
@@ -103,6 +129,10 @@ pub(crate) fn routes(sim: Simulator) -> Router {
         .route(
             "/api/v2/webhooks/{id}",
             ep("webhooks.get", get(get_webhook)),
+        )
+        .route(
+            "/api/v2/webhooks/{id}",
+            ep("webhooks.update", patch(update_webhook)),
         )
         .route(
             "/api/v2/webhooks/{id}",
@@ -452,6 +482,69 @@ async fn delete_user(
 // ---------------------------------------------------------------------------------------------
 // Keys
 
+/// An API access token's metadata (never its secret), as both keys routes answer it.
+fn api_key_json(key: &ApiKeyRecord) -> Value {
+    let expiry_seconds = key.expires.duration_since(key.created).as_secs().max(0);
+    json!({
+        "id": key.id,
+        "description": "",
+        "created": state::rfc3339(key.created),
+        "expires": state::rfc3339(key.expires),
+        "expirySeconds": expiry_seconds,
+        "capabilities": {},
+        "keyType": "api",
+    })
+}
+
+/// An OAuth client's metadata (never its secret); OAuth clients do not expire.
+fn oauth_client_json(client: &OAuthClientRecord) -> Value {
+    json!({
+        "id": client.id,
+        "description": "",
+        "created": state::rfc3339(client.created),
+        "scopes": client.scopes,
+        "keyType": "client",
+    })
+}
+
+/// `GET .../keys[?all=true]`: `{"keys": [...]}`, each entry what `GET .../keys/{id}` answers.
+///
+/// As with Tailscale, only active keys (expired API access tokens are left out), and a caller
+/// sees the keys of its owner unless it asks for `all`: an API access token the user's API
+/// access tokens (the simulator has one user owning them all), an OAuth access token the
+/// tailnet's own keys, i.e. the OAuth clients. With `all=true` both.
+async fn list_keys(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let Query(query) = query?;
+    let st = sim.lock();
+    // Any valid credential may list key metadata, as it may read a key (see `get_key`).
+    let caller = auth::authorize(&st, &headers, None)?;
+    check_tailnet(&st, &tailnet)?;
+    let all = query
+        .get("all")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let user_owned = caller.api_key_id.is_some();
+    let mut keys: Vec<Value> = Vec::new();
+    if all || user_owned {
+        let now = jiff::Timestamp::now();
+        keys.extend(
+            st.api_keys
+                .iter()
+                .filter(|k| k.expires > now)
+                .map(api_key_json),
+        );
+    }
+    if all || !user_owned {
+        keys.extend(st.oauth_clients.iter().map(oauth_client_json));
+    }
+    Ok(Json(json!({ "keys": keys })))
+}
+
 async fn get_key(
     State(sim): State<Simulator>,
     headers: HeaderMap,
@@ -463,27 +556,197 @@ async fn get_key(
     auth::authorize(&st, &headers, None)?;
     check_tailnet(&st, &tailnet)?;
     if let Some(key) = st.api_keys.iter().find(|k| k.id == key_id) {
-        let expiry_seconds = key.expires.duration_since(key.created).as_secs().max(0);
-        return Ok(Json(json!({
-            "id": key.id,
-            "description": "",
-            "created": state::rfc3339(key.created),
-            "expires": state::rfc3339(key.expires),
-            "expirySeconds": expiry_seconds,
-            "capabilities": {},
-            "keyType": "api",
-        })));
+        return Ok(Json(api_key_json(key)));
     }
     if let Some(client) = st.oauth_clients.iter().find(|c| c.id == key_id) {
-        return Ok(Json(json!({
-            "id": client.id,
-            "description": "",
-            "created": state::rfc3339(client.created),
-            "scopes": client.scopes,
-            "keyType": "client",
-        })));
+        return Ok(Json(oauth_client_json(client)));
     }
     Err(ApiError::not_found("key not found"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// User invites
+
+/// Roles an invite may carry: every role but `owner`.
+const INVITE_ROLES: &[&str] = &[
+    "member",
+    "admin",
+    "it-admin",
+    "network-admin",
+    "billing-admin",
+    "auditor",
+];
+
+/// A stable number for an id: Tailscale's invites carry numeric `tailnetId` and `inviterId`
+/// where its other objects carry string ids.
+fn numeric_id(id: &str) -> u64 {
+    let hash = Sha256::digest(id.as_bytes());
+    u64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]])).max(1)
+}
+
+/// The invite object. `email` and `lastEmailSentAt` only when it was emailed; `inviteUrl`
+/// unless the email is in the tailnet's domain (signing in with it is enough then).
+fn user_invite_json(st: &state::State, invite: &UserInviteRecord, base_url: &str) -> Value {
+    let mut v = json!({
+        "id": invite.id,
+        "role": invite.role,
+        "tailnetId": numeric_id(&st.config.tailnet_id),
+        "inviterId": numeric_id(&invite.inviter_key_id),
+    });
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    if !invite.email.is_empty() {
+        obj.insert("email".to_string(), json!(invite.email));
+    }
+    if let Some(sent) = invite.last_email_sent_at {
+        obj.insert("lastEmailSentAt".to_string(), json!(state::rfc3339(sent)));
+    }
+    if invite.email.is_empty() || !st.in_tailnet_domain(&invite.email) {
+        obj.insert(
+            "inviteUrl".to_string(),
+            json!(format!("{base_url}/uinv/{}", invite.code)),
+        );
+    }
+    v
+}
+
+fn user_invite_not_found() -> ApiError {
+    ApiError::not_found("user invite not found")
+}
+
+/// One entry of the create body; both fields are optional.
+#[derive(Debug, Deserialize)]
+struct CreateUserInvite {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+fn check_invite_email(email: &str) -> Result<(), ApiError> {
+    let valid = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid email {email:?}: want an address like user@example.com"
+        )))
+    }
+}
+
+async fn list_user_invites(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let base_url = sim.url();
+    // A bare array, unlike most lists.
+    let invites: Vec<Value> = st
+        .user_invites
+        .iter()
+        .map(|i| user_invite_json(&st, i, &base_url))
+        .collect();
+    Ok(Json(Value::Array(invites)))
+}
+
+/// `POST .../user-invites` with `[{"role": ..., "email": ...}, ...]`; answers the created
+/// invites in the same order. All or nothing: one bad entry rejects the request.
+async fn create_user_invites(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let mut st = sim.lock();
+    let caller = auth::authorize(&st, &headers, Some(auth::USERS_WRITE))?;
+    check_tailnet(&st, &tailnet)?;
+    // An invite needs an inviting user: OAuth clients cannot create one, whatever their scopes.
+    caller.require_user_owned()?;
+    let inviter = caller.api_key_id.unwrap_or_default();
+    let requests: Vec<CreateUserInvite> = parse_json(&body)?;
+    let mut checked = Vec::with_capacity(requests.len());
+    for request in requests {
+        let role = request
+            .role
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "member".to_string());
+        if !INVITE_ROLES.contains(&role.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid role {role:?}: want one of {}",
+                INVITE_ROLES.join(", ")
+            )));
+        }
+        let email = request.email.unwrap_or_default().trim().to_string();
+        if !email.is_empty() {
+            check_invite_email(&email)?;
+        }
+        checked.push((role, email));
+    }
+    let base_url = sim.url();
+    let created: Vec<UserInviteRecord> = checked
+        .into_iter()
+        .map(|(role, email)| st.add_user_invite(role, email, inviter.clone()))
+        .collect();
+    let answer: Vec<Value> = created
+        .iter()
+        .map(|i| user_invite_json(&st, i, &base_url))
+        .collect();
+    Ok(Json(Value::Array(answer)))
+}
+
+async fn get_user_invite(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_READ))?;
+    let invite = st.user_invite(&id).ok_or_else(user_invite_not_found)?;
+    Ok(Json(user_invite_json(&st, invite, &sim.url())))
+}
+
+async fn delete_user_invite(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_WRITE))?;
+    st.take_user_invite(&id).ok_or_else(user_invite_not_found)?;
+    Ok(Json(json!({})))
+}
+
+/// Resending needs an invite created with an email; it records a new send time.
+async fn resend_user_invite(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::USERS_WRITE))?;
+    let invite = st
+        .user_invites
+        .iter_mut()
+        .find(|i| i.id == id)
+        .ok_or_else(user_invite_not_found)?;
+    if invite.email.is_empty() {
+        return Err(ApiError::bad_request(
+            "invite has no email to resend to; share its inviteUrl instead",
+        ));
+    }
+    invite.last_email_sent_at = Some(jiff::Timestamp::now());
+    Ok(Json(json!({})))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,6 +968,9 @@ async fn get_attributes(
     ))
 }
 
+/// `0001-01-01T00:00:00Z`, Go's zero `time.Time`.
+const GO_ZERO_TIME: jiff::Timestamp = jiff::Timestamp::constant(-62_135_596_800, 0);
+
 /// Body of an attribute write. A `comment` may also be sent; Tailscale only records it in the
 /// audit log, so it is accepted and ignored (unknown fields are ignored by serde).
 #[derive(Debug, Deserialize)]
@@ -749,7 +1015,9 @@ async fn set_attribute(
         Some(text) => Some(
             text.parse::<jiff::Timestamp>()
                 .map_err(|e| ApiError::bad_request(format!("invalid expiry {text:?}: {e}")))?,
-        ),
+        )
+        // Go's zero time is how its client says "no expiry" (the field is not a pointer).
+        .filter(|t| *t != GO_ZERO_TIME),
         None => None,
     };
     st.live_attributes(&id).insert(
@@ -829,6 +1097,23 @@ struct CreateWebhook {
     subscriptions: Vec<String>,
 }
 
+/// Reject event types (and categories) Tailscale does not know.
+fn check_subscriptions(subscriptions: &[String]) -> Result<(), ApiError> {
+    let known = |s: &str| {
+        WEBHOOK_EVENT_TYPES.contains(&s)
+            || OTHER_EVENT_TYPES.contains(&s)
+            || webhooks::CATEGORIES
+                .iter()
+                .any(|(category, _)| *category == s)
+    };
+    match subscriptions.iter().find(|s| !known(s)) {
+        Some(bad) => Err(ApiError::bad_request(format!(
+            "invalid subscription {bad:?}: unknown event type"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Reject what Tailscale rejects: a URL that is not absolute http(s), an unknown provider or
 /// event type.
 fn check_webhook(request: &CreateWebhook) -> Result<(), ApiError> {
@@ -851,13 +1136,7 @@ fn check_webhook(request: &CreateWebhook) -> Result<(), ApiError> {
             PROVIDER_TYPES[1..].join(", ")
         )));
     }
-    let known = |s: &str| WEBHOOK_EVENT_TYPES.contains(&s) || OTHER_EVENT_TYPES.contains(&s);
-    if let Some(bad) = request.subscriptions.iter().find(|s| !known(s)) {
-        return Err(ApiError::bad_request(format!(
-            "invalid subscription {bad:?}: unknown event type"
-        )));
-    }
-    Ok(())
+    check_subscriptions(&request.subscriptions)
 }
 
 async fn create_webhook(
@@ -909,6 +1188,33 @@ async fn get_webhook(
     auth::authorize(&st, &headers, Some(auth::WEBHOOKS_READ))?;
     st.webhooks
         .endpoint(&id)
+        .map(|e| Json(webhook_json(e, false)))
+        .ok_or_else(webhook_not_found)
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateWebhook {
+    subscriptions: Vec<String>,
+}
+
+/// `PATCH /webhooks/{id}` with `{"subscriptions": [...]}`: replaces the subscriptions and
+/// answers the webhook (without its secret).
+async fn update_webhook(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let mut st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::WEBHOOKS_WRITE))?;
+    if st.webhooks.endpoint(&id).is_none() {
+        return Err(webhook_not_found());
+    }
+    let request: UpdateWebhook = parse_json(&body)?;
+    check_subscriptions(&request.subscriptions)?;
+    st.webhooks
+        .set_subscriptions(&id, request.subscriptions)
         .map(|e| Json(webhook_json(e, false)))
         .ok_or_else(webhook_not_found)
 }

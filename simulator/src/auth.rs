@@ -7,11 +7,12 @@
 //!
 //! Scope rules: a resource scope `X` allows reading and writing `X`, `X:read` allows reading,
 //! `all` allows everything and `all:read` every read. The legacy `devices` scope covers the
-//! `devices:*` resources.
+//! `devices:*` resources. Some operations (creating user invites) also need a user-owned key,
+//! i.e. an API access token: an OAuth token is refused whatever its scopes ([`Caller`]).
 
 use std::time::Instant;
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use base64::Engine;
 use jiff::Timestamp;
 
@@ -141,18 +142,48 @@ pub(crate) fn basic_pair(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// The scopes of the request's credential, or 401.
-pub(crate) fn authenticate(state: &State, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+/// Who is calling: the scopes of the credential and whether it is a user-owned API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    pub scopes: Vec<String>,
+    /// The id of the API access token used, or `None` for an OAuth access token (owned by the
+    /// tailnet, not by a user).
+    pub api_key_id: Option<String>,
+}
+
+impl Caller {
+    /// Tailscale refuses some operations (creating user invites) to anything but a
+    /// user-owned key, whatever its scopes.
+    pub fn require_user_owned(&self) -> Result<(), ApiError> {
+        if self.api_key_id.is_some() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "operation only permitted for user-owned keys",
+            ))
+        }
+    }
+}
+
+/// The request's credential, or 401.
+pub(crate) fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let invalid = || ApiError::unauthorized("API token invalid");
     let token = credential(headers).ok_or_else(invalid)?;
     if let Some(key) = state.api_keys.iter().find(|k| k.key == token) {
         if key.expires <= Timestamp::now() {
             return Err(ApiError::unauthorized("API key expired"));
         }
-        return Ok(vec!["all".to_string()]);
+        return Ok(Caller {
+            scopes: vec!["all".to_string()],
+            api_key_id: Some(key.id.clone()),
+        });
     }
     match state.tokens.get(&token) {
-        Some(t) if t.expires_at > Instant::now() => Ok(t.scopes.clone()),
+        Some(t) if t.expires_at > Instant::now() => Ok(Caller {
+            scopes: t.scopes.clone(),
+            api_key_id: None,
+        }),
         _ => Err(invalid()),
     }
 }
@@ -162,11 +193,11 @@ pub(crate) fn authorize(
     state: &State,
     headers: &HeaderMap,
     need: Option<Need>,
-) -> Result<(), ApiError> {
-    let scopes = authenticate(state, headers)?;
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, headers)?;
     match need {
-        Some(need) if !scopes_grant(&scopes, need) => Err(ApiError::forbidden()),
-        _ => Ok(()),
+        Some(need) if !scopes_grant(&caller.scopes, need) => Err(ApiError::forbidden()),
+        _ => Ok(caller),
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) fn routes(sim: Simulator) -> Router {
         .route("/_sim/users", put(set_users).post(add_user))
         .route("/_sim/users/{login}", delete(remove_user))
         .route("/_sim/devices", post(add_device))
+        .route("/_sim/user-invites", get(user_invites))
+        .route("/_sim/user-invites/{id}/accept", post(accept_user_invite))
         .route("/_sim/keys", post(create_key))
         .route("/_sim/oauth-clients", post(create_oauth_client))
         .route("/_sim/oauth/expire-tokens", post(expire_tokens))
@@ -53,6 +55,7 @@ async fn state(State(sim): State<Simulator>) -> Json<Value> {
     let (policy, etag) = sim.policy();
     Json(json!({
         "users": sim.users(),
+        "userInvites": sim.user_invites(),
         "devices": sim.devices(),
         "policy": policy,
         "etag": etag,
@@ -87,6 +90,38 @@ async fn remove_user(
 async fn add_device(State(sim): State<Simulator>, body: Bytes) -> Reply {
     let device: SimDevice = parse_json(&body)?;
     Ok(Json(json!({ "id": sim.add_device(device) })))
+}
+
+async fn user_invites(State(sim): State<Simulator>) -> Json<Value> {
+    Json(json!(sim.user_invites()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct AcceptRequest {
+    /// Who signs in to accept; defaults to the invite's email.
+    login_name: String,
+}
+
+/// Body optional: `{"loginName": "..."}`. Answers `{"id": "<new user id>"}`.
+async fn accept_user_invite(
+    State(sim): State<Simulator>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Reply {
+    let Path(id) = id?;
+    let request: AcceptRequest = if body.is_empty() {
+        AcceptRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    if !sim.user_invites().iter().any(|i| i.id == id) {
+        return Err(ApiError::not_found("user invite not found"));
+    }
+    let user_id = sim
+        .accept_user_invite(&id, &request.login_name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(json!({ "id": user_id })))
 }
 
 #[derive(Debug, Deserialize)]

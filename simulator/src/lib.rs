@@ -1,10 +1,12 @@
 //! A stateful simulator of the Tailscale API v2: the only Tailscale that Tailkeeper's tests,
 //! demo and benchmarks talk to.
 //!
-//! It keeps users, devices, posture attributes, credentials and the policy file (stored as
-//! HuJSON text with SHA-256 ETags), and behaves like the real API where Tailkeeper depends on
-//! it: authentication and scopes, `If-Match`/412, policy validation with `tests`, JSON error
-//! bodies, signed webhooks for user and policy changes. Tests steer it in process through
+//! It keeps users, pending user invites, devices, posture attributes, credentials and the
+//! policy file (stored as HuJSON text with SHA-256 ETags), and behaves like the real API where
+//! Tailkeeper depends on it: authentication and scopes, `If-Match`/412, policy validation with
+//! `tests`, JSON error bodies, signed webhooks for user and policy changes. Its answers are
+//! checked against Tailscale's official Go client by `tests/go_client_contract.rs`, which runs
+//! `hack/contract`. Tests steer it in process through
 //! [`Simulator`] or, when it runs as the `tailscale-sim` binary, through the equivalent
 //! plain-HTTP control API under `/_sim/`.
 //!
@@ -41,7 +43,7 @@ use tokio::sync::watch;
 
 pub use model::{
     ApiKey, Delivery, DeliveryOutcome, Fault, FaultKind, OAuthClient, SimDevice, SimUser,
-    WebhookInfo, ROLES, WEBHOOK_EVENT_TYPES,
+    SimUserInvite, WebhookInfo, ROLES, WEBHOOK_EVENT_TYPES,
 };
 
 use model::{random_alnum, random_id};
@@ -213,6 +215,46 @@ impl Simulator {
         self.lock().remove_user_where(|u| u.login_name == login)
     }
 
+    // ---- user invites ----
+
+    /// Pending user invites (created through `POST .../user-invites`), oldest first.
+    pub fn user_invites(&self) -> Vec<SimUserInvite> {
+        self.lock()
+            .user_invites
+            .iter()
+            .map(|i| SimUserInvite {
+                id: i.id.clone(),
+                role: i.role.clone(),
+                email: i.email.clone(),
+            })
+            .collect()
+    }
+
+    /// Accept invite `id` as the person signing in with `login` (empty: the invite's email):
+    /// the invite disappears and a member with the invite's role joins. Returns the user's id.
+    pub fn accept_user_invite(&self, id: &str, login: &str) -> anyhow::Result<String> {
+        let mut st = self.lock();
+        let invite = st
+            .user_invite(id)
+            .with_context(|| format!("no pending user invite {id:?}"))?;
+        let login = if login.is_empty() {
+            invite.email.clone()
+        } else {
+            login.to_string()
+        };
+        anyhow::ensure!(
+            !login.is_empty(),
+            "invite {id:?} has no email: name the login that accepts it"
+        );
+        anyhow::ensure!(
+            !st.users.iter().any(|u| u.login_name == login),
+            "{login} is already a user of the tailnet"
+        );
+        let role = invite.role.clone();
+        st.take_user_invite(id);
+        Ok(st.upsert_user(SimUser::member(&login, &role, "active")))
+    }
+
     // ---- devices ----
 
     /// Add (or replace, by id) a device; returns its id, generated if `device.id` is empty.
@@ -295,7 +337,8 @@ impl Simulator {
     // ---- webhooks ----
 
     /// Register a webhook endpoint (Tailscale's own event format) for the event types in
-    /// `subscriptions` (see [`WEBHOOK_EVENT_TYPES`]; other names never match). Changes made
+    /// `subscriptions` (see [`WEBHOOK_EVENT_TYPES`], or a category such as
+    /// `categoryTailnetManagement`; other names never match). Changes made
     /// after this call are delivered to `url`, none made before. The same as
     /// `POST /api/v2/tailnet/{tailnet}/webhooks`, without the validation an API client gets.
     pub fn add_webhook(&self, url: &str, subscriptions: &[&str]) -> WebhookInfo {

@@ -21,6 +21,17 @@ pub const ROLES: &[&str] = &[
     "member",
 ];
 
+/// A pending user invite as handed to a test; see [`crate::Simulator::user_invites`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimUserInvite {
+    pub id: String,
+    /// The role the user gets on accepting.
+    pub role: String,
+    /// Empty when the invite was not sent by email.
+    pub email: String,
+}
+
 /// A user of the simulated tailnet.
 ///
 /// Every field has a default so seed files may list only what matters; [`crate::Simulator::add_user`]
@@ -165,7 +176,8 @@ pub enum FaultKind {
 }
 
 /// The webhook event types the simulator emits (Tailscale has more, for changes it does not
-/// model). An endpoint subscribes to a subset and receives only those.
+/// model). An endpoint subscribes to a subset and receives only those; the category
+/// `categoryTailnetManagement` covers them all.
 pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "userCreated",
     "userDeleted",

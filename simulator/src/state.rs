@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::faults::FaultQueue;
-use crate::model::{random_id, timestamp_rfc3339, whole_seconds, SimDevice, SimUser};
+use crate::model::{random_alnum, random_id, timestamp_rfc3339, whole_seconds, SimDevice, SimUser};
 use crate::policy::{self, Directory};
 use crate::webhooks::WebhookState;
 use crate::SimConfig;
@@ -43,6 +43,21 @@ pub(crate) struct AccessToken {
     pub expires_at: Instant,
 }
 
+/// A user invite that has not been accepted yet.
+#[derive(Debug, Clone)]
+pub(crate) struct UserInviteRecord {
+    /// Digits, as Tailscale's invite ids are.
+    pub id: String,
+    pub role: String,
+    /// Empty when the invite was not sent by email (only its URL was handed out).
+    pub email: String,
+    /// The API key that created it; the inviter is that key's user.
+    pub inviter_key_id: String,
+    /// The secret part of the invite URL.
+    pub code: String,
+    pub last_email_sent_at: Option<Timestamp>,
+}
+
 /// A device posture attribute.
 #[derive(Debug, Clone)]
 pub(crate) struct Attribute {
@@ -61,6 +76,10 @@ pub(crate) struct State {
     pub oauth_clients: Vec<OAuthClientRecord>,
     pub tokens: HashMap<String, AccessToken>,
     pub policy_text: String,
+    /// Pending user invites, oldest first.
+    pub user_invites: Vec<UserInviteRecord>,
+    /// The next user invite id.
+    pub next_invite_id: u64,
     /// A human edit to apply at the start of the next policy write (deterministic 412s).
     pub pending_edit: Option<String>,
     pub calls: BTreeMap<String, u64>,
@@ -81,6 +100,8 @@ impl State {
             oauth_clients: Vec::new(),
             tokens: HashMap::new(),
             policy_text: policy::DEFAULT_POLICY.to_string(),
+            user_invites: Vec::new(),
+            next_invite_id: 1001,
             pending_edit: None,
             calls: BTreeMap::new(),
             latency: Duration::ZERO,
@@ -206,6 +227,48 @@ impl State {
             scopes,
             created: Timestamp::now(),
         });
+    }
+
+    // ---- user invites ----
+
+    /// Record a new invite; an invite with an email counts as emailed now.
+    pub fn add_user_invite(
+        &mut self,
+        role: String,
+        email: String,
+        inviter_key_id: String,
+    ) -> UserInviteRecord {
+        let id = self.next_invite_id.to_string();
+        self.next_invite_id += 1;
+        let last_email_sent_at = (!email.is_empty()).then(|| whole_seconds(Timestamp::now()));
+        let record = UserInviteRecord {
+            id,
+            role,
+            email,
+            inviter_key_id,
+            code: random_alnum(24),
+            last_email_sent_at,
+        };
+        self.user_invites.push(record.clone());
+        record
+    }
+
+    pub fn user_invite(&self, id: &str) -> Option<&UserInviteRecord> {
+        self.user_invites.iter().find(|i| i.id == id)
+    }
+
+    /// Remove invite `id`; `None` if there was none.
+    pub fn take_user_invite(&mut self, id: &str) -> Option<UserInviteRecord> {
+        let index = self.user_invites.iter().position(|i| i.id == id)?;
+        Some(self.user_invites.remove(index))
+    }
+
+    /// Whether an invite for `email` may be accepted without its URL: the address is in the
+    /// tailnet's own domain, so signing in with it is enough (Tailscale then omits the URL).
+    pub fn in_tailnet_domain(&self, email: &str) -> bool {
+        email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(&self.config.tailnet_name))
     }
 
     // ---- policy file ----

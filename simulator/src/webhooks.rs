@@ -158,6 +158,14 @@ impl WebhookState {
         self.endpoints.len() != before
     }
 
+    /// Replace endpoint `id`'s subscriptions; `None` if there is no such endpoint.
+    pub fn set_subscriptions(&mut self, id: &str, subscriptions: Vec<String>) -> Option<&Endpoint> {
+        let endpoint = self.endpoints.iter_mut().find(|e| e.id == id)?;
+        endpoint.subscriptions = subscriptions;
+        endpoint.last_modified = Timestamp::now();
+        Some(endpoint)
+    }
+
     /// Give endpoint `id` a new secret; the old one keeps signing for [`ROTATION_OVERLAP`].
     pub fn rotate(&mut self, id: &str) -> Option<&Endpoint> {
         let endpoint = self.endpoints.iter_mut().find(|e| e.id == id)?;
@@ -170,6 +178,45 @@ impl WebhookState {
         endpoint.last_modified = Timestamp::now();
         Some(endpoint)
     }
+}
+
+/// Subscription categories: each stands for a group of event types, including types Tailscale
+/// adds to the group later (as its Go client documents).
+pub(crate) const CATEGORIES: &[(&str, &[&str])] = &[
+    (
+        "categoryTailnetManagement",
+        &[
+            "nodeCreated",
+            "nodeNeedsApproval",
+            "nodeApproved",
+            "nodeKeyExpiringInOneDay",
+            "nodeKeyExpired",
+            "nodeDeleted",
+            "policyUpdate",
+            "userCreated",
+            "userNeedsApproval",
+            "userSuspended",
+            "userRestored",
+            "userDeleted",
+            "userApproved",
+            "userRoleUpdated",
+        ],
+    ),
+    (
+        "categoryDeviceMisconfigurations",
+        &[
+            "subnetIPForwardingNotEnabled",
+            "exitNodeIPForwardingNotEnabled",
+        ],
+    ),
+];
+
+/// Whether a subscription (an event type or a category) covers `event_type`.
+pub(crate) fn subscription_covers(subscription: &str, event_type: &str) -> bool {
+    subscription == event_type
+        || CATEGORIES
+            .iter()
+            .any(|(category, types)| *category == subscription && types.contains(&event_type))
 }
 
 fn new_secret() -> String {
@@ -243,7 +290,12 @@ impl State {
         for endpoint in &webhooks.endpoints {
             let subscribed: Vec<Event> = events
                 .iter()
-                .filter(|e| endpoint.subscriptions.iter().any(|s| s == e.event_type))
+                .filter(|e| {
+                    endpoint
+                        .subscriptions
+                        .iter()
+                        .any(|s| subscription_covers(s, e.event_type))
+                })
                 .cloned()
                 .collect();
             if !subscribed.is_empty() {
@@ -588,5 +640,25 @@ mod tests {
         assert_eq!(parts[1], format!("v1={}", sign("new", 1700000000, b"[]")));
         assert_eq!(parts[2], format!("v1={}", sign("old", 1700000000, b"[]")));
         assert_ne!(parts[1], parts[2]);
+    }
+
+    #[test]
+    fn categories_cover_their_event_types() {
+        assert!(subscription_covers("userCreated", "userCreated"));
+        assert!(!subscription_covers("userCreated", "userDeleted"));
+        for emitted in crate::model::WEBHOOK_EVENT_TYPES {
+            assert!(
+                subscription_covers("categoryTailnetManagement", emitted),
+                "{emitted}"
+            );
+            assert!(!subscription_covers(
+                "categoryDeviceMisconfigurations",
+                emitted
+            ));
+        }
+        assert!(subscription_covers(
+            "categoryDeviceMisconfigurations",
+            "subnetIPForwardingNotEnabled"
+        ));
     }
 }

@@ -558,6 +558,30 @@ async fn concurrent_writers_with_one_etag_exactly_one_wins() {
     assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
 }
 
+/// Spellings Tailscale still accepts and its Go client still sends: `users`/`ports` in
+/// `acls`, `user`/`allow` in `tests`, and the `attrConfig`/`externalTailnets` sections.
+#[tokio::test]
+async fn acl_write_accepts_what_the_go_client_sends() {
+    let h = Harness::new().await;
+    h.seed_users();
+    let policy = r#"{
+        "acls": [{"action": "accept", "users": ["alice@example.com"], "ports": ["tag:web:22"]}],
+        "tests": [{"user": "alice@example.com", "allow": ["tag:web:22"], "deny": ["tag:web:80"]}],
+        "attrConfig": {"custom:tier": {"type": "string"}},
+        "externalTailnets": {},
+    }"#;
+    let response = h.post_acl(policy, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // The legacy test is evaluated, not ignored.
+    let failing = policy.replace(
+        "\"allow\": [\"tag:web:22\"]",
+        "\"allow\": [\"tag:web:443\"]",
+    );
+    let response = h.post_acl(&failing, None).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(response).await["data"][0]["user"], "alice@example.com");
+}
+
 #[tokio::test]
 async fn acl_write_rejects_invalid_files() {
     let h = Harness::new().await;
@@ -737,6 +761,383 @@ async fn devices_and_attribute_expiry() {
     assert_eq!(deleted.status(), StatusCode::OK);
     assert_eq!(body(h.get(&attrs).await).await["attributes"], json!({}));
     assert_eq!(h.sim.call_count("attributes.delete"), 1);
+}
+
+/// Go's client always sends an `expiry`; without one it is Go's zero time, meaning none.
+#[tokio::test]
+async fn attribute_with_go_zero_expiry_never_expires() {
+    let h = Harness::new().await;
+    let device = h.sim.add_device(SimDevice::default());
+    let attrs = format!("/device/{device}/attributes");
+    let set = h
+        .post_json(
+            &format!("{attrs}/custom:tier"),
+            json!({"value": "gold", "expiry": "0001-01-01T00:00:00Z", "comment": ""}),
+        )
+        .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let got = body(h.get(&attrs).await).await;
+    assert_eq!(
+        got,
+        json!({"attributes": {"custom:tier": "gold"}, "expiries": {}})
+    );
+    // A real past expiry still ends the attribute at once.
+    h.post_json(
+        &format!("{attrs}/custom:gone"),
+        json!({"value": 1, "expiry": "2001-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        body(h.get(&attrs).await).await["attributes"],
+        json!({"custom:tier": "gold"})
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys list
+
+fn key_ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list["keys"]
+        .as_array()
+        .expect("keys array")
+        .iter()
+        .map(|k| k["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn keys_list_by_owner_or_all() {
+    let h = Harness::new().await;
+    let other_key = h.sim.create_api_key(Duration::from_secs(600));
+    // Expired: only active keys are listed (it can still be read by id).
+    let expired = h.sim.create_api_key(Duration::ZERO);
+    let client = h.sim.create_oauth_client(&["users:read"]);
+    // `tskey-api-<id>-<secret>`
+    let own_key_id = h.key.split('-').nth(2).expect("id in key").to_string();
+
+    // An API key sees the user's API keys (the simulator's one user owns them all).
+    let response = h.get("/tailnet/-/keys").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("body");
+    assert!(!text.contains(&h.key) && !text.contains(&other_key.key));
+    assert!(!text.contains(&client.secret));
+    let by_key: Value = serde_json::from_str(&text).expect("JSON");
+    let mut api_ids = vec![own_key_id, other_key.id.clone()];
+    api_ids.sort();
+    assert_eq!(key_ids(&by_key), api_ids);
+
+    // Each entry is what getting the key answers.
+    for entry in by_key["keys"].as_array().expect("keys") {
+        let id = entry["id"].as_str().expect("id");
+        assert_eq!(
+            &body(h.get(&format!("/tailnet/-/keys/{id}")).await).await,
+            entry
+        );
+    }
+
+    // `all` adds the tailnet's keys: the OAuth clients.
+    let all = body(h.get("/tailnet/example.com/keys?all=true").await).await;
+    let mut all_ids = api_ids.clone();
+    all_ids.push(client.id.clone());
+    all_ids.sort();
+    assert_eq!(key_ids(&all), all_ids);
+    let listed_client = all["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["id"] == client.id.as_str())
+        .expect("client listed");
+    assert_eq!(listed_client["keyType"], "client");
+    assert_eq!(listed_client["scopes"], json!(["users:read"]));
+
+    // An OAuth token sees the tailnet's keys, and with `all` the users' too.
+    let token = body(exchange(&h, &client.id, &client.secret, None).await).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let by_oauth = body(
+        h.http
+            .get(h.url("/tailnet/-/keys"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(key_ids(&by_oauth), vec![client.id.clone()]);
+    let all_by_oauth = body(
+        h.http
+            .get(h.url("/tailnet/-/keys?all=true"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(key_ids(&all_by_oauth), all_ids);
+
+    assert_eq!(
+        h.get("/tailnet/other.org/keys").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let anonymous = h
+        .http
+        .get(h.url("/tailnet/-/keys"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(h.sim.call_count("keys.list"), 6);
+    assert_eq!(
+        h.get(&format!("/tailnet/-/keys/{}", expired.id))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// User invites
+
+fn invite_ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a bare array")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn user_invites_create_list_get_resend_delete() {
+    let h = Harness::new().await;
+    let path = "/tailnet/-/user-invites";
+    assert_eq!(body(h.get(path).await).await, json!([]));
+
+    let response = h
+        .post_json(
+            path,
+            json!([
+                {"role": "admin", "email": "pat@other.org"},
+                {"email": "bob@example.com"},
+                {},
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let created = body(response).await;
+    let ids = invite_ids(&created);
+    assert_eq!(ids.len(), 3);
+    let [outside, inside, link] = [&created[0], &created[1], &created[2]];
+    for invite in [outside, inside, link] {
+        let id = invite["id"].as_str().expect("id");
+        assert!(id.chars().all(|c| c.is_ascii_digit()), "{id}");
+        assert!(invite["tailnetId"].is_u64(), "{invite}");
+        assert!(invite["inviterId"].is_u64(), "{invite}");
+    }
+    assert_eq!(outside["role"], "admin");
+    assert_eq!(outside["email"], "pat@other.org");
+    assert!(outside["lastEmailSentAt"]
+        .as_str()
+        .expect("sent time")
+        .parse::<jiff::Timestamp>()
+        .is_ok());
+    // Outside the tailnet's domain (or without email) the invite carries its URL...
+    let url = outside["inviteUrl"].as_str().expect("inviteUrl");
+    assert!(url.starts_with(&format!("{}/uinv/", h.sim.url())), "{url}");
+    // ...inside it, signing in with the address is enough.
+    assert_eq!(inside["role"], "member");
+    assert!(inside.get("inviteUrl").is_none(), "{inside}");
+    assert!(link.get("email").is_none() && link.get("lastEmailSentAt").is_none());
+    assert!(link["inviteUrl"].is_string());
+
+    let listed = body(h.get(path).await).await;
+    assert_eq!(listed, created);
+    let one = format!("/user-invites/{}", ids[0]);
+    assert_eq!(&body(h.get(&one).await).await, outside);
+
+    let resent = h.post_json(&format!("{one}/resend"), json!({})).await;
+    assert_eq!(resent.status(), StatusCode::OK);
+    assert_eq!(body(resent).await, json!({}));
+    let no_email = h
+        .post_json(&format!("/user-invites/{}/resend", ids[2]), json!({}))
+        .await;
+    assert_eq!(no_email.status(), StatusCode::BAD_REQUEST);
+
+    let deleted = h
+        .http
+        .delete(h.url(&one))
+        .bearer_auth(&h.key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(body(deleted).await, json!({}));
+    let missing = json!({"message": "user invite not found"});
+    let gone = h.get(&one).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(gone).await, missing);
+    assert_eq!(invite_ids(&body(h.get(path).await).await), ids[1..]);
+    assert_eq!(
+        h.post_json(&format!("{one}/resend"), json!({}))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Accepting (a person signing in) turns the invite into a user with its role.
+    let user_id = h
+        .sim
+        .accept_user_invite(&ids[1], "")
+        .expect("invite accepted");
+    let bob = h.sim.user_by_login("bob@example.com").expect("bob joined");
+    assert_eq!(
+        (bob.id.as_str(), bob.role.as_str()),
+        (user_id.as_str(), "member")
+    );
+    assert!(h.sim.accept_user_invite(&ids[1], "").is_err());
+    // An invite without email needs the login that accepts it.
+    assert!(h.sim.accept_user_invite(&ids[2], "").is_err());
+    h.sim
+        .accept_user_invite(&ids[2], "carol@example.com")
+        .expect("accepted by carol");
+    assert!(h.sim.user_invites().is_empty());
+
+    for name in [
+        "invites.create",
+        "invites.list",
+        "invites.get",
+        "invites.resend",
+        "invites.delete",
+    ] {
+        assert!(h.sim.call_count(name) > 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn user_invites_reject_bad_requests_whole() {
+    let h = Harness::new().await;
+    let path = "/tailnet/-/user-invites";
+    for bad in [
+        json!([{"role": "owner"}]),
+        json!([{"role": "wizard"}]),
+        json!([{"email": "not-an-address"}]),
+        json!([{"email": "two@at@example.com"}]),
+        // One bad entry rejects the whole request.
+        json!([{"email": "ok@example.com"}, {"role": "owner"}]),
+        // An object, not a list.
+        json!({"role": "member"}),
+    ] {
+        let response = h.post_json(path, bad.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body(response).await["message"].is_string());
+    }
+    assert!(h.sim.user_invites().is_empty());
+    assert_eq!(
+        h.post_json("/tailnet/other.org/user-invites", json!([]))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(body(h.post_json(path, json!([])).await).await, json!([]));
+}
+
+#[tokio::test]
+async fn user_invites_scopes_and_user_owned_keys() {
+    let h = Harness::new().await;
+    let path = "/tailnet/-/user-invites";
+    let created = body(h.post_json(path, json!([{"email": "x@other.org"}])).await).await;
+    let one = format!("/user-invites/{}", created[0]["id"].as_str().expect("id"));
+    let token = |scopes: &'static str| {
+        let h = &h;
+        async move {
+            let client = h.sim.create_oauth_client(&[scopes]);
+            body(exchange(h, &client.id, &client.secret, None).await).await["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string()
+        }
+    };
+    let send = |request: reqwest::RequestBuilder| async move {
+        request.send().await.expect("sent").status()
+    };
+
+    // OAuth clients may not create invites whatever their scopes: there is no inviting user.
+    let users = token("users").await;
+    let refused = h
+        .http
+        .post(h.url(path))
+        .bearer_auth(&users)
+        .json(&json!([{"email": "y@other.org"}]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        body(refused).await,
+        json!({"message": "operation only permitted for user-owned keys"})
+    );
+    // Everything else they may, with the users scope.
+    assert_eq!(
+        send(h.http.get(h.url(path)).bearer_auth(&users)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            h.http
+                .post(h.url(&format!("{one}/resend")))
+                .bearer_auth(&users)
+        )
+        .await,
+        StatusCode::OK
+    );
+
+    let reader = token("users:read").await;
+    assert_eq!(
+        send(h.http.get(h.url(&one)).bearer_auth(&reader)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(h.http.delete(h.url(&one)).bearer_auth(&reader)).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            h.http
+                .post(h.url(&format!("{one}/resend")))
+                .bearer_auth(&reader)
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+
+    let policy = token("policy_file").await;
+    assert_eq!(
+        send(h.http.get(h.url(path)).bearer_auth(&policy)).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(h.http.delete(h.url(&one)).bearer_auth(&users)).await,
+        StatusCode::OK
+    );
+
+    // Counted and faultable like every route.
+    h.sim.inject(Fault {
+        endpoint: "invites.create".to_string(),
+        kind: FaultKind::Status {
+            status: 500,
+            retry_after_secs: None,
+            message: String::new(),
+        },
+        count: 1,
+    });
+    assert_eq!(
+        h.post_json(path, json!([{}])).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(h.sim.user_invites().is_empty());
+    assert_eq!(h.sim.call_count("invites.create"), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

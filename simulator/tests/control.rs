@@ -157,6 +157,65 @@ async fn control_api_round_trip() {
         .expect("sent");
     assert_eq!(write.status(), StatusCode::PRECONDITION_FAILED);
 
+    // User invites: list them, accept one as the person it invites.
+    let created = http
+        .post(format!("{}/api/v2/tailnet/-/user-invites", sim.url()))
+        .bearer_auth(&key)
+        .json(&json!([{"role": "admin", "email": "dana@example.com"}, {}]))
+        .send()
+        .await
+        .expect("sent");
+    let created: Value = json_of(created).await;
+    let (emailed, link) = (
+        created[0]["id"].as_str().expect("id").to_string(),
+        created[1]["id"].as_str().expect("id").to_string(),
+    );
+    let invites = json_of(http.get(ctl("/user-invites")).send().await.expect("sent")).await;
+    assert_eq!(
+        invites,
+        json!([
+            {"id": emailed, "role": "admin", "email": "dana@example.com"},
+            {"id": link, "role": "member", "email": ""},
+        ])
+    );
+    let accepted = json_of(
+        http.post(ctl(&format!("/user-invites/{emailed}/accept")))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let dana = sim.user_by_login("dana@example.com").expect("dana joined");
+    assert_eq!(accepted["id"], dana.id.as_str());
+    assert_eq!(dana.role, "admin");
+    let again = http
+        .post(ctl(&format!("/user-invites/{emailed}/accept")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    let nameless = http
+        .post(ctl(&format!("/user-invites/{link}/accept")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(nameless.status(), StatusCode::BAD_REQUEST);
+    json_of(
+        http.post(ctl(&format!("/user-invites/{link}/accept")))
+            .json(&json!({"loginName": "erin@example.com"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(
+        sim.user_by_login("erin@example.com").expect("erin").role,
+        "member"
+    );
+    assert!(sim.user_invites().is_empty());
+    sim.remove_user("dana@example.com");
+    sim.remove_user("erin@example.com");
+
     // Latency and faults.
     json_of(
         http.put(ctl("/latency"))
@@ -188,6 +247,7 @@ async fn control_api_round_trip() {
     assert_eq!(state["faults"][0]["count"], 2);
     assert_eq!(state["users"][0]["loginName"], "b@example.com");
     assert_eq!(state["devices"][0]["id"], "nDEV1CNTRL");
+    assert_eq!(state["userInvites"], json!([]));
     assert_eq!(state["policy"], "// sneaky\n{}\n");
     assert_eq!(state["etag"], sim.policy().1.as_str());
     json_of(http.delete(ctl("/faults")).send().await.expect("sent")).await;

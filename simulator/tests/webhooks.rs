@@ -382,6 +382,87 @@ async fn endpoints_get_only_their_subscriptions() {
     assert_eq!(policy_only.event_types(), ["policyUpdate"]);
 }
 
+/// Tailscale's Go client offers categories (`categoryTailnetManagement`, ...) beside event
+/// types; a category stands for its whole group.
+#[tokio::test]
+async fn a_category_subscription_gets_its_events() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start(&[]).await;
+    let (status, _) = h
+        .post(
+            "/tailnet/-/webhooks",
+            &h.key,
+            json!({"endpointUrl": receiver.url, "subscriptions": ["categoryTailnetManagement"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let misconfigured = Receiver::start(&[]).await;
+    h.sim
+        .add_webhook(&misconfigured.url, &["categoryDeviceMisconfigurations"]);
+
+    h.sim
+        .add_user(SimUser::member("alice@example.com", "member", "active"));
+    h.sim.set_policy_as_human(r#"{"acls": []}"#);
+    receiver.wait_for_event("userCreated").await;
+    receiver.wait_for_event("policyUpdate").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(misconfigured.received().is_empty());
+}
+
+#[tokio::test]
+async fn webhooks_api_update_subscriptions() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start(&[]).await;
+    let hook = h.sim.add_webhook(&receiver.url, &["userCreated"]);
+    let one = format!("/webhooks/{}", hook.id);
+    let patch =
+        |token: &str, body: Value| h.send(h.http.patch(h.url(&one)).bearer_auth(token).json(&body));
+
+    let (_, before) = h.get(&one, &h.key).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, updated) = patch(&h.key, json!({"subscriptions": ["policyUpdate"]})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["subscriptions"], json!(["policyUpdate"]));
+    assert!(updated.get("secret").is_none(), "{updated}");
+    assert_eq!(updated["created"], before["created"]);
+    assert_ne!(updated["lastModified"], before["lastModified"]);
+    assert_eq!(h.get(&one, &h.key).await.1, updated);
+
+    // Deliveries follow the new subscriptions.
+    h.sim
+        .add_user(SimUser::member("alice@example.com", "member", "active"));
+    h.sim.set_policy_as_human(r#"{"acls": []}"#);
+    receiver.wait_for_event("policyUpdate").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.event_types(), ["policyUpdate"]);
+
+    let (status, _) = patch(&h.key, json!({"subscriptions": ["userExploded"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = patch(&h.key, json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = h
+        .send(
+            h.http
+                .patch(h.url("/webhooks/wNOPE"))
+                .bearer_auth(&h.key)
+                .json(&json!({"subscriptions": []})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"message": "webhook not found"})
+        )
+    );
+    let reader = h.oauth_token(&["webhooks:read"]).await;
+    let (status, _) = patch(&reader, json!({"subscriptions": []})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, unchanged) = h.get(&one, &h.key).await;
+    assert_eq!(unchanged["subscriptions"], json!(["policyUpdate"]));
+    assert_eq!(h.sim.call_count("webhooks.update"), 5);
+}
+
 #[tokio::test]
 async fn changes_of_one_tick_arrive_as_one_array() {
     let h = Harness::new().await;

@@ -7,10 +7,13 @@
 //! - `groups`: names start with `group:`, members are strings, no group inside a group;
 //! - `tagOwners`: names start with `tag:`, owners are strings;
 //! - `hosts`: values are strings;
-//! - `acls`: `action` (`accept`), `src` and `dst` lists, every `dst` is `host:ports`;
+//! - `acls`: `action` (`accept`), `src` and `dst` lists (or their legacy names `users` and
+//!   `ports`, still accepted by Tailscale and still modelled by its Go client), every `dst` is
+//!   `host:ports`;
 //! - `grants`: `src` and `dst` lists and at least one of `ip` / `app`; `ip` entries parse;
 //! - `ssh`: `action` (`accept`/`check`), `src`, `dst`, `users`; `dst` never contains `*`;
-//! - `tests` / `sshTests`: shapes, and test destinations carry a single port;
+//! - `tests` / `sshTests`: shapes, and test destinations carry a single port; a test's legacy
+//!   `user` and `allow` stand for `src` and `accept`;
 //! - every `group:` referenced by a rule or test is defined (SCIM groups `group:x@domain`
 //!   excepted, as they live outside the file).
 //!
@@ -23,11 +26,13 @@ use serde_json::{Map, Value};
 /// Known top-level sections, lowercase.
 const KNOWN_KEYS: &[&str] = &[
     "acls",
+    "attrconfig",
     "attrs",
     "autoapprovers",
     "defaultsrcposture",
     "derpmap",
     "disableipv4",
+    "externaltailnets",
     "grants",
     "groups",
     "hosts",
@@ -264,8 +269,8 @@ fn parse_acl(path: &str, obj: &Map<String, Value>) -> Result<AclRule, String> {
             "{path}: action {action:?} is not supported; only \"accept\""
         ));
     }
-    let src = required_list(path, obj, "src")?;
-    let dst = required_list(path, obj, "dst")?
+    let src = aliased_list(path, obj, "src", "users")?;
+    let dst = aliased_list(path, obj, "dst", "ports")?
         .iter()
         .map(|d| parse_host_ports(d).map_err(|e| format!("{path}: dst {d:?}: {e}")))
         .collect::<Result<_, _>>()?;
@@ -324,7 +329,12 @@ fn parse_ssh_rule(path: &str, obj: &Map<String, Value>) -> Result<SshRule, Strin
 }
 
 fn parse_acl_test(path: &str, obj: &Map<String, Value>) -> Result<AclTest, String> {
-    let src = required_str(path, obj, "src")?.to_string();
+    let src = match (obj.contains_key("src"), obj.contains_key("user")) {
+        (true, true) => return Err(both_names(path, "src", "user")),
+        (false, true) => required_str(path, obj, "user")?,
+        _ => required_str(path, obj, "src")?,
+    }
+    .to_string();
     let proto = optional_str(path, obj, "proto")?;
     let dsts = |field: &str| -> Result<Vec<TestDst>, String> {
         optional_list(path, obj, field)?
@@ -332,10 +342,15 @@ fn parse_acl_test(path: &str, obj: &Map<String, Value>) -> Result<AclTest, Strin
             .map(|text| parse_test_dst(&text).map_err(|e| format!("{path}: {field} {text:?}: {e}")))
             .collect()
     };
+    if obj.contains_key("accept") && obj.contains_key("allow") {
+        return Err(both_names(path, "accept", "allow"));
+    }
+    let mut accept = dsts("accept")?;
+    accept.extend(dsts("allow")?);
     Ok(AclTest {
         src,
         proto,
-        accept: dsts("accept")?,
+        accept,
         deny: dsts("deny")?,
     })
 }
@@ -505,6 +520,24 @@ fn required_list(path: &str, obj: &Map<String, Value>, field: &str) -> Result<Ve
     string_list(&format!("{path}.{field}"), value)
 }
 
+/// A required list that may also appear under its legacy name (`src`/`users`, `dst`/`ports`).
+fn aliased_list(
+    path: &str,
+    obj: &Map<String, Value>,
+    field: &str,
+    legacy: &str,
+) -> Result<Vec<String>, String> {
+    match (obj.contains_key(field), obj.contains_key(legacy)) {
+        (true, true) => Err(both_names(path, field, legacy)),
+        (false, true) => required_list(path, obj, legacy),
+        _ => required_list(path, obj, field),
+    }
+}
+
+fn both_names(path: &str, field: &str, legacy: &str) -> String {
+    format!("{path}: use {field:?} or its legacy name {legacy:?}, not both")
+}
+
 fn optional_list(path: &str, obj: &Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
     match obj.get(field) {
         Some(value) => string_list(&format!("{path}.{field}"), value),
@@ -556,11 +589,32 @@ mod tests {
             "nodeAttrs": [], "postures": {}, "disableIPv4": false,
             "randomizeClientPort": true, "OneCGNATRoute": "", "derpMap": {},
             "autoApprovers": {}, "ipsets": {},
+            "attrConfig": {"custom:tier": {"type": "string"}}, "externalTailnets": {},
         }))
         .expect("valid policy");
         assert_eq!(policy.groups["group:eng"], vec!["a@example.com"]);
         assert_eq!(policy.acls.len(), 1);
         assert_eq!(policy.hosts["db"], "100.64.0.5");
+    }
+
+    /// The pre-`src`/`dst` spellings, which Tailscale still accepts and its Go client still
+    /// sends (`ACLEntry.Users`/`Ports`, `ACLTest.User`/`Allow`).
+    #[test]
+    fn accepts_legacy_users_ports_and_test_user_allow() {
+        let policy = parse_policy(&json!({
+            "acls": [{"action": "accept", "users": ["a@example.com"], "ports": ["tag:web:443"]}],
+            "tests": [{"user": "a@example.com", "allow": ["tag:web:443"], "deny": ["tag:web:22"]}],
+        }))
+        .expect("legacy spellings are valid");
+        assert_eq!(policy.acls[0].src, vec!["a@example.com"]);
+        assert_eq!(policy.acls[0].dst[0].host, "tag:web");
+        assert_eq!(policy.tests[0].src, "a@example.com");
+        assert_eq!(policy.tests[0].accept[0].text, "tag:web:443");
+        assert!(err(
+            json!({"acls": [{"action": "accept", "src": ["*"], "users": ["*"], "dst": ["*:*"]}]})
+        )
+        .contains("not both"));
+        assert!(err(json!({"tests": [{"src": "a@b.c", "user": "a@b.c"}]})).contains("not both"));
     }
 
     #[test]
