@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
-use tailkeeper::controller::leader::LeaderElection;
+use tailkeeper::controller::leader::{LeaderElection, Timings};
 use tailkeeper::controller::{self, RunConfig, Settings};
 
 /// Tailkeeper: access governance for Tailscale, as a Kubernetes operator.
@@ -92,6 +92,17 @@ struct RunArgs {
     /// else `<hostname>-<pid>`.
     #[arg(long, env = "TAILKEEPER_LEASE_IDENTITY")]
     lease_identity: Option<String>,
+    /// How long the Lease stays valid after each renewal, in seconds. When the leader dies, a
+    /// standby takes over within about this long: revocations are late by at most that.
+    #[arg(long, env = "TAILKEEPER_LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// How long before the Lease expires the leader renews it, in seconds (also the clock skew
+    /// between nodes that is tolerated).
+    #[arg(long, env = "TAILKEEPER_LEASE_RENEW_GRACE_SECS", default_value_t = 5)]
+    lease_renew_grace_secs: u64,
+    /// How often a standby reads the Lease, in seconds.
+    #[arg(long, env = "TAILKEEPER_LEASE_RETRY_PERIOD_SECS", default_value_t = 2)]
+    lease_retry_period_secs: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -160,7 +171,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);
+    let timings = Timings::new(
+        args.lease_duration_secs,
+        args.lease_renew_grace_secs,
+        args.lease_retry_period_secs,
+    )
+    .map_err(|e| anyhow::anyhow!("leader-election timings: {e}"))?;
     let leader_election = args.leader_election.then(|| LeaderElection {
+        timings,
         lease_name: args.lease_name,
         namespace: args
             .lease_namespace

@@ -19,10 +19,14 @@
 //!   [`Leadership::lost`] resolves and the caller stops its controllers at once, before any other
 //!   replica may take the Lease.
 //!
-//! Timings (fixed): the Lease lasts [`LEASE_DURATION`] (15 s) from each renewal; renewal is due
-//! [`RENEW_GRACE`] (5 s) before it expires, which is also the clock skew between nodes that is
-//! tolerated; a leader steps down [`STEP_DOWN_MARGIN`] (1.5 s) before expiry when it has not
-//! seen its renewal. Close to client-go's defaults (15 s lease, 10 s renew deadline, 2 s retry).
+//! Timings ([`Timings`], configurable): the Lease lasts [`LEASE_DURATION`] (15 s by default)
+//! from each renewal; renewal is due [`RENEW_GRACE`] (5 s) before it expires, which is also the
+//! clock skew between nodes that is tolerated; a standby looks every [`RETRY_PERIOD`] (2 s); a
+//! leader steps down [`STEP_DOWN_MARGIN`] (1.5 s) before expiry when it has not seen its
+//! renewal. Close to client-go's defaults (15 s lease, 10 s renew deadline, 2 s retry). When a
+//! leader dies, a standby takes over within the lease duration plus one retry period; a
+//! shorter lease hands over faster (revocations are late by at most that) at the price of more
+//! Lease writes and less tolerance of a slow API server.
 //!
 //! [kube-lease-manager]: https://docs.rs/kube-lease-manager
 
@@ -35,11 +39,11 @@ use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerError, Lease
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// How long a Lease stays valid after its last renewal.
+/// How long a Lease stays valid after its last renewal (default).
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// The leader renews this long before its Lease expires.
+/// The leader renews this long before its Lease expires (default).
 pub const RENEW_GRACE: Duration = Duration::from_secs(5);
-/// How often a standby reads the Lease; the delay of a takeover after a release.
+/// How often a standby reads the Lease; the delay of a takeover after a release (default).
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
 /// A leader that has not seen its renewal this long before the Lease expires steps down.
 pub const STEP_DOWN_MARGIN: Duration = Duration::from_millis(1500);
@@ -47,6 +51,53 @@ pub const STEP_DOWN_MARGIN: Duration = Duration::from_millis(1500);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a leader waits between renewal checks once its renewal is due.
 const CONFIRM_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the Lease lasts, when it is renewed, and how often a standby looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub lease_duration: Duration,
+    pub renew_grace: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            lease_duration: LEASE_DURATION,
+            renew_grace: RENEW_GRACE,
+            retry_period: RETRY_PERIOD,
+        }
+    }
+}
+
+impl Timings {
+    /// Timings in whole seconds, checked: the renewal must be due early enough to be confirmed
+    /// before the step-down deadline, and before the Lease expires.
+    pub fn new(lease_duration: u64, renew_grace: u64, retry_period: u64) -> Result<Self, String> {
+        let t = Timings {
+            lease_duration: Duration::from_secs(lease_duration),
+            renew_grace: Duration::from_secs(renew_grace),
+            retry_period: Duration::from_secs(retry_period),
+        };
+        let least_grace = STEP_DOWN_MARGIN + 2 * CONFIRM_INTERVAL;
+        if t.renew_grace <= least_grace {
+            return Err(format!(
+                "the renew grace ({renew_grace}s) must exceed {least_grace:?}, the time to confirm a renewal before stepping down"
+            ));
+        }
+        if t.renew_grace >= t.lease_duration {
+            return Err(format!(
+                "the renew grace ({renew_grace}s) must be shorter than the lease duration ({lease_duration}s)"
+            ));
+        }
+        if t.retry_period.is_zero() || t.retry_period >= t.lease_duration {
+            return Err(format!(
+                "the retry period ({retry_period}s) must be at least 1s and shorter than the lease duration ({lease_duration}s)"
+            ));
+        }
+        Ok(t)
+    }
+}
 
 /// Which Lease to hold, and as whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +108,7 @@ pub struct LeaderElection {
     pub namespace: String,
     /// Unique among the replicas: the pod name (`POD_NAME`), else `<hostname>-<pid>`.
     pub identity: String,
+    pub timings: Timings,
 }
 
 impl LeaderElection {
@@ -78,8 +130,8 @@ impl LeaderElection {
     fn params(&self) -> LeaseParams {
         LeaseParams::new(
             self.identity.clone(),
-            LEASE_DURATION.as_secs(),
-            RENEW_GRACE.as_secs(),
+            self.timings.lease_duration.as_secs(),
+            self.timings.renew_grace.as_secs(),
         )
     }
 
@@ -139,19 +191,19 @@ impl Reading {
         self.holder.as_deref() == Some(me)
     }
 
-    /// Held by `me`, and its renewal is not due yet: safe to start acting on.
-    fn fresh_for(&self, me: &str, now: SystemTime) -> bool {
-        self.held_by(me) && self.remaining(now) > RENEW_GRACE
+    /// Held by `me`, and its renewal (`renew_grace` before expiry) is not due yet: safe to
+    /// start acting on.
+    fn fresh_for(&self, me: &str, now: SystemTime, renew_grace: Duration) -> bool {
+        self.held_by(me) && self.remaining(now) > renew_grace
     }
 }
 
-async fn read(api: &Api<Lease>, name: &str) -> Result<Reading, kube::Error> {
-    let lease = tokio::time::timeout(RETRY_PERIOD, api.get_opt(name))
+/// Read the Lease, giving up after `timeout`.
+async fn read(api: &Api<Lease>, name: &str, timeout: Duration) -> Result<Reading, kube::Error> {
+    let lease = tokio::time::timeout(timeout, api.get_opt(name))
         .await
         .map_err(|_| {
-            kube::Error::Service(
-                format!("reading Lease {name} timed out after {RETRY_PERIOD:?}").into(),
-            )
+            kube::Error::Service(format!("reading Lease {name} timed out after {timeout:?}").into())
         })??;
     Ok(Reading::of(lease.as_ref()))
 }
@@ -192,6 +244,7 @@ pub async fn acquire(
         identity = %config.identity,
         "waiting for leadership"
     );
+    let retry_period = config.timings.retry_period;
     let mut candidate = Candidate {
         client,
         api,
@@ -204,7 +257,7 @@ pub async fn acquire(
         let step = async {
             let attempt = candidate.attempt().await;
             if matches!(attempt, Ok(None)) {
-                tokio::time::sleep(RETRY_PERIOD).await;
+                tokio::time::sleep(retry_period).await;
             }
             attempt
         };
@@ -244,7 +297,8 @@ impl Candidate {
     /// One attempt: `Some` once the Lease is ours; `Err` on a problem no retry can fix.
     async fn attempt(&mut self) -> anyhow::Result<Option<Leadership>> {
         let me = self.config.identity.clone();
-        let reading = match read(&self.api, &self.config.lease_name).await {
+        let timings = self.config.timings;
+        let reading = match read(&self.api, &self.config.lease_name, timings.retry_period).await {
             Ok(r) => r,
             Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => {
                 return Err(self.forbidden(&e.to_string()));
@@ -283,14 +337,14 @@ impl Candidate {
             Ok(Ok(_)) | Err(_) => {}
         }
         // Only a fresh read decides.
-        let reading = match read(&self.api, &self.config.lease_name).await {
+        let reading = match read(&self.api, &self.config.lease_name, timings.retry_period).await {
             Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "cannot read the Lease back; retrying");
                 return Ok(None);
             }
         };
-        if reading.fresh_for(&me, SystemTime::now()) {
+        if reading.fresh_for(&me, SystemTime::now(), timings.renew_grace) {
             info!(
                 lease = %self.config.lease_name,
                 namespace = %self.config.namespace,
@@ -345,6 +399,7 @@ impl Leadership {
         };
         let confirm = async {
             let me = self.config.identity.as_str();
+            let timings = self.config.timings;
             let mut seen = self.seen.clone();
             loop {
                 let until = valid_until(&seen);
@@ -353,12 +408,14 @@ impl Leadership {
                     .unwrap_or_else(Instant::now);
                 // Read once the renewal is due (with a little time for it), then every
                 // CONFIRM_INTERVAL until it shows.
-                let due =
-                    until.checked_sub(RENEW_GRACE).unwrap_or_else(Instant::now) + CONFIRM_INTERVAL;
+                let due = until
+                    .checked_sub(timings.renew_grace)
+                    .unwrap_or_else(Instant::now)
+                    + CONFIRM_INTERVAL;
                 let check = async {
                     tokio::time::sleep_until(due).await;
                     loop {
-                        match read(&self.api, &self.config.lease_name).await {
+                        match read(&self.api, &self.config.lease_name, timings.retry_period).await {
                             Ok(r) if r.held_by(me) && r.expires > seen.expires => return Ok(r),
                             Ok(r) if !r.held_by(me) => {
                                 return Err(match r.holder {
@@ -436,7 +493,7 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(r.other_holder("me", now), Some("other"));
         assert!(r.remaining(now) > Duration::from_secs(12));
-        assert!(!r.fresh_for("me", now));
+        assert!(!r.fresh_for("me", now, RENEW_GRACE));
     }
 
     #[test]
@@ -456,31 +513,57 @@ mod tests {
     #[test]
     fn our_lease_is_fresh_until_its_renewal_is_due() {
         let now = SystemTime::now();
-        assert!(Reading::of(Some(&lease(Some("me"), Some(0), Some(15)))).fresh_for("me", now));
-        assert!(Reading::of(Some(&lease(Some("me"), Some(8), Some(15)))).fresh_for("me", now));
+        assert!(
+            Reading::of(Some(&lease(Some("me"), Some(0), Some(15)))).fresh_for(
+                "me",
+                now,
+                RENEW_GRACE
+            )
+        );
+        assert!(
+            Reading::of(Some(&lease(Some("me"), Some(8), Some(15)))).fresh_for(
+                "me",
+                now,
+                RENEW_GRACE
+            )
+        );
         // Within the grace window, or expired (a restarted container): renew first.
-        assert!(!Reading::of(Some(&lease(Some("me"), Some(12), Some(15)))).fresh_for("me", now));
-        assert!(!Reading::of(Some(&lease(Some("me"), Some(30), Some(15)))).fresh_for("me", now));
+        assert!(
+            !Reading::of(Some(&lease(Some("me"), Some(12), Some(15)))).fresh_for(
+                "me",
+                now,
+                RENEW_GRACE
+            )
+        );
+        assert!(
+            !Reading::of(Some(&lease(Some("me"), Some(30), Some(15)))).fresh_for(
+                "me",
+                now,
+                RENEW_GRACE
+            )
+        );
         assert!(Reading::of(Some(&lease(Some("me"), Some(30), Some(15)))).held_by("me"));
     }
 
     #[test]
-    fn timings_are_consistent() {
-        // A renewal is due before the step-down deadline, which comes before expiry.
-        const {
-            assert!(
-                RENEW_GRACE.as_millis()
-                    > STEP_DOWN_MARGIN.as_millis() + 2 * CONFIRM_INTERVAL.as_millis()
-            )
-        };
-        const { assert!(RENEW_GRACE.as_secs() < LEASE_DURATION.as_secs()) };
-        // LeaseParams panics on inconsistent timings.
+    fn timings_are_checked() {
+        // The defaults pass, and LeaseParams (which panics on inconsistent timings) takes them.
+        assert_eq!(Timings::new(15, 5, 2), Ok(Timings::default()));
         let _ = LeaderElection {
             lease_name: "tailkeeper".into(),
             namespace: "default".into(),
             identity: "me".into(),
+            timings: Timings::new(8, 3, 1).expect("a short lease"),
         }
         .params();
+        // A renewal must be confirmable before the step-down deadline, which comes before
+        // expiry; a standby must look more often than the Lease lasts.
+        assert!(Timings::new(15, 2, 2).unwrap_err().contains("must exceed"));
+        assert!(Timings::new(5, 5, 2)
+            .unwrap_err()
+            .contains("shorter than the lease duration"));
+        assert!(Timings::new(15, 5, 0).unwrap_err().contains("at least 1s"));
+        assert!(Timings::new(15, 5, 15).is_err());
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Operator {
     /// Start the operator for `namespace`, which is also the namespace of its leader-election
     /// Lease (the release namespace of the chart's RBAC in tests).
     pub fn start(kubeconfig: &Path, namespace: &str) -> Operator {
+        Self::start_with(kubeconfig, namespace, &[])
+    }
+
+    /// [`Operator::start`] with more command-line arguments.
+    pub fn start_with(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Operator {
         let identity = claim_identity(namespace);
         let port = free_port();
         let webhook_port = free_port();
@@ -65,6 +70,7 @@ impl Operator {
             // The simulator listens on loopback: the one host the tests trust with credentials.
             .args(["--allow-api-host", "127.0.0.1"])
             .args(["--lease-namespace", namespace])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", &identity)
             .env(
