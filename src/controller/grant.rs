@@ -660,6 +660,26 @@ async fn people(
     }
 }
 
+/// What the grant cache keeps of a grant's managed fields: only which writes set
+/// `spec.approval`, and when (what [`approval_written_at`] reads); the rest is most of a small
+/// object's size.
+pub fn slim(grant: &mut AccessGrant) {
+    let Some(fields) = grant.metadata.managed_fields.as_mut() else {
+        return;
+    };
+    fields.retain(|m| {
+        m.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:spec"))
+            .is_some_and(|spec| spec.get("f:approval").is_some())
+    });
+    for m in fields.iter_mut() {
+        m.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+            serde_json::json!({"f:spec": {"f:approval": {}}}),
+        ));
+    }
+}
+
 /// When the approval was written, from the grant's managed fields (the latest write by the
 /// field manager that owns `spec.approval`).
 fn approval_written_at(grant: &AccessGrant) -> Option<Timestamp> {
@@ -861,4 +881,35 @@ async fn find_user(
 fn requeue_at(at: Timestamp) -> Action {
     let wait = at.duration_since(Timestamp::now());
     Action::requeue(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_only_when_the_approval_was_written() {
+        let mut grant: AccessGrant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tailkeeper.io/v1alpha1", "kind": "AccessGrant",
+            "metadata": {"name": "g", "managedFields": [
+                {"manager": "kubectl-create", "operation": "Update", "time": "2026-11-30T10:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:user": {}, "f:access": {"f:group": {}}}}},
+                {"manager": "kubectl-patch", "operation": "Update", "time": "2026-11-30T10:05:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:approval": {"f:approvedBy": {}, "f:grantUID": {}}}}},
+                {"manager": "tailkeeper", "operation": "Apply", "subresource": "status", "time": "2026-11-30T10:06:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}}}}
+            ]},
+            "spec": {"policyRef": {"name": "p"}, "user": "a@b", "access": {"group": "group:x"},
+                     "duration": "1h", "reason": "r"}
+        }))
+        .expect("grant");
+        let before = approval_written_at(&grant);
+        assert_eq!(
+            before.map(|t| t.to_string()).as_deref(),
+            Some("2026-11-30T10:05:00Z")
+        );
+        slim(&mut grant);
+        assert_eq!(approval_written_at(&grant), before);
+        assert_eq!(grant.metadata.managed_fields.map(|m| m.len()), Some(1));
+    }
 }

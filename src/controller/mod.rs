@@ -9,6 +9,7 @@ mod grant;
 mod integration;
 pub mod leader;
 mod ledger;
+mod memory;
 mod policy;
 mod reports;
 mod status;
@@ -155,6 +156,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(integration_writer)
     .applied_objects()
     .predicate_filter(spec_or_sync_request, Default::default());
@@ -189,6 +191,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(policy_writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
@@ -260,6 +263,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(grant::slim)
     .reflect(grant_writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
@@ -279,6 +283,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(ledger_writer)
     .applied_objects();
     // Metadata only: which grant changed or went is all the sweeper needs to know.
@@ -366,6 +371,8 @@ pub async fn run(
     };
     tokio::spawn(readiness);
 
+    let trimmer = tokio::spawn(memory::trim_periodically());
+
     // Revocations overdue: holds still recorded well past their expiry (Tailscale refusing, a
     // Secret gone), for an alert that does not wait for them to end.
     let overdue = {
@@ -421,6 +428,7 @@ pub async fn run(
     admission_refresh.abort();
     credential_watch.abort();
     overdue.abort();
+    trimmer.abort();
     if let Some(webhooks) = webhooks {
         webhooks.abort();
     }
@@ -526,6 +534,12 @@ fn grant_phase(g: &AccessGrant) -> Option<u64> {
         .hash(&mut h);
     g.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
+}
+
+/// What the caches keep of an object: not its managed fields, which are most of a small
+/// object's size and of no use to the reconcilers.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// Integration changes the integration reconciler acts on: the spec (generation) and a request
