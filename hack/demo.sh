@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one-command demo: a throwaway Kubernetes control plane (etcd + kube-apiserver on
 # 127.0.0.1), the Tailscale API simulator seeded with a small tailnet (demo/seed.json), and
-# the operator, with examples/ applied. Prints the compliance checks, then waits for Ctrl-C
-# and removes everything it started.
+# the operator, with examples/ applied. Prints the compliance checks, then walks through a
+# just-in-time grant (frank requests admin for himself, erin approves through her group sre,
+# it activates in Tailscale and expires), prints the commands to do the same by hand, then
+# waits for Ctrl-C and removes everything it started.
 #
 #   hack/demo.sh              build (release), start, print, wait for Ctrl-C
 #   hack/demo.sh --once       the same, but clean up and exit 0 after printing (CI)
@@ -11,6 +13,8 @@
 #   --debug            build and use debug binaries (faster to build, default: release)
 #   --once             do not wait for Ctrl-C; clean up and exit after printing
 #   --keep             keep the state dir (logs, etcd data, kubeconfig) on exit
+#   --seed FILE        seed the simulated tailnet from FILE (default demo/seed.json; see
+#                      simulator/src/seed.rs for the format)
 #   --sim-port PORT    port of the Tailscale simulator (default 8088)
 #   --state-dir DIR    state dir (default ${TMPDIR:-/tmp}/tailkeeper-demo); holds the
 #                      kubeconfig, certificates, etcd data and every process's log
@@ -39,6 +43,7 @@ DEFAULT_SIM_URL="http://127.0.0.1:8088"
 
 PROFILE=release
 ONCE=false
+SEED=demo/seed.json
 KEEP=false
 SIM_PORT=8088
 STATE_DIR="${TMPDIR:-/tmp}/tailkeeper-demo"
@@ -56,6 +61,8 @@ while (($#)); do
     --debug) PROFILE=debug ;;
     --release) PROFILE=release ;;
     --once) ONCE=true ;;
+    --seed) SEED="${2:?--seed needs a file}"; shift ;;
+    --seed=*) SEED="${1#*=}" ;;
     --keep) KEEP=true ;;
     --sim-port) SIM_PORT="${2:?--sim-port needs a value}"; shift ;;
     --sim-port=*) SIM_PORT="${1#*=}" ;;
@@ -73,6 +80,8 @@ done
 
 [[ "$SIM_PORT" =~ ^[0-9]+$ ]] && ((SIM_PORT > 0 && SIM_PORT < 65536)) \
   || { warn "--sim-port must be a port number, not '$SIM_PORT'"; exit 2; }
+[[ -r "$SEED" ]] || { warn "--seed: cannot read '$SEED'"; exit 2; }
+[[ "$SEED" == /* ]] || SEED="$PWD/$SEED"
 [[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
 STATE_DIR="${STATE_DIR%/}"
 [[ -n "$STATE_DIR" && "$STATE_DIR" != / ]] || { warn "refusing to use / as the state dir"; exit 2; }
@@ -373,8 +382,15 @@ wait_for "etcd on $ETCD_URL" 60 etcd curl -sf "$ETCD_URL/health"
 # --- kube-apiserver: static admin token, RBAC, self-signed serving cert
 service_account_keys "$STATE_DIR/sa.key" "$STATE_DIR/sa.pub"
 ADMIN_TOKEN="$(random_hex 24)"
-(umask 077 && printf '%s,tailkeeper-demo-admin,tailkeeper-demo-admin,"system:masters"\n' \
-  "$ADMIN_TOKEN" >"$STATE_DIR/tokens.csv")
+# Two people for the grant walk-through: frank requests (group dev), erin approves (group sre,
+# the example policy's approver group).
+FRANK_TOKEN="$(random_hex 24)"
+ERIN_TOKEN="$(random_hex 24)"
+(umask 077 && {
+  printf '%s,tailkeeper-demo-admin,tailkeeper-demo-admin,"system:masters"\n' "$ADMIN_TOKEN"
+  printf '%s,frank,frank,"dev"\n' "$FRANK_TOKEN"
+  printf '%s,erin,erin,"sre"\n' "$ERIN_TOKEN"
+} >"$STATE_DIR/tokens.csv")
 start_proc kube-apiserver "$STATE_DIR/kube-apiserver.log" "$KUBE_APISERVER" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
@@ -410,11 +426,27 @@ users:
 - name: tailkeeper-demo-admin
   user:
     token: $ADMIN_TOKEN
+- name: frank
+  user:
+    token: $FRANK_TOKEN
+- name: erin
+  user:
+    token: $ERIN_TOKEN
 contexts:
 - name: tailkeeper-demo
   context:
     cluster: tailkeeper-demo
     user: tailkeeper-demo-admin
+    namespace: $NAMESPACE
+- name: frank
+  context:
+    cluster: tailkeeper-demo
+    user: frank
+    namespace: $NAMESPACE
+- name: erin
+  context:
+    cluster: tailkeeper-demo
+    user: erin
     namespace: $NAMESPACE
 current-context: tailkeeper-demo
 EOF
@@ -439,7 +471,7 @@ kc apply --server-side --field-manager=tailkeeper-demo -f "$STATE_DIR/admission.
 
 # --- the Tailscale simulator
 start_proc tailscale-sim "$STATE_DIR/tailscale-sim.log" \
-  env RUST_LOG="${RUST_LOG:-info}" "$TAILSCALE_SIM" --listen "127.0.0.1:$SIM_PORT" --seed demo/seed.json
+  env RUST_LOG="${RUST_LOG:-info}" "$TAILSCALE_SIM" --listen "127.0.0.1:$SIM_PORT" --seed "$SEED"
 sim_listening() { grep -q 'tailscale-sim listening on' "$STATE_DIR/tailscale-sim.log"; }
 wait_for "the simulator on $SIM_URL" 60 tailscale-sim sim_listening
 
@@ -503,6 +535,65 @@ kc get -n "$NAMESPACE" accesspolicy corp -o jsonpath='{range .status.checks[*]}{
       printf '  %-26s %s\n' "$login" "$reason"
     done
 
+# ------------------------------------------------------------------ a grant, start to end
+# The chart's personas: frank may request (the requester role), erin may approve (the approver
+# role); the admission policies installed above prove who does what. Grants change roles and
+# the policy file, so the integration asks for those scopes.
+say "a just-in-time grant: frank asks for admin, erin approves, it expires"
+"$K8S_BIN_DIR/helm" template tailkeeper charts/tailkeeper --kube-version 1.37.2 \
+  --show-only templates/aggregated-roles.yaml >"$STATE_DIR/personas.yaml" \
+  || die "helm template of the persona roles failed"
+kc apply --server-side --field-manager=tailkeeper-demo -f "$STATE_DIR/personas.yaml" >/dev/null \
+  || die "applying the persona roles failed" kube-apiserver
+kc create rolebinding frank-requests --clusterrole=tailkeeper-requester --user=frank \
+  -n "$NAMESPACE" --dry-run=client -o yaml | kc apply --server-side -f - >/dev/null \
+  || die "binding frank as a requester failed" kube-apiserver
+# frank holds the approver role too (he approves others' requests): only the admission
+# policies stand between him and approving his own.
+kc create rolebinding approvers --clusterrole=tailkeeper-approver --user=erin --user=frank \
+  -n "$NAMESPACE" --dry-run=client -o yaml | kc apply --server-side -f - >/dev/null \
+  || die "binding the approvers failed" kube-apiserver
+kc patch tailscaleintegration corp -n "$NAMESPACE" --type merge -p \
+  '{"spec":{"credentials":{"oauthScopes":["users","devices:core:read","policy_file","devices:posture_attributes"]}}}' \
+  >/dev/null || die "widening the integration's scopes failed" kube-apiserver
+
+GRANT_DURATION=20s
+cat >"$STATE_DIR/grant.yaml" <<GRANT
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessGrant
+metadata: {name: frank-admin}
+spec:
+  policyRef: {name: corp}
+  user: frank@example.com
+  access: {role: admin}
+  duration: $GRANT_DURATION
+  reason: "INC-1234: restore the exit node"
+  requestedBy: frank
+GRANT
+say "as frank: kubectl --context frank create -f $STATE_DIR/grant.yaml"
+kc --context frank create -f "$STATE_DIR/grant.yaml" >/dev/null \
+  || die "frank's request was refused" kube-apiserver
+phase_is() { [[ "$(kc get -n "$NAMESPACE" accessgrant frank-admin -o jsonpath='{.status.phase}' 2>/dev/null)" == "$1" ]]; }
+wait_for "the grant to await approval" 60 tailkeeper phase_is AwaitingApproval
+GRANT_UID="$(kc get -n "$NAMESPACE" accessgrant frank-admin -o jsonpath='{.metadata.uid}')"
+say "as frank, who holds the approver role too, approving his own grant: the cluster refuses"
+kc --context frank patch accessgrant frank-admin --type merge \
+  -p '{"spec":{"approval":{"approvedBy":"frank","grantUID":"'"$GRANT_UID"'"}}}' 2>&1 | sed 's/^/    /' || true
+say "as erin, through her approver group sre"
+kc --context erin patch accessgrant frank-admin --type merge \
+  -p '{"spec":{"approval":{"approvedBy":"erin","group":"sre","grantUID":"'"$GRANT_UID"'"}}}' >/dev/null \
+  || die "erin's approval was refused" kube-apiserver
+wait_for "the grant to be Active" 60 tailkeeper phase_is Active
+frank_role() {
+  curl -sf "$SIM_URL/_sim/state" | tr '{' '\n' | grep '"loginName":"frank@example.com"' \
+    | grep -o '"role":"[a-z-]*"' | head -1
+}
+kc get -n "$NAMESPACE" accessgrant frank-admin
+printf '    frank in Tailscale: %s\n' "$(frank_role)"
+wait_for "the grant to expire after $GRANT_DURATION" 90 tailkeeper phase_is Expired
+kc get -n "$NAMESPACE" accessgrant frank-admin
+printf '    frank in Tailscale: %s\n' "$(frank_role)"
+
 cat <<EOF
 
 ==> the demo is up ($((SECONDS - T0))s)
@@ -517,9 +608,17 @@ Explore it from another terminal:
   kubectl get events
   # the simulated tailnet (users, devices, policy file)
   curl -s $SIM_URL/_sim/state
-  # remove the unknown user; after the next sync (syncInterval: 1m) CHECKS reads 2/4
+  # remove the unknown user, and ask for a sync now: CHECKS reads 2/4
   curl -s -X DELETE $SIM_URL/_sim/users/dave@example.com
+  kubectl annotate tsi corp tailkeeper.io/sync-requested-at="\$(date -u +%FT%TZ)" --overwrite
   kubectl get accesspolicy corp -w
+Ask for access and approve it yourself (contexts frank and erin are in the kubeconfig):
+  kubectl delete ag frank-admin
+  kubectl --context frank create -f $STATE_DIR/grant.yaml
+  uid=\$(kubectl get ag frank-admin -o jsonpath='{.metadata.uid}')
+  kubectl --context erin patch ag frank-admin --type merge \\
+    -p '{"spec":{"approval":{"approvedBy":"erin","group":"sre","grantUID":"'"\$uid"'"}}}'
+  kubectl get ag -w
 Logs: $STATE_DIR/{etcd,kube-apiserver,tailscale-sim,tailkeeper}.log
 EOF
 

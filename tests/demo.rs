@@ -231,6 +231,36 @@ fn demo_script_runs_once_and_cleans_up() {
         "how to explore\n{transcript}"
     );
 
+    // The grant walk-through: requested by frank, refused to frank as approver, approved by
+    // erin through her group, admin in Tailscale while Active, member again once Expired.
+    let grant_rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("frank-admin "))
+        .collect();
+    assert!(
+        grant_rows.len() == 2
+            && grant_rows[0].contains(" Active ")
+            && grant_rows[1].contains(" Expired "),
+        "the grant's rows: {grant_rows:?}\n{transcript}"
+    );
+    let roles: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("frank in Tailscale: "))
+        .collect();
+    assert_eq!(
+        roles,
+        ["\"role\":\"admin\"", "\"role\":\"member\""],
+        "frank's role while Active, then after\n{transcript}"
+    );
+    assert!(
+        stdout.contains("you cannot approve your own grant"),
+        "frank's own approval refused by the admission policy\n{transcript}"
+    );
+    assert!(
+        stdout.contains("kubectl --context erin patch ag frank-admin"),
+        "how to approve by hand\n{transcript}"
+    );
+
     // Everything it started is gone: processes, ports, state dir.
     let processes = started_processes(&stdout);
     let mut names: Vec<&str> = processes.iter().map(|(n, _)| n.as_str()).collect();
