@@ -9,12 +9,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
-use support::operator::Env;
+use support::operator::{offboarding_with_webhooks, Env};
 use tailkeeper::api::CheckResultValue;
-use tailscale_sim::{SimConfig, SimUser, Simulator};
+use tailscale_sim::SimUser;
 
 const ROUNDS: usize = 20;
 
@@ -44,53 +41,7 @@ async fn until(env: &Env, result: CheckResultValue) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let sim = Simulator::start(SimConfig::default())
-        .await
-        .expect("simulator");
-    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
-    sim.add_user(SimUser::member("bob@example.com", "member", "active"));
-    let env = Env::new("webhookbench", sim).await;
-    let hook = env.sim.add_webhook(
-        &env.operator.webhook_url(&env.ns, "corp"),
-        &["userSuspended", "userRestored"],
-    );
-    let key = env.sim.create_api_key(Duration::from_secs(86400));
-    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
-        .patch(
-            "ts",
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ts"},
-                "stringData": {"apiToken": key.key, "webhookSecret": hook.secret}}),
-            ),
-        )
-        .await
-        .expect("secret");
-    env.apply(&format!(
-        r#"
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: corp}}
-spec:
-  apiUrl: {}
-  syncInterval: 1h
-  credentials: {{type: APIToken, secretName: ts}}
-  webhook: {{}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: AccessPolicy
-metadata: {{name: corp}}
-spec:
-  integrationRef: {{name: corp}}
-  directory:
-    people:
-      - {{loginNames: [alice@example.com], orgRole: engineer}}
-      - {{loginNames: [bob@example.com], orgRole: engineer, status: Offboarded}}
-  roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
-"#,
-        env.sim.url()
-    ))
-    .await;
+    let env = offboarding_with_webhooks("webhookbench", &["userSuspended", "userRestored"]).await;
     until(&env, CheckResultValue::Fail).await;
 
     let mut samples = Vec::new();

@@ -501,3 +501,74 @@ impl Env {
         .await
     }
 }
+
+/// The credentials Secret `ts`: an API token and a webhook signing secret (one per line).
+pub async fn set_credentials(env: &Env, token: &str, webhook_secret: &str) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    secrets
+        .patch(
+            "ts",
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ts"},
+                "stringData": {"apiToken": token, "webhookSecret": webhook_secret}})),
+        )
+        .await
+        .expect("credentials Secret");
+}
+
+/// A tailnet of alice and bob where the directory says bob left, connected through an
+/// integration `corp` that syncs once an hour and receives the webhooks the simulator sends
+/// for `events`. Returns once `OffboardedAccessRemoved` fails (bob's account is active).
+pub async fn offboarding_with_webhooks(prefix: &str, events: &[&str]) -> Env {
+    let sim = Simulator::start(tailscale_sim::SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(tailscale_sim::SimUser::member(
+        "alice@example.com",
+        "member",
+        "active",
+    ));
+    sim.add_user(tailscale_sim::SimUser::member(
+        "bob@example.com",
+        "member",
+        "active",
+    ));
+    let env = Env::new(prefix, sim).await;
+    // Tailscale is told where to post; it answers with the signing secret.
+    let hook = env
+        .sim
+        .add_webhook(&env.operator.webhook_url(&env.ns, "corp"), events);
+    let key = env.sim.create_api_key(Duration::from_secs(86400 * 60));
+    set_credentials(&env, &key.key, &hook.secret).await;
+    env.apply(&format!(
+        r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: corp}}
+spec:
+  apiUrl: {}
+  syncInterval: 1h
+  credentials: {{type: APIToken, secretName: ts}}
+  webhook: {{}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: corp}}
+spec:
+  integrationRef: {{name: corp}}
+  directory:
+    people:
+      - {{loginNames: [alice@example.com], orgRole: engineer}}
+      - {{loginNames: [bob@example.com], orgRole: engineer, status: Offboarded}}
+  roles:
+    - {{orgRole: engineer, tailscaleRoles: [member]}}
+"#,
+        env.sim.url()
+    ))
+    .await;
+    env.check("corp", "OffboardedAccessRemoved", CheckResultValue::Fail)
+        .await;
+    env
+}
