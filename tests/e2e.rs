@@ -476,19 +476,26 @@ async fn operator_restart_converges_without_losing_anything() {
     }
 }
 
+/// The examples in `Enforce` mode with `limits` (more lines of the enforcement block), their
+/// OAuth client asking for the `users` scope that enforcement needs.
+fn enforcing_examples(sim: &Simulator, limits: &str) -> String {
+    examples(sim)
+        .replace(
+            "  enforcement:\n    mode: Audit",
+            &format!("  enforcement:\n    mode: Enforce{limits}"),
+        )
+        .replace("\"users:read\"", "\"users\"")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_mode_acts_within_the_blast_radius_limit() {
     let env = Env::new("enforce", demo_simulator().await).await;
     // Two remedies among seven members is 29%: over a 10% limit nothing may happen.
     // Enforcement changes users: the OAuth client asks for the `users` scope.
-    env.apply(
-        &examples(&env.sim)
-            .replace(
-                "  enforcement:\n    mode: Audit",
-                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 10",
-            )
-            .replace("\"users:read\"", "\"users\""),
-    )
+    env.apply(&enforcing_examples(
+        &env.sim,
+        "\n    maxAffectedPercent: 10",
+    ))
     .await;
     let (reason, message) = eventually("EnforcementRefused", CONVERGE, || async {
         let p = env.policies().get("corp").await.ok()?;
@@ -572,12 +579,7 @@ async fn enforcement_limits_privileged_changes_and_changes_per_day() {
     // Two remedies (bob, an admin, lowered; carol, a member, suspended) among seven members
     // pass the 100% blast radius, but not a limit of no privileged changes at all.
     env.apply(
-        &examples(&env.sim)
-            .replace(
-                "  enforcement:\n    mode: Audit",
-                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 100\n    maxPrivilegedPerEvaluation: 0\n    maxChangesPer24Hours: 1",
-            )
-            .replace("\"users:read\"", "\"users\""),
+        &enforcing_examples(&env.sim, "\n    maxAffectedPercent: 100\n    maxPrivilegedPerEvaluation: 0\n    maxChangesPer24Hours: 1"),
     )
     .await;
     // The refusal for `reason` whose message says `what`.
@@ -682,16 +684,10 @@ async fn an_export_that_lost_its_org_role_column_enforces_nothing() {
     // The HR export arrives without its orgRole column (renamed here): every role would look
     // invalid, and Enforce mode, even with a generous limit, would lower them all.
     env.apply(
-        &examples(&env.sim)
-            .replace(
-                "loginName,displayName,orgRole,status",
-                "loginName,displayName,department,status",
-            )
-            .replace(
-                "  enforcement:\n    mode: Audit",
-                "  enforcement:\n    mode: Enforce\n    maxAffectedPercent: 100",
-            )
-            .replace("\"users:read\"", "\"users\""),
+        &enforcing_examples(&env.sim, "\n    maxAffectedPercent: 100").replace(
+            "loginName,displayName,orgRole,status",
+            "loginName,displayName,department,status",
+        ),
     )
     .await;
     let check = env
