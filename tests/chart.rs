@@ -1617,6 +1617,91 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
     }
 }
 
+/// Installed as users install it: on a cluster without Tailkeeper's CRDs, Helm creates them
+/// from the chart's crds/; the kinds are served with their schema and rules; `helm upgrade`
+/// then changes the release (and leaves the CRDs to the user, as the NOTES say).
+#[tokio::test]
+async fn helm_installs_the_crds_on_a_fresh_cluster_and_upgrades_the_release() {
+    let cp = ControlPlane::start_without_crds()
+        .await
+        .expect("a control plane of this test's own");
+    let client = cp.admin_client().await;
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let all_crds = CRD_NAMES
+        .iter()
+        .copied()
+        .chain(["grantledgers.tailkeeper.io"]);
+    for name in all_crds.clone() {
+        assert!(
+            crds.get_opt(name).await.expect("get").is_none(),
+            "a fresh cluster has no {name}"
+        );
+    }
+    let ns = cp.create_namespace("fresh").await;
+    let notes = helm_install(&cp, "tk-fresh", &ns, &[]);
+    assert!(notes.contains("STATUS: deployed"), "{notes}");
+    for name in all_crds {
+        let crd = crds
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        assert!(established, "{name} is served");
+    }
+    // The kinds are served with their schema and rules.
+    let good = "apiVersion: tailkeeper.io/v1alpha1\nkind: AccessPolicy\nmetadata: {name: corp}\nspec: {integrationRef: {name: corp}}\n";
+    cp.apply_yaml(good, Some(&ns))
+        .await
+        .expect("a valid policy");
+    let bad = good.replace(
+        "integrationRef: {name: corp}",
+        "integrationRef: {name: corp}, evaluationInterval: 10s",
+    );
+    let err = cp
+        .apply_yaml(&bad, Some(&ns))
+        .await
+        .expect_err("the CRD's rules apply");
+    assert!(
+        format!("{err:#}").contains("evaluationInterval must be between 30s and 24h"),
+        "{err:#}"
+    );
+
+    // An upgrade changes the release.
+    let mut upgrade = helm();
+    upgrade
+        .args(["upgrade", "tk-fresh"])
+        .arg(chart_dir())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["--namespace", &ns])
+        .args(["--set", "replicas=2", "--set", "webhook.enabled=true"]);
+    let notes = run_ok(&mut upgrade);
+    assert!(
+        notes.contains("STATUS: deployed") && notes.contains("REVISION: 2"),
+        "{notes}"
+    );
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("tk-fresh-tailkeeper")
+        .await
+        .expect("Deployment");
+    assert_eq!(deployment.spec.replicas, Some(2));
+    let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, &ns)
+        .get("tk-fresh-tailkeeper")
+        .await
+        .expect("Service");
+    assert!(service
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p.name.as_deref() == Some("webhook")));
+}
+
 #[tokio::test]
 async fn helm_install_namespaced_confines_the_operator_to_its_namespace() {
     let cp = ControlPlane::shared().await;

@@ -89,13 +89,13 @@ impl ControlPlane {
     pub async fn shared() -> &'static ControlPlane {
         let started = SHARED
             .get_or_init(|| async {
-                Self::start().await.map_err(|e| {
+                Self::start(true).await.map_err(|e| {
                     let mut state = cleanup_state();
                     for (_, child) in &mut state.children {
                         let _ = child.kill();
                         let _ = child.wait();
                     }
-                    match &state.dir {
+                    match state.dirs.last() {
                         Some(dir) => format!("{e:?}\n(state and logs kept in {})", dir.display()),
                         None => format!("{e:?}"),
                     }
@@ -212,7 +212,13 @@ impl ControlPlane {
 
     // ---------------------------------------------------------------- startup
 
-    async fn start() -> anyhow::Result<ControlPlane> {
+    /// A control plane of the caller's own, without this project's CRDs (to install them the
+    /// way users do). Its processes stop when the test binary exits.
+    pub async fn start_without_crds() -> anyhow::Result<ControlPlane> {
+        Self::start(false).await
+    }
+
+    async fn start(with_crds: bool) -> anyhow::Result<ControlPlane> {
         install_exit_hooks();
         let bin_dir = tokio::task::spawn_blocking(locate_tools).await??;
         let started = Instant::now();
@@ -231,7 +237,7 @@ impl ControlPlane {
         ));
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-        cleanup_state().dir = Some(dir.clone());
+        cleanup_state().dirs.push(dir.clone());
 
         let ports = free_ports(3)?;
         let (etcd_client, etcd_peer, apiserver_port) = (ports[0], ports[1], ports[2]);
@@ -386,7 +392,9 @@ impl ControlPlane {
             );
         }
 
-        apply_crd_dir(&client).await.context("applying crds/")?;
+        if with_crds {
+            apply_crd_dir(&client).await.context("applying crds/")?;
+        }
         eprintln!(
             "test control plane: ready at {} in {:.1}s",
             cp.server,
@@ -495,13 +503,14 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
 #[derive(Default)]
 struct CleanupState {
     children: Vec<(&'static str, Child)>,
-    dir: Option<PathBuf>,
+    /// The state dirs of the control planes started (the shared one, and any of a test's own).
+    dirs: Vec<PathBuf>,
 }
 
 fn cleanup_state() -> std::sync::MutexGuard<'static, CleanupState> {
     static STATE: Mutex<CleanupState> = Mutex::new(CleanupState {
         children: Vec::new(),
-        dir: None,
+        dirs: Vec::new(),
     });
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -574,7 +583,7 @@ extern "C" fn cleanup_at_exit() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(dir) = state.dir.take() {
+        for dir in std::mem::take(&mut state.dirs) {
             let keep = std::env::var_os("TAILKEEPER_KEEP_TEST_CLUSTER").is_some_and(|v| v != "0");
             if keep || ANY_PANIC.load(Ordering::SeqCst) {
                 let _ = writeln!(
