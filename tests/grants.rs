@@ -186,6 +186,12 @@ async fn approve_through(
         .await
 }
 
+/// The request was refused (`why` it should be), with a message that says `needle`.
+fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, why: &str, needle: &str) {
+    let err = result.expect_err(why);
+    assert!(err.to_string().contains(needle), "{why}: {err}");
+}
+
 /// The policy file with this installation's markers (`/* tailkeeper:<id> */`) shown as
 /// `/* tailkeeper */`, so layouts can be asserted whatever the integration's UID.
 fn policy_text(env: &Env) -> String {
@@ -401,13 +407,10 @@ async fn approval_is_enforced_by_the_cluster() {
         grant_uid: Some("uid-1".into()),
         group: None,
     });
-    let err = request(&env, "alice", pre)
-        .await
-        .expect_err("no pre-approved grants");
-    assert!(
-        err.to_string()
-            .contains("cannot be created already approved"),
-        "{err}"
+    refused(
+        request(&env, "alice", pre).await,
+        "no pre-approved grants",
+        "cannot be created already approved",
     );
 
     request(
@@ -427,48 +430,33 @@ async fn approval_is_enforced_by_the_cluster() {
     assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
 
     // alice is an approver by group? No: and she may not approve her own grant anyway.
-    let err = approve(&env, "alice", "g", "alice")
-        .await
-        .expect_err("no self-approval");
-    assert!(
-        err.to_string()
-            .contains("you cannot approve your own grant"),
-        "{err}"
+    refused(
+        approve(&env, "alice", "g", "alice").await,
+        "no self-approval",
+        "you cannot approve your own grant",
     );
     // mallory is not an approver.
-    let err = approve(&env, "mallory", "g", "mallory")
-        .await
-        .expect_err("mallory is no approver");
-    assert!(
-        err.to_string()
-            .contains("mallory is not an approver of this access in AccessPolicy jit"),
-        "{err}"
+    refused(
+        approve(&env, "mallory", "g", "mallory").await,
+        "mallory is no approver",
+        "mallory is not an approver of this access in AccessPolicy jit",
     );
     // carol may approve, but only in her own name.
-    let err = approve_through(&env, "carol", "g", "bob", Some("approvers"))
-        .await
-        .expect_err("approvedBy is the approver");
-    assert!(
-        err.to_string()
-            .contains("approvedBy must be your own user name: set it to carol"),
-        "{err}"
+    refused(
+        approve_through(&env, "carol", "g", "bob", Some("approvers")).await,
+        "approvedBy is the approver",
+        "approvedBy must be your own user name: set it to carol",
     );
     // carol approves through her group approvers, and says so.
-    let err = approve(&env, "carol", "g", "carol")
-        .await
-        .expect_err("a group approver names the group");
-    assert!(
-        err.to_string()
-            .contains("set spec.approval.group to it (approvers)"),
-        "{err}"
+    refused(
+        approve(&env, "carol", "g", "carol").await,
+        "a group approver names the group",
+        "set spec.approval.group to it (approvers)",
     );
-    let err = approve_through(&env, "carol", "g", "carol", Some("sre"))
-        .await
-        .expect_err("only a group she is in");
-    assert!(
-        err.to_string()
-            .contains("spec.approval.group must be a group you are in: carol is not in sre"),
-        "{err}"
+    refused(
+        approve_through(&env, "carol", "g", "carol", Some("sre")).await,
+        "only a group she is in",
+        "spec.approval.group must be a group you are in: carol is not in sre",
     );
     approve_through(&env, "carol", "g", "carol", Some("approvers"))
         .await
@@ -1639,14 +1627,12 @@ async fn an_approval_covers_only_the_grant_reviewed_and_what_it_said() {
     .unwrap();
     let client: Client = env.cp.client_as("carol").await;
     let patch = json!({"spec": {"approval": {"approvedBy": "carol", "grantUID": reviewed, "group": "approvers"}}});
-    let err = Api::<AccessGrant>::namespaced(client, &env.ns)
-        .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect_err("an approval of another grant is refused");
-    assert!(
-        err.to_string()
-            .contains("spec.approval.grantUID must be the UID of the grant you reviewed"),
-        "{err}"
+    refused(
+        Api::<AccessGrant>::namespaced(client, &env.ns)
+            .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+        "an approval of another grant is refused",
+        "spec.approval.grantUID must be the UID of the grant you reviewed",
     );
     env.grant_phase("g", GrantPhase::AwaitingApproval).await;
     assert!(group_members(&policy_text(&env), "group:oncall").is_empty());

@@ -405,6 +405,15 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).expect("time")
     }
 
+    fn approval(by: &str, uid: Option<&str>, group: Option<&str>) -> Option<crate::api::Approval> {
+        Some(crate::api::Approval {
+            approved_by: by.into(),
+            grant_uid: uid.map(str::to_string),
+            group: group.map(str::to_string),
+            comment: None,
+        })
+    }
+
     fn state(spec: &AccessGrantSpec, phase: Option<GrantPhase>) -> GrantState<'_> {
         GrantState {
             uid: "uid-1",
@@ -534,12 +543,7 @@ mod tests {
     #[test]
     fn exempt_accounts_never_get_role_grants() {
         let mut s = spec("BreakGlass@example.com", json!({"role": "admin"}));
-        s.approval = Some(crate::api::Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            group: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        s.approval = approval("bob", Some("uid-1"), None);
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
             Step::Deny { message } => assert!(message.contains("exempt"), "{message}"),
             other => panic!("{other:?}"),
@@ -594,34 +598,19 @@ mod tests {
     #[test]
     fn an_approval_binds_to_the_uid_of_the_grant_reviewed() {
         let mut s = spec("alice@example.com", json!({"role": "admin"}));
-        s.approval = Some(crate::api::Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            group: None,
-            grant_uid: Some("uid-of-an-earlier-grant".into()),
-        });
+        s.approval = approval("bob", Some("uid-of-an-earlier-grant"), None);
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
             Step::Deny { message } => {
                 assert!(message.contains("does not name this grant"), "{message}")
             }
             other => panic!("{other:?}"),
         }
-        s.approval = Some(crate::api::Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            group: None,
-            grant_uid: None,
-        });
+        s.approval = approval("bob", None, None);
         assert!(matches!(
             decide(&state(&s, None), Some(&policy(None)), at(0)),
             Step::Deny { .. }
         ));
-        s.approval = Some(crate::api::Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            group: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        s.approval = approval("bob", Some("uid-1"), None);
         assert!(matches!(
             decide(&state(&s, None), Some(&policy(None)), at(0)),
             Step::Activate { .. }
@@ -631,12 +620,7 @@ mod tests {
     #[test]
     fn without_proof_of_approval_nothing_that_needs_one_activates() {
         let mut s = spec("alice@example.com", json!({"role": "admin"}));
-        s.approval = Some(crate::api::Approval {
-            approved_by: "bob".into(),
-            comment: None,
-            group: None,
-            grant_uid: Some("uid-1".into()),
-        });
+        s.approval = approval("bob", Some("uid-1"), None);
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approvals = Err("ValidatingAdmissionPolicy tk-grant-identity is not installed".into());
         match decide(&g, Some(&policy(None)), at(0)) {
@@ -692,12 +676,7 @@ mod tests {
             groups: vec!["sre".into()],
         };
         let mut s = spec("alice@example.com", json!({"role": "admin"}));
-        s.approval = Some(crate::api::Approval {
-            approved_by: "carol".into(),
-            comment: None,
-            group: Some("sre".into()),
-            grant_uid: Some("uid-1".into()),
-        });
+        s.approval = approval("carol", Some("uid-1"), Some("sre"));
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         for approver in [
             Approver::NotInDirectory,
