@@ -2,7 +2,7 @@
 //!
 //! The crate is layered so that the module tree mirrors the architecture:
 //! - [`api`]: the custom resource types (what users write and what status says);
-//! - [`compliance`], [`duration`], [`grants`], [`policy_file`] and [`webhook`]: pure logic, no
+//! - [`compliance`], [`duration`], [`entitlements`], [`grants`], [`policy_file`] and [`webhook`]: pure logic, no
 //!   I/O, unit-tested directly;
 //! - [`tailscale`]: the one HTTP path to Tailscale;
 //! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together.
@@ -11,6 +11,7 @@ pub mod api;
 pub mod compliance;
 pub mod controller;
 pub mod duration;
+pub mod entitlements;
 pub mod grants;
 pub mod metrics;
 pub mod policy_file;

@@ -35,6 +35,7 @@
 //! valid file.
 
 mod edit;
+mod read;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,8 @@ mod tests;
 use std::collections::{BTreeSet, HashSet};
 
 use serde_json::Value as Json;
+
+pub use read::{document, Author, Document, Group, Rule, Section};
 
 use edit::{insert_first, remove_item, Edit};
 use scan::{Container, Value};

@@ -315,6 +315,41 @@ fn suffix(test_name: &str, principal: &Principal) -> String {
     }
 }
 
+/// What a user may use under a policy, as the evaluation above sees it: the groups listing them
+/// and the entries of `grants`, `acls` and `ssh` (by index) whose `src` covers them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserAccess {
+    pub groups: BTreeSet<String>,
+    pub grants: BTreeSet<usize>,
+    pub acls: BTreeSet<usize>,
+    pub ssh: BTreeSet<usize>,
+}
+
+/// The groups and rules that apply to `login`: what an entitlements inventory must report.
+pub fn access_of(policy: &Policy, directory: &Directory, login: &str) -> UserAccess {
+    let eval = Evaluator { policy, directory };
+    let user = eval.user(login);
+    let covered = |src: &[String]| src.iter().any(|entry| eval.matches(entry, &user));
+    let indices = |srcs: Vec<&Vec<String>>| -> BTreeSet<usize> {
+        srcs.into_iter()
+            .enumerate()
+            .filter(|(_, src)| covered(src))
+            .map(|(index, _)| index)
+            .collect()
+    };
+    UserAccess {
+        groups: policy
+            .groups
+            .iter()
+            .filter(|(_, members)| members.iter().any(|m| m == login))
+            .map(|(group, _)| group.clone())
+            .collect(),
+        grants: indices(policy.grants.iter().map(|g| &g.src).collect()),
+        acls: indices(policy.acls.iter().map(|a| &a.src).collect()),
+        ssh: indices(policy.ssh.iter().map(|r| &r.src).collect()),
+    }
+}
+
 /// Evaluate `tests` entries; one [`TestFailure`] per failing entry.
 pub fn run_tests(policy: &Policy, tests: &[AclTest], directory: &Directory) -> Vec<TestFailure> {
     let eval = Evaluator { policy, directory };

@@ -17,7 +17,7 @@ pub mod validate;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use eval::{run_ssh_tests, run_tests, Directory, DirectoryUser};
+pub use eval::{access_of, run_ssh_tests, run_tests, Directory, DirectoryUser, UserAccess};
 pub use validate::{parse_policy, parse_tests, Policy};
 
 /// The file a new tailnet starts with (and an empty POST resets to), modelled on Tailscale's
