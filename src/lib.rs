@@ -5,8 +5,10 @@
 //! - [`compliance`], [`duration`], [`entitlements`], [`grants`], [`policy_file`] and [`webhook`]: pure logic, no
 //!   I/O, unit-tested directly;
 //! - [`tailscale`]: the one HTTP path to Tailscale;
-//! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together.
+//! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together;
+//! - [`access`]: the client side of `tailkeeper access` (reads a published inventory).
 
+pub mod access;
 pub mod api;
 pub mod compliance;
 pub mod controller;

@@ -62,6 +62,18 @@ pub struct Metrics {
     pub revocations_overdue: Gauge,
     /// 1 while a policy's enforcement is refused by a limit, else 0.
     pub enforcement_refused: Family<PolicyLabels, Gauge>,
+    /// Users holding each entitlement.
+    pub entitlement_holders: Family<EntitlementLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntitlementLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// The entitlement's stable id (`group:prod`, `grant:3f2a9c0d41be`, `role:admin`).
+    pub entitlement: String,
+    /// `role`, `group`, `grant`, `acl` or `ssh`.
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +101,7 @@ impl Default for Metrics {
             Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
         let revocations_overdue = Gauge::default();
         let enforcement_refused = Family::<PolicyLabels, Gauge>::default();
+        let entitlement_holders = Family::<EntitlementLabels, Gauge>::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -149,6 +162,11 @@ impl Default for Metrics {
             "Whether a limit refuses the policy's enforcement (1) or not (0)",
             enforcement_refused.clone(),
         );
+        registry.register(
+            "entitlement_holders",
+            "Users holding an entitlement (a role, a group, or a grants, acls or ssh entry)",
+            entitlement_holders.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -163,6 +181,7 @@ impl Default for Metrics {
             revocation_lateness,
             revocations_overdue,
             enforcement_refused,
+            entitlement_holders,
         }
     }
 }

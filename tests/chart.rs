@@ -253,7 +253,11 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["get", "list", "watch", "create", "update", "delete"],
     );
     add("openreports.io", &["reports"], &["get", "create", "patch"]);
-    add("", &["configmaps"], &["get", "list", "watch"]);
+    add(
+        "",
+        &["configmaps"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    );
     add("events.k8s.io", &["events"], &["create", "patch"]);
     add("", &["events"], &["create", "patch"]);
     set
@@ -1565,6 +1569,10 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
         ("create", "events.k8s.io/events"),
         ("patch", "events.k8s.io/events"),
         ("create", "events"),
+        // Entitlements inventories, published as ConfigMaps their policy owns.
+        ("create", "configmaps"),
+        ("patch", "configmaps"),
+        ("delete", "configmaps"),
     ] {
         assert!(
             can_i(cp, sa, verb, resource, Some(&other)).await,

@@ -177,10 +177,11 @@ proptest! {
                 status: "active".into(),
                 user_type: if *shared { "shared" } else { "member" }.into(),
                 person: None,
+                role_granted_by: Vec::new(),
             })
             .collect();
         let inventory = build(members, &document(&text).expect("operator parses"), &Attribution::default());
-        let resolver = Resolver::new(&inventory, Default::default());
+        let resolver = Resolver::new(&inventory);
 
         let mut total = 0;
         for (login, role, _) in &tailnet.users {

@@ -393,6 +393,66 @@ pub struct AccessPolicyStatus {
     /// What enforcement did, or (in `Audit` mode) would do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<EnforcementStatus>,
+
+    /// Who holds what: a bounded summary of the entitlements inventory; the whole inventory is
+    /// in the ConfigMaps listed (`tailkeeper access` reads them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<EntitlementsStatus>,
+}
+
+/// The entitlements inventory at the last evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementsStatus {
+    /// Why there is no current inventory (for example, the credential may not read the policy
+    /// file); absent when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Tailscale users in the inventory.
+    #[serde(default)]
+    pub users: i64,
+    /// Roles, groups and rules.
+    #[serde(default)]
+    pub entitlements: i64,
+    /// Holdings: the sum over entitlements of their holders.
+    #[serde(default)]
+    pub holdings: i64,
+    /// Users above `member` (at most 20; see `privilegedCount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileged_users: Vec<PrivilegedUser>,
+    /// How many users are above `member`.
+    #[serde(default)]
+    pub privileged_count: i64,
+    /// The most widely held groups and rules (at most 20), most holders first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub most_held: Vec<HeldEntitlement>,
+    /// The ConfigMaps (this namespace) holding the whole inventory as gzipped JSON shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_maps: Vec<String>,
+    /// SHA-256 of the inventory published, to tell versions apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// When the published inventory last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
+}
+
+/// A user above `member`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivilegedUser {
+    pub login_name: String,
+    pub role: String,
+}
+
+/// An entitlement and how many hold it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldEntitlement {
+    /// The stable id (`group:prod`, `grant:3f2a9c0d41be`, ...).
+    pub id: String,
+    pub description: String,
+    pub holders: i64,
 }
 
 /// Enforcement at the last evaluation.

@@ -60,6 +60,8 @@ pub type Key = (String, String);
 pub struct Inventory {
     pub users: Vec<User>,
     pub devices: Option<i64>,
+    /// The policy file as read at the sync (HuJSON), or why it could not be read.
+    pub policy_file: Result<Arc<String>, String>,
     pub revision: String,
     pub synced_at: Timestamp,
 }
@@ -89,6 +91,8 @@ pub struct Context {
     webhook_secrets: RwLock<HashMap<Key, Arc<Vec<tailscale::Secret>>>>,
     /// The OpenReports Reports last published.
     pub reports: super::reports::Published,
+    /// The entitlements whose holder counts are exported, per policy.
+    pub exported_entitlements: super::entitlements::Exported,
 }
 
 impl Context {
@@ -113,6 +117,7 @@ impl Context {
             secret_versions: RwLock::default(),
             webhook_secrets: RwLock::default(),
             reports: Default::default(),
+            exported_entitlements: Default::default(),
         }
     }
 

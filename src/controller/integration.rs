@@ -159,6 +159,15 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
         Err(e) if e.is_forbidden() => None,
         Err(e) => return Err(SyncError::Tailscale(e)),
     };
+    // The policy file feeds the entitlements inventory; a credential that may not read it
+    // still syncs users, and the policies say why their inventory is missing.
+    let policy_file = match client.get_policy_file().await {
+        Ok(file) => Ok(Arc::new(file.text)),
+        Err(e) if e.is_forbidden() => Err(format!(
+            "the credential may not read the policy file (it needs the policy_file:read scope): {e}"
+        )),
+        Err(e) => Err(format!("the policy file could not be read: {e}")),
+    };
     let expires_at = match (&key_id, kind) {
         (Some(id), CredentialKind::ApiToken) => match client.get_key(id).await {
             Ok(k) => k.expires,
@@ -171,9 +180,10 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
     };
     Ok(Synced {
         inventory: Inventory {
-            revision: revision(&users),
+            revision: revision(&users, policy_file.as_ref().ok().map(|t| t.as_str())),
             users,
             devices,
+            policy_file,
             synced_at: Timestamp::now(),
         },
         credential: CredentialStatus {
@@ -315,8 +325,9 @@ fn inventory_status(inv: &Inventory) -> InventoryStatus {
     }
 }
 
-/// A digest of what the checks read from each user; equal inventories give equal revisions.
-fn revision(users: &[tailscale::User]) -> String {
+/// A digest of what the checks and the entitlements read: each user and the policy file; equal
+/// inventories give equal revisions.
+fn revision(users: &[tailscale::User], policy_file: Option<&str>) -> String {
     let mut lines: Vec<String> = users
         .iter()
         .map(|u| {
@@ -331,6 +342,12 @@ fn revision(users: &[tailscale::User]) -> String {
         })
         .collect();
     lines.sort();
+    if let Some(text) = policy_file {
+        lines.push(format!(
+            "policy\t{}",
+            hex::encode(Sha256::digest(text.as_bytes()))
+        ));
+    }
     let digest = Sha256::digest(lines.join("\n").as_bytes());
     hex::encode(&digest[..8])
 }
@@ -372,9 +389,17 @@ mod tests {
     fn revision_ignores_order_and_tracks_roles() {
         let a = vec![user("1", "a@x", "member"), user("2", "b@x", "admin")];
         let b = vec![user("2", "b@x", "admin"), user("1", "a@x", "member")];
-        assert_eq!(revision(&a), revision(&b));
+        assert_eq!(revision(&a, None), revision(&b, None));
         let c = vec![user("1", "a@x", "member"), user("2", "b@x", "member")];
-        assert_ne!(revision(&a), revision(&c));
+        assert_ne!(revision(&a, None), revision(&c, None));
+    }
+
+    #[test]
+    fn revision_tracks_the_policy_file() {
+        let a = vec![user("1", "a@x", "member")];
+        assert_eq!(revision(&a, Some("{}")), revision(&a, Some("{}")));
+        assert_ne!(revision(&a, Some("{}")), revision(&a, Some("{ }")));
+        assert_ne!(revision(&a, Some("{}")), revision(&a, None));
     }
 
     #[test]
@@ -388,6 +413,7 @@ mod tests {
                 shared,
             ],
             devices: Some(4),
+            policy_file: Err("not read".into()),
             revision: "r".into(),
             synced_at: Timestamp::UNIX_EPOCH,
         };

@@ -881,14 +881,18 @@ pub async fn reach_integration(
 
 /// The identity in the markers of an integration's policy-file entries: its UID (stable for the
 /// object's life, distinct per cluster and per integration), shortened.
-fn owner_of(obj: &TailscaleIntegration) -> Result<crate::policy_file::Owner, Failure> {
+pub(super) fn owner_id(obj: &TailscaleIntegration) -> Option<String> {
     let uid: String = obj
-        .uid()
-        .unwrap_or_default()
+        .uid()?
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(12)
         .collect();
+    Some(uid)
+}
+
+fn owner_of(obj: &TailscaleIntegration) -> Result<crate::policy_file::Owner, Failure> {
+    let uid = owner_id(obj).unwrap_or_default();
     crate::policy_file::Owner::new(&uid).map_err(|e| {
         Failure::Blocked(format!(
             "TailscaleIntegration {}/{} has no usable UID for ownership markers: {e}",

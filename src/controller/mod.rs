@@ -5,6 +5,7 @@ mod admission;
 mod connection;
 mod context;
 mod credentials;
+mod entitlements;
 mod grant;
 mod integration;
 pub mod leader;
@@ -166,8 +167,10 @@ pub async fn run(
         integration_store.clone(),
         secret_changed.clone(),
     ));
-    // Webhooks ask for a sync through the same path as a changed Secret.
+    // Webhooks ask for a sync through the same path as a changed Secret, and so do the policy
+    // writers after each write (the entitlements inventory follows the file at once).
     let webhook_resync = secret_changed.clone();
+    ctx.writers.notify_writes_to(secret_changed.clone());
     let integration_controller = Controller::for_stream(integrations, integration_store.clone())
         .reconcile_on(secret_changes)
         .graceful_shutdown_on(shutdown.clone())

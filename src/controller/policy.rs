@@ -218,8 +218,18 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             requeue = requeue.min(Duration::from_secs(10));
         }
     }
+    let entitlements = super::entitlements::publish(
+        &ctx,
+        &obj,
+        integration.as_ref(),
+        inventory.as_deref(),
+        directory.as_ref().ok().map(|(d, _)| d),
+        previous.entitlements.as_ref(),
+    )
+    .await;
     let status = AccessPolicyStatus {
         observed_generation: obj.metadata.generation,
+        entitlements,
         conditions: conditions.into_vec(),
         checks_passing: Some(format!("{passing}/4")),
         shared_users: evaluation.shared_users.clone(),

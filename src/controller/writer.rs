@@ -162,7 +162,14 @@ pub struct Writers {
     map: Mutex<HashMap<Key, (u64, Owner, PolicyWriter)>>,
     pub stats: Arc<WriterStats>,
     pub window: BatchWindow,
+    /// Told the integration after each write, so it syncs and its inventory follows at once.
+    written: std::sync::OnceLock<WriteNotice>,
 }
+
+/// Where a writer says that it changed an integration's policy file.
+pub type WriteNotice = futures::channel::mpsc::Sender<
+    kube::runtime::reflector::ObjectRef<crate::api::TailscaleIntegration>,
+>;
 
 impl Writers {
     pub fn new(window: BatchWindow) -> Self {
@@ -170,6 +177,11 @@ impl Writers {
             window,
             ..Default::default()
         }
+    }
+
+    /// After each write, send the integration's reference to `notice` (once set, for good).
+    pub fn notify_writes_to(&self, notice: WriteNotice) {
+        let _ = self.written.set(notice);
     }
 
     /// The writer of an integration. A new Tailscale client (`fingerprint` changed) starts a new
@@ -203,6 +215,7 @@ impl Writers {
             in_sync: false,
             window: self.window,
             stats: self.stats.clone(),
+            written: self.written.get().cloned(),
         };
         tokio::spawn(task.run(rx));
         let writer = PolicyWriter { tx };
@@ -230,6 +243,7 @@ struct WriterTask {
     in_sync: bool,
     window: BatchWindow,
     stats: Arc<WriterStats>,
+    written: Option<WriteNotice>,
 }
 
 impl WriterTask {
@@ -446,6 +460,13 @@ impl WriterTask {
                         .writes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
+                    if let Some(notice) = &mut self.written {
+                        // Full or closed: a sync is already on its way, or nobody listens.
+                        let _ = notice.try_send(
+                            kube::runtime::reflector::ObjectRef::new(&self.integration.1)
+                                .within(&self.integration.0),
+                        );
+                    }
                     self.wanted = Some(next);
                     self.in_sync = true;
                     self.reply_written(pending, resolved, outcome.already_present, true);

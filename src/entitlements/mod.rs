@@ -25,6 +25,7 @@
 //! group is attributed to whoever added the membership; one through an autogroup or wildcard
 //! to whoever added the rule.
 
+pub mod shards;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +66,9 @@ pub struct Member {
     /// The directory person's name, when the policy's directory knows the login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person: Option<String>,
+    /// The grants holding the user's role (empty when it was set in Tailscale).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_granted_by: Vec<String>,
 }
 
 /// Who added an entitlement (or a group membership).
@@ -311,6 +315,14 @@ pub fn build(users: Vec<Member>, document: &Document, attribution: &Attribution)
     let mut users = users;
     users.sort_by(|a, b| a.login.cmp(&b.login));
     users.dedup_by(|a, b| a.login == b.login);
+    for user in &mut users {
+        if let Some(grants) = attribution
+            .roles
+            .get(&(user.login.clone(), user.role.clone()))
+        {
+            user.role_granted_by = grants.clone();
+        }
+    }
 
     let groups: Vec<GroupEntry> = document
         .groups
@@ -407,7 +419,7 @@ pub fn build(users: Vec<Member>, document: &Document, attribution: &Attribution)
         groups,
         entitlements,
     };
-    let counts = Resolver::new(&inventory, BTreeMap::new()).holder_counts();
+    let counts = Resolver::new(&inventory).holder_counts();
     for (entitlement, count) in inventory.entitlements.iter_mut().zip(counts) {
         entitlement.holders = count;
     }
@@ -454,12 +466,10 @@ pub struct Resolver<'a> {
     user_index: HashMap<&'a str, usize>,
     /// group → (user index, who added the membership).
     members: HashMap<&'a str, Vec<(usize, &'a AddedBy)>>,
-    roles: BTreeMap<(String, String), Vec<String>>,
 }
 
 impl<'a> Resolver<'a> {
-    /// `roles`: (login, role) → the grants holding that role, from [`Attribution::roles`].
-    pub fn new(inventory: &'a Inventory, roles: BTreeMap<(String, String), Vec<String>>) -> Self {
+    pub fn new(inventory: &'a Inventory) -> Self {
         let user_index: HashMap<&str, usize> = inventory
             .users
             .iter()
@@ -481,7 +491,6 @@ impl<'a> Resolver<'a> {
             inventory,
             user_index,
             members,
-            roles,
         }
     }
 
@@ -525,12 +534,13 @@ impl<'a> Resolver<'a> {
                 if member.role != role {
                     return None;
                 }
-                let added_by = match self.roles.get(&(member.login.clone(), role.to_string())) {
-                    Some(grants) if !grants.is_empty() => AddedBy::Tailkeeper {
+                let added_by = if member.role_granted_by.is_empty() {
+                    AddedBy::Tailscale
+                } else {
+                    AddedBy::Tailkeeper {
                         owner: None,
-                        grants: grants.clone(),
-                    },
-                    _ => AddedBy::Tailscale,
+                        grants: member.role_granted_by.clone(),
+                    }
                 };
                 (Via::Direct, added_by)
             }
@@ -676,5 +686,138 @@ pub fn summarize(inventory: &Inventory, limit: usize) -> Summary {
             .take(limit)
             .map(|e| (e.id.clone(), e.description.clone(), e.holders))
             .collect(),
+    }
+}
+
+/// How [`render`] writes holdings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns for a terminal.
+    Table,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// One output row: a holding with the person's name.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row<'a> {
+    user: &'a str,
+    person: &'a str,
+    entitlement: &'a str,
+    kind: &'static str,
+    description: &'a str,
+    how: String,
+    added_by: String,
+}
+
+/// Writes `holdings` of `inventory` to `out` in `format`.
+pub fn render<'a>(
+    inventory: &'a Inventory,
+    holdings: impl Iterator<Item = Holding<'a>>,
+    format: Format,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let people: HashMap<&str, &str> = inventory
+        .users
+        .iter()
+        .filter_map(|u| Some((u.login.as_str(), u.person.as_deref()?)))
+        .collect();
+    let rows = holdings.map(|h| Row {
+        user: h.user,
+        person: people.get(h.user).copied().unwrap_or(""),
+        entitlement: h.entitlement,
+        kind: h.kind.as_str(),
+        description: h.description,
+        how: h.via.to_string(),
+        added_by: h.added_by.to_string(),
+    });
+    match format {
+        Format::Json => {
+            out.write_all(b"[")?;
+            for (i, row) in rows.enumerate() {
+                out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+                serde_json::to_writer(&mut *out, &row)?;
+            }
+            out.write_all(b"\n]\n")
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record([
+                "user",
+                "person",
+                "entitlement",
+                "kind",
+                "description",
+                "how",
+                "addedBy",
+            ])?;
+            for row in rows {
+                writer.write_record([
+                    row.user,
+                    row.person,
+                    row.entitlement,
+                    row.kind,
+                    row.description,
+                    &row.how,
+                    &row.added_by,
+                ])?;
+            }
+            writer.flush()
+        }
+        Format::Table => {
+            let header = [
+                "USER",
+                "PERSON",
+                "ENTITLEMENT",
+                "KIND",
+                "HOW",
+                "ADDED BY",
+                "DESCRIPTION",
+            ];
+            let table: Vec<[String; 7]> = rows
+                .map(|r| {
+                    [
+                        r.user.to_string(),
+                        r.person.to_string(),
+                        r.entitlement.to_string(),
+                        r.kind.to_string(),
+                        r.how,
+                        r.added_by,
+                        r.description.to_string(),
+                    ]
+                })
+                .collect();
+            let mut widths = header.map(|h| h.chars().count());
+            for row in &table {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: [&str; 7], out: &mut dyn std::io::Write| {
+                let mut text = String::new();
+                for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                    if i + 1 == cells.len() {
+                        text.push_str(cell);
+                    } else {
+                        text.push_str(cell);
+                        text.push_str(&" ".repeat(w - cell.chars().count() + 3));
+                    }
+                }
+                writeln!(out, "{}", text.trim_end())
+            };
+            line(header, out)?;
+            for row in &table {
+                line(
+                    [
+                        &row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6],
+                    ],
+                    out,
+                )?;
+            }
+            Ok(())
+        }
     }
 }

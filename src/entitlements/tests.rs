@@ -8,6 +8,7 @@ fn member(login: &str, role: &str, user_type: &str) -> Member {
         status: "active".to_string(),
         user_type: user_type.to_string(),
         person: None,
+        role_granted_by: Vec::new(),
     }
 }
 
@@ -133,7 +134,7 @@ fn ids_are_stable_across_reordering_and_edits_elsewhere() {
 #[test]
 fn a_user_holds_each_entitlement_the_most_direct_way() {
     let inv = inventory();
-    let resolver = Resolver::new(&inv, Attribution::default().roles);
+    let resolver = Resolver::new(&inv);
     let alice = resolver.of_user("alice@example.com");
     let via_of = |holdings: &[Holding], part: &str| {
         holdings
@@ -170,9 +171,7 @@ fn a_user_holds_each_entitlement_the_most_direct_way() {
 #[test]
 fn who_added_it_is_the_person_or_the_grant() {
     let inv = inventory();
-    let mut roles = Attribution::default();
-    roles.add_role("alice@example.com", "admin", "alice-admin");
-    let resolver = Resolver::new(&inv, roles.roles);
+    let resolver = Resolver::new(&inv);
     let by = |login: &str, part: &str| {
         resolver
             .of_user(login)
@@ -232,7 +231,7 @@ fn another_installations_entries_are_tailkeepers_without_naming_our_grants() {
 #[test]
 fn holders_of_an_entitlement_and_every_holding() {
     let inv = inventory();
-    let resolver = Resolver::new(&inv, BTreeMap::new());
+    let resolver = Resolver::new(&inv);
     let db = entitlement(&inv, "tag:db").id.clone();
     let holders: Vec<&str> = resolver.holders(&db).iter().map(|h| h.user).collect();
     assert_eq!(holders, vec!["bob@example.com", "carol@example.com"]);
@@ -266,4 +265,73 @@ fn the_inventory_round_trips_through_json() {
     let text = serde_json::to_string(&inv).expect("serializes");
     let back: Inventory = serde_json::from_str(&text).expect("parses");
     assert_eq!(back, inv);
+}
+
+fn rendered(format: Format, login: &str) -> String {
+    let mut inv = inventory();
+    inv.users[1].person = Some("Bob, \"the\" Builder".into());
+    let resolver = Resolver::new(&inv);
+    let mut out = Vec::new();
+    render(&inv, resolver.of_user(login).into_iter(), format, &mut out).expect("renders");
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn holdings_render_as_a_table_csv_and_json() {
+    let table = rendered(Format::Table, "bob@example.com");
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("USER"), "{header}");
+    assert!(header.contains("ADDED BY"));
+    let db = table
+        .lines()
+        .find(|l| l.contains("tag:db"))
+        .expect("the tag:db rule");
+    assert!(
+        db.contains("via group:prod") && db.contains("person"),
+        "{db}"
+    );
+    // Columns line up: every row has ENTITLEMENT where the header has it.
+    let column = header.find("ENTITLEMENT").expect("column");
+    for line in table.lines().skip(1) {
+        let cell = &line[column..];
+        assert!(
+            cell.starts_with("group:") || cell.starts_with("grant:") || cell.starts_with("role:"),
+            "{line}"
+        );
+    }
+
+    let csv = rendered(Format::Csv, "bob@example.com");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().expect("headers").clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "user",
+            "person",
+            "entitlement",
+            "kind",
+            "description",
+            "how",
+            "addedBy"
+        ]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("record")).collect();
+    assert_eq!(records.len(), table.lines().count() - 1);
+    assert!(records.iter().all(|r| &r[1] == "Bob, \"the\" Builder"));
+
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&rendered(Format::Json, "bob@example.com")).expect("json");
+    assert_eq!(json.len(), records.len());
+    let group = json
+        .iter()
+        .find(|r| r["entitlement"] == "group:prod")
+        .expect("group row");
+    assert_eq!(group["how"], "direct");
+    assert_eq!(group["addedBy"], "person");
+    assert_eq!(group["kind"], "group");
+
+    let empty: Vec<serde_json::Value> =
+        serde_json::from_str(&rendered(Format::Json, "nobody@example.com")).expect("json");
+    assert!(empty.is_empty());
 }

@@ -101,10 +101,11 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["openreports.io"]
   resources: ["reports"]
   verbs: ["get", "create", "patch"]
-# People directories held in ConfigMaps.
+# People directories held in ConfigMaps (read); each AccessPolicy's entitlements inventory,
+# published as ConfigMaps the policy owns (written, and deleted when it shrinks).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events on every change in Tailscale and every failure (a repeat is a PATCH).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
