@@ -3,7 +3,8 @@
 //! The layouts are chosen so that every insertion is one contiguous span and the matching
 //! removal deletes exactly that span. Inserted spans of one container never overlap, so adding
 //! and removing in any order always leads back to the original bytes. Only when a human has
-//! reshaped the surroundings does removal fall back to a best effort that keeps the file valid.
+//! reshaped the surroundings, or the item is a human's (deprovisioning removes those), does
+//! removal fall back to a best effort that keeps the file valid.
 
 use super::scan::Container;
 
@@ -68,15 +69,15 @@ pub(crate) fn insert_first(text: &str, container: &Container, item: &str, marker
     }
 }
 
-/// Removes the marked item `index` of `container`.
+/// Removes item `index` of `container`: exactly the span its insertion added when it is marked
+/// and its surroundings are as inserted, else as [`fallback_removal`] does.
 pub(crate) fn remove_item(text: &str, container: &Container, index: usize) -> Vec<Edit> {
     let bytes = text.as_bytes();
     let item = &container.items[index];
-    let marker = item
-        .marker
-        .as_ref()
-        .expect("only items with an ownership marker are removed")
-        .span;
+    let Some(marker) = item.marker.as_ref().map(|marker| marker.span) else {
+        // A human's item: nothing was inserted, so there is no inserted span to take back.
+        return fallback_removal(text, container, index);
+    };
     // The marker as written in the file: markers differ in length by owner, and the spans below
     // must be exactly those the insertion added.
     let marker_text = &text[marker.start..marker.end];
@@ -127,19 +128,15 @@ pub(crate) fn remove_item(text: &str, container: &Container, index: usize) -> Ve
     fallback_removal(text, container, index)
 }
 
-/// A human has reshaped the surroundings: remove the item, its marker and one adjacent comma,
-/// plus the line they stood on when nothing else is on it. The result always parses.
+/// A human has reshaped the surroundings, or wrote the item: remove the item, its marker if it
+/// has one and one adjacent comma, plus the line they stood on when nothing else is on it. The
+/// result always parses.
 fn fallback_removal(text: &str, container: &Container, index: usize) -> Vec<Edit> {
     let item = &container.items[index];
-    let marker = item
-        .marker
-        .as_ref()
-        .expect("only items with an ownership marker are removed")
-        .span;
-    let mut ranges = vec![
-        (item.start, item.value.span.end),
-        (marker.start, marker.end),
-    ];
+    let mut ranges = vec![(item.start, item.value.span.end)];
+    if let Some(marker) = &item.marker {
+        ranges.push((marker.span.start, marker.span.end));
+    }
     if let Some(comma) = item.comma {
         ranges.push((comma, comma + 1));
     } else if let Some(comma) = index

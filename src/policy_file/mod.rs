@@ -33,12 +33,21 @@
 //! original bytes. Where a human reshaped the surroundings, removal takes the item, its marker
 //! and one adjacent comma (and the line, if nothing else is left on it), which always leaves a
 //! valid file.
+//!
+//! # Deprovisioning
+//! [`deprovision`] is the one exception to "only the owner's items": when a person is
+//! offboarded it removes their direct, unmarked entries (group memberships, rule sources, tag
+//! ownerships, tests), a human's included, and reports the exact text of each so that a person
+//! can restore it. Marked items are still never touched there: they end with their grants.
 
+mod deprovision;
 mod edit;
 mod read;
 mod scan;
 #[cfg(test)]
 mod tests;
+
+pub use deprovision::{deprovision, Deprovision, Kept, KeptReason, Removed, RemovedKind};
 
 use std::collections::{BTreeSet, HashSet};
 
