@@ -487,6 +487,142 @@ fn enforcing_examples(sim: &Simulator, limits: &str) -> String {
         .replace("\"users:read\"", "\"users\"")
 }
 
+/// The demo tailnet's file, with entries carol (offboarded) still has: a person put her in
+/// group:eng and wrote her a rule of her own and a place in an SSH rule.
+const CAROLS_LEFTOVERS: &str = r#"// Example Corp's tailnet policy. Kept by hand.
+{
+	"groups": {
+		"group:platform": ["alice@example.com"],
+		"group:eng": [
+			"alice@example.com",
+			"carol@example.com",
+			"bob@example.com",
+		],
+	},
+	"grants": [
+		{"src": ["group:eng"], "dst": ["tag:staging"], "ip": ["*"]},
+		{"src": ["carol@example.com"], "dst": ["tag:prod"], "ip": ["tcp:5432"]}, // her db
+	],
+	"ssh": [
+		{"action": "check", "src": ["group:platform", "carol@example.com"], "dst": ["tag:prod"], "users": ["root"]},
+	],
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_deprovisions_entries_people_added_under_the_limits_with_the_text_in_status() {
+    let env = Env::new("deprovision", demo_simulator().await).await;
+    env.sim.set_policy_as_human(CAROLS_LEFTOVERS);
+    // bob lowered, carol suspended, carol's entries removed: three changes, one a day allowed.
+    let examples = enforcing_examples(
+        &env.sim,
+        "\n    maxAffectedPercent: 100\n    maxChangesPer24Hours: 2",
+    )
+    .replace(
+        "\"policy_file:read\"",
+        "\"policy_file\", \"devices:posture_attributes\"",
+    );
+    env.apply(&examples).await;
+    let refused = eventually("the daily limit to refuse", CONVERGE, || async {
+        let status = env.policies().get("corp").await.ok()?.status?;
+        let c = tailkeeper::api::find_condition(&status.conditions, "EnforcementRefused")?.clone();
+        (c.reason == "DailyLimitExceeded").then_some(status.enforcement?)
+    })
+    .await;
+    assert_eq!(refused.pending, 3, "suspend, lower, deprovision");
+    assert_eq!(
+        env.sim.policy().0,
+        CAROLS_LEFTOVERS,
+        "refused: not a byte changed"
+    );
+
+    env.policies()
+        .patch(
+            "corp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": {"maxChangesPer24Hours": 3}}})),
+        )
+        .await
+        .unwrap();
+    let enforcement = eventually("carol deprovisioned", CONVERGE, || async {
+        let e = env.policies().get("corp").await.ok()?.status?.enforcement?;
+        e.actions
+            .iter()
+            .any(|a| a.action == "Deprovisioned")
+            .then_some(e)
+    })
+    .await;
+    let expected = CAROLS_LEFTOVERS
+        .replace("\t\t\t\"carol@example.com\",\n", "")
+        // A comment a person wrote beside the entry stays: only the entry is removed.
+        .replace(
+            "\t\t{\"src\": [\"carol@example.com\"], \"dst\": [\"tag:prod\"], \"ip\": [\"tcp:5432\"]}, // her db\n",
+            "\t\t // her db\n",
+        )
+        .replace(
+            "[\"group:platform\", \"carol@example.com\"]",
+            "[\"group:platform\"]",
+        );
+    assert_eq!(
+        env.sim.policy().0,
+        expected,
+        "exactly carol's entries are gone; every other byte is as it was"
+    );
+    let action = enforcement
+        .actions
+        .iter()
+        .find(|a| a.action == "Deprovisioned")
+        .expect("recorded");
+    assert_eq!(action.login_name, "carol@example.com");
+    let removed: Vec<(&str, &str)> = action
+        .removed
+        .iter()
+        .map(|r| (r.location.as_str(), r.text.as_str()))
+        .collect();
+    assert_eq!(
+        removed,
+        vec![
+            ("groups[\"group:eng\"]", "\"carol@example.com\""),
+            (
+                "grants[1]",
+                "{\"src\": [\"carol@example.com\"], \"dst\": [\"tag:prod\"], \"ip\": [\"tcp:5432\"]}"
+            ),
+            ("ssh[0].src", "\"carol@example.com\""),
+        ],
+        "the exact text, to put back by hand if it was a mistake"
+    );
+    let events = env.events("Deprovisioned").await;
+    let note = events[0].message.clone().unwrap_or_default();
+    assert!(
+        note.contains("removed 3 direct entries of offboarded carol@example.com")
+            && note.contains("grants[1]: {\"src\""),
+        "{note}"
+    );
+    // Done once: the next evaluation finds nothing more to remove.
+    assert_eq!(
+        env.sim.user_by_login("carol@example.com").unwrap().status,
+        "suspended"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e = env
+        .policies()
+        .get("corp")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .enforcement
+        .unwrap();
+    assert_eq!(e.pending, 0);
+    assert_eq!(
+        e.actions
+            .iter()
+            .filter(|a| a.action == "Deprovisioned")
+            .count(),
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_mode_acts_within_the_blast_radius_limit() {
     let env = Env::new("enforce", demo_simulator().await).await;

@@ -482,12 +482,27 @@ pub struct EnforcementStatus {
 pub struct EnforcementAction {
     /// The Tailscale login name.
     pub login_name: String,
-    /// `Suspended` or `RoleLowered`.
+    /// `Suspended`, `RoleLowered` or `Deprovisioned`.
     pub action: String,
     /// What changed, for example `admin -> member`.
     pub detail: String,
     /// When.
     pub at: Time,
+    /// For `Deprovisioned`: each entry removed from the policy file, with its exact text, so a
+    /// person can put it back (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedEntry>,
+}
+
+/// An entry removed from the policy file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedEntry {
+    /// Where it was, for example `groups["group:prod"]`, `grants[2].src` or `ssh[0]` (a whole
+    /// rule whose only source was the person).
+    pub location: String,
+    /// The exact text removed.
+    pub text: String,
 }
 
 /// One compliance check's outcome.

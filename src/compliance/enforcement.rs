@@ -14,10 +14,11 @@
 //!   bring the changes of the last 24 hours above `max_per_day` (so repeated small steps, say
 //!   from a directory edited bit by bit, cannot add up to a large change).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::checks::{allowed_roles, role_key, Inputs};
-use super::directory::{login_key, EmploymentStatus};
+use super::directory::{login_key, Directory, EmploymentStatus};
+use crate::policy_file::{self, Removed};
 
 /// Tailscale roles from least to most privileged.
 const PRIVILEGE: [&str; 7] = [
@@ -39,6 +40,14 @@ fn rank(role: &str) -> Option<usize> {
 pub enum Remedy {
     /// Suspend the account of an offboarded person.
     Suspend { user_id: String, login: String },
+    /// Remove an offboarded person's direct entries from the policy file (groups, rules, SSH
+    /// rules, tag owners), including those a human added; `removed` is what the file held when
+    /// planned (carried out against the file as it is then, and recorded as actually removed).
+    Deprovision {
+        login: String,
+        logins: BTreeSet<String>,
+        removed: Vec<Removed>,
+    },
     /// Lower a role to one the organisational role allows.
     LowerRole {
         user_id: String,
@@ -51,7 +60,9 @@ pub enum Remedy {
 impl Remedy {
     pub fn login(&self) -> &str {
         match self {
-            Remedy::Suspend { login, .. } | Remedy::LowerRole { login, .. } => login,
+            Remedy::Suspend { login, .. }
+            | Remedy::LowerRole { login, .. }
+            | Remedy::Deprovision { login, .. } => login,
         }
     }
 }
@@ -104,9 +115,47 @@ pub struct Plan {
     pub refused: Option<Refusal>,
 }
 
+/// The deprovisioning each offboarded person needs: their direct, unmarked entries in
+/// `policy_file` (whether or not they still have an account). A file that does not parse plans
+/// nothing (it is never rewritten).
+pub fn deprovisioning(directory: &Directory, policy_file: &str) -> Vec<Remedy> {
+    // One pass over the file's strings first, so a large directory of former staff costs a
+    // set lookup per login, not a parse per person.
+    let Ok(mentioned) = policy_file::strings(policy_file) else {
+        return Vec::new();
+    };
+    directory
+        .people()
+        .iter()
+        .filter(|p| p.status == EmploymentStatus::Offboarded)
+        .filter(|p| {
+            p.login_names
+                .iter()
+                .any(|l| mentioned.contains(&l.trim().to_ascii_lowercase()))
+        })
+        .filter_map(|p| {
+            let logins: BTreeSet<String> =
+                p.login_names.iter().map(|l| l.trim().to_string()).collect();
+            let outcome = policy_file::deprovision(policy_file, &logins).ok()?;
+            (!outcome.removed.is_empty()).then(|| Remedy::Deprovision {
+                login: p.login_names.first().cloned().unwrap_or_default(),
+                logins,
+                removed: outcome.removed,
+            })
+        })
+        .collect()
+}
+
 /// Plan the remedies for the failing checks of `inputs`, within `limits`, given that
-/// `recent_changes` were made in the last 24 hours.
-pub fn plan(inputs: &Inputs, limits: &Limits, recent_changes: usize) -> Plan {
+/// `recent_changes` were made in the last 24 hours. With the `policy_file`, offboarded people
+/// are deprovisioned from it too ([`deprovisioning`]); each person's removal counts as one
+/// change.
+pub fn plan(
+    inputs: &Inputs,
+    limits: &Limits,
+    recent_changes: usize,
+    policy_file: Option<&str>,
+) -> Plan {
     let exempt: HashSet<String> = inputs
         .exemptions
         .iter()
@@ -168,6 +217,9 @@ pub fn plan(inputs: &Inputs, limits: &Limits, recent_changes: usize) -> Plan {
                 to: target.to_string(),
             });
         }
+    }
+    if let Some(text) = policy_file {
+        remedies.extend(deprovisioning(inputs.directory, text));
     }
     let refused = refusal(
         remedies.len(),
@@ -306,6 +358,7 @@ mod tests {
                 },
                 limits,
                 recent_changes,
+                None,
             )
         }
     }
@@ -477,5 +530,106 @@ mod tests {
         let mut quiet = tailnet();
         quiet.users.retain(|u| u.login_name == "alice@x");
         assert_eq!(quiet.plan_within(&daily(0), 50).refused, None);
+    }
+
+    /// A hand-kept file where carol (offboarded) still has entries a person added, one that a
+    /// grant added, and where gone (offboarded, no longer in the tailnet) has one too.
+    const FILE: &str = "{
+	\"groups\": {
+		\"group:eng\": [
+			\"alice@x\",
+			\"carol@x\",
+			\"bob@x\",
+		],
+		\"group:jit\": [\"carol@x\" /* tailkeeper:abc */],
+	},
+	\"grants\": [
+		{\"src\": [\"carol@x\"], \"dst\": [\"tag:prod\"], \"ip\": [\"*\"]},
+		{\"src\": [\"group:eng\"], \"dst\": [\"tag:dev\"], \"ip\": [\"*\"]},
+	],
+	\"ssh\": [
+		{\"action\": \"check\", \"src\": [\"group:eng\", \"gone@x\"], \"dst\": [\"tag:dev\"], \"users\": [\"root\"]},
+	],
+}
+";
+
+    #[test]
+    fn offboarded_people_lose_the_entries_a_person_added_and_nothing_else() {
+        let case = tailnet();
+        let directory = Directory::build([("t", case.people.clone())]).expect("directory");
+        let remedies = deprovisioning(&directory, FILE);
+        let summary: Vec<(&str, Vec<(&str, &str)>)> = remedies
+            .iter()
+            .map(|r| match r {
+                Remedy::Deprovision { login, removed, .. } => (
+                    login.as_str(),
+                    removed
+                        .iter()
+                        .map(|e| (e.location.as_str(), e.text.as_str()))
+                        .collect(),
+                ),
+                other => panic!("only deprovisioning is planned here, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    "carol@x",
+                    vec![
+                        ("groups[\"group:eng\"]", "\"carol@x\""),
+                        (
+                            "grants[0]",
+                            "{\"src\": [\"carol@x\"], \"dst\": [\"tag:prod\"], \"ip\": [\"*\"]}"
+                        ),
+                    ]
+                ),
+                ("gone@x", vec![("ssh[0].src", "\"gone@x\"")]),
+            ],
+            "the grant's marked membership is left to the grant; active people keep theirs"
+        );
+        // Nobody offboarded is mentioned: nothing to do, and an unparsable file plans nothing.
+        assert!(deprovisioning(&directory, "{\"groups\": {}}").is_empty());
+        assert!(deprovisioning(&directory, "{\"groups\": ").is_empty());
+    }
+
+    #[test]
+    fn deprovisioning_counts_against_the_limits_like_any_change() {
+        let case = tailnet();
+        let directory = Directory::build([("t", case.people.clone())]).expect("directory");
+        let rules = rules();
+        let plan_with = |limits: &Limits, file: Option<&str>| {
+            plan(
+                &Inputs {
+                    users: &case.users,
+                    directory: &directory,
+                    role_rules: &rules,
+                    exemptions: &case.exemptions,
+                    active_role_grants: &case.grants,
+                    integration_connected: true,
+                },
+                limits,
+                0,
+                file,
+            )
+        };
+        let daily = |max_per_day| Limits {
+            max_affected_percent: 100,
+            max_privileged: 100,
+            max_per_day,
+        };
+        let without = plan_with(&daily(100), None);
+        let with = plan_with(&daily(100), Some(FILE));
+        assert_eq!(with.remedies.len(), without.remedies.len() + 2);
+        assert_eq!(
+            with.privileged, without.privileged,
+            "removing entries is no role change"
+        );
+        let tight = daily(without.remedies.len() as i32 + 1);
+        assert_eq!(plan_with(&tight, None).refused, None);
+        assert_eq!(
+            plan_with(&tight, Some(FILE)).refused.map(|r| r.reason),
+            Some(RefusalReason::DailyLimitExceeded)
+        );
     }
 }

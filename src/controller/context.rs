@@ -287,6 +287,18 @@ impl Context {
         }
     }
 
+    /// Keep the policy file enforcement just wrote as the cached one, so the next evaluation
+    /// plans from it rather than from the file of the last sync.
+    pub fn update_inventory_policy_file(&self, key: &Key, text: String) {
+        let Ok(mut map) = self.inventories.write() else {
+            return;
+        };
+        let Some(current) = map.get(key) else { return };
+        let mut inventory = (**current).clone();
+        inventory.policy_file = Ok(Arc::new(text));
+        map.insert(key.clone(), Arc::new(inventory));
+    }
+
     /// Reflect a change enforcement made in the cached inventory, so the next evaluation does
     /// not ask for it again before the next sync confirms it.
     pub fn update_inventory_user(

@@ -22,7 +22,8 @@ use super::Error;
 use crate::api::{
     find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus,
     ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, EnforcementAction,
-    EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState, TailscaleIntegration,
+    EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState, RemovedEntry,
+    TailscaleIntegration,
 };
 use crate::compliance::enforcement::{self, Limits, Plan, RefusalReason, Remedy};
 use crate::compliance::{
@@ -280,7 +281,12 @@ fn evaluate(
     };
     (
         compliance::evaluate(&inputs),
-        enforcement::plan(&inputs, &limits, recent_changes(obj, Timestamp::now())),
+        enforcement::plan(
+            &inputs,
+            &limits,
+            recent_changes(obj, Timestamp::now()),
+            inventory.policy_file.as_deref().ok().map(String::as_str),
+        ),
     )
 }
 
@@ -537,6 +543,58 @@ async fn announce_changes(
 /// Carry out (in `Enforce` mode) or only count (in `Audit` mode) the remedies for the failing
 /// checks, within the blast-radius limit. Every change in Tailscale gets an Event and a line in
 /// status; a refusal gets a condition and a Warning Event.
+/// The most characters of removed text an Event quotes (the status keeps every entry).
+const EVENT_DETAIL_CHARS: usize = 600;
+/// Attempts at the policy file while others write it (HTTP 412).
+const DEPROVISION_ATTEMPTS: usize = 3;
+
+fn truncate(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(chars).collect();
+    format!("{cut}… (all of it in status.enforcement.actions)")
+}
+
+/// Remove the direct entries of `logins` from the policy file, read-modify-write under
+/// `If-Match`. Returns the new file (when it changed) and what was removed, exactly.
+async fn deprovision(
+    client: &crate::tailscale::Client,
+    logins: &std::collections::BTreeSet<String>,
+) -> Result<(Option<String>, Vec<RemovedEntry>), String> {
+    let mut last = String::new();
+    for _ in 0..DEPROVISION_ATTEMPTS {
+        let file = client
+            .get_policy_file()
+            .await
+            .map_err(|e| format!("reading the policy file: {e}"))?;
+        let outcome = crate::policy_file::deprovision(&file.text, logins)
+            .map_err(|e| format!("the policy file was left alone: {e}"))?;
+        if outcome.removed.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let removed = outcome
+            .removed
+            .iter()
+            .map(|r| RemovedEntry {
+                location: r.location.clone(),
+                text: r.text.clone(),
+            })
+            .collect();
+        match client
+            .set_policy_file(&outcome.text, Some(&file.etag))
+            .await
+        {
+            Ok(_) => return Ok((Some(outcome.text), removed)),
+            Err(e) if e.is_precondition_failed() => last = e.to_string(),
+            Err(e) => return Err(format!("Tailscale refused the policy file: {e}")),
+        }
+    }
+    Err(format!(
+        "the policy file changed under each of {DEPROVISION_ATTEMPTS} attempts (HTTP 412 each time): {last}"
+    ))
+}
+
 async fn enforce(
     obj: &AccessPolicy,
     plan: &Plan,
@@ -596,9 +654,13 @@ async fn enforce(
     };
     let mut failures = Vec::new();
     for remedy in &plan.remedies {
+        let mut removed = Vec::new();
         let (result, action, detail) = match remedy {
             Remedy::Suspend { user_id, login } => (
-                client.suspend_user(user_id).await,
+                client
+                    .suspend_user(user_id)
+                    .await
+                    .map_err(|e| e.to_string()),
                 "Suspended",
                 format!("account of offboarded {login} suspended"),
             ),
@@ -608,12 +670,40 @@ async fn enforce(
                 from,
                 to,
             } => (
-                client.set_user_role(user_id, to).await,
+                client
+                    .set_user_role(user_id, to)
+                    .await
+                    .map_err(|e| e.to_string()),
                 "RoleLowered",
                 format!("role of {login} lowered from {from} to {to}"),
             ),
+            Remedy::Deprovision { login, logins, .. } => {
+                let result = deprovision(&client, logins).await.map(|(text, entries)| {
+                    removed = entries;
+                    if let Some(text) = text {
+                        ctx.update_inventory_policy_file(&integration_key, text);
+                    }
+                });
+                let what = removed
+                    .iter()
+                    .map(|r| format!("{}: {}", r.location, r.text))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    result,
+                    "Deprovisioned",
+                    format!(
+                        "removed {} direct entries of offboarded {login} from the policy file: {}",
+                        removed.len(),
+                        truncate(&what, EVENT_DETAIL_CHARS)
+                    ),
+                )
+            }
         };
         match result {
+            Ok(()) if action == "Deprovisioned" && removed.is_empty() => {
+                // Someone removed them first: nothing was changed, nothing to record.
+            }
             Ok(()) => {
                 info!(%detail, "enforcement changed Tailscale");
                 ctx.publish(obj, EventType::Normal, action, "Enforce", detail.clone())
@@ -625,6 +715,7 @@ async fn enforce(
                         action: action.to_string(),
                         detail,
                         at: Time(Timestamp::now()),
+                        removed: removed.into_iter().take(MAX_FAILING_USERS).collect(),
                     },
                 );
                 ctx.update_inventory_user(&integration_key, remedy);

@@ -53,7 +53,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::Value as Json;
 
-pub use read::{document, Author, Document, Group, Rule, Section};
+pub use read::{document, strings, Author, Document, Group, Rule, Section};
 
 use edit::{insert_first, remove_item, Edit};
 use scan::{Container, Value};

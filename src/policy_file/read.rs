@@ -120,6 +120,28 @@ pub fn document(text: &str) -> Result<Document, PolicyFileError> {
     Ok(document)
 }
 
+/// Every string in `text` (keys and values), lower-cased: a cheap "is this login mentioned at
+/// all" before any per-person work.
+pub fn strings(text: &str) -> Result<std::collections::HashSet<String>, PolicyFileError> {
+    fn walk(value: &scan::Value, text: &str, out: &mut std::collections::HashSet<String>) {
+        if let Some(s) = value.as_str(text) {
+            out.insert(s.to_ascii_lowercase());
+        }
+        for container in [value.as_object(), value.as_array()].into_iter().flatten() {
+            for item in &container.items {
+                if let Some(key) = &item.key {
+                    out.insert(key.name.to_ascii_lowercase());
+                }
+                walk(&item.value, text, out);
+            }
+        }
+    }
+    let root = scan::parse(text)?;
+    let mut out = std::collections::HashSet::new();
+    walk(&root, text, &mut out);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +186,16 @@ mod tests {
             ]
         );
         assert_eq!(doc.rules[0].json["ip"][0], "443");
+    }
+
+    #[test]
+    fn every_string_of_the_file_is_listed_lower_cased() {
+        let all = strings(r#"{"groups": {"group:X": ["Alice@Example.com" /* c */]}, "n": 1}"#)
+            .expect("parses");
+        for s in ["groups", "group:x", "alice@example.com", "n"] {
+            assert!(all.contains(s), "{s} in {all:?}");
+        }
+        assert_eq!(all.len(), 4);
     }
 
     #[test]
