@@ -105,6 +105,12 @@ impl Operator {
         &self.identity
     }
 
+    /// Its process id, while it runs.
+    #[allow(dead_code)] // used by the benchmarks
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `/readyz`: status code and body (`ready` on the leader, `standby` on a standby), or
     /// `None` while it does not answer.
     pub async fn readyz(&self) -> Option<(u16, String)> {
@@ -571,4 +577,40 @@ spec:
     env.check("corp", "OffboardedAccessRemoved", CheckResultValue::Fail)
         .await;
     env
+}
+
+/// What a process has used so far, read from `/proc`.
+#[allow(dead_code)] // used by the benchmarks
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessUsage {
+    /// Resident memory now, KiB.
+    pub rss_kib: u64,
+    /// Peak resident memory, KiB.
+    pub peak_kib: u64,
+    /// CPU time, user and system.
+    pub cpu: Duration,
+}
+
+/// The usage of process `pid`, or `None` once it is gone.
+#[allow(dead_code)] // used by the benchmarks
+pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold spaces): utime and stime are the
+    // 12th and 13th fields, in clock ticks of 1/100 s on Linux.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ProcessUsage {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+        cpu: Duration::from_millis(ticks * 10),
+    })
 }
