@@ -310,6 +310,40 @@ async fn policy_file_round_trips_as_hujson_with_etag() {
 }
 
 #[tokio::test]
+async fn the_configuration_log_names_who_changed_the_policy_file() {
+    let sim = simulator().await;
+    let (client, _) = api_token_client(&sim);
+    let start = jiff::Timestamp::now();
+    sim.set_policy_as("alice@example.com", POLICY);
+    let end = jiff::Timestamp::now();
+    let log = client.configuration_log(start, end).await.unwrap();
+    assert_eq!(log.len(), 1);
+    let entry = &log[0];
+    assert!(entry.is_policy_change());
+    assert_eq!(entry.new.as_ref().and_then(|v| v.as_str()), Some(POLICY));
+    assert!(
+        entry
+            .who()
+            .starts_with("alice@example.com in the admin console at "),
+        "{}",
+        entry.who()
+    );
+    // Outside the window: nothing.
+    let later = client
+        .configuration_log(
+            end + jiff::SignedDuration::from_secs(1),
+            end + jiff::SignedDuration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(later.is_empty());
+    // Without the scope, Tailscale's 403.
+    let (narrow, _) = oauth_client(&sim, &["policy_file:read"], &[]);
+    let err = narrow.configuration_log(start, end).await.unwrap_err();
+    assert!(err.is_forbidden(), "{err}");
+}
+
+#[tokio::test]
 async fn stale_if_match_is_refused_with_412_after_a_human_edit() {
     let sim = simulator().await;
     let (client, _) = api_token_client(&sim);

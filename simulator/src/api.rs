@@ -99,6 +99,10 @@ pub(crate) fn routes(sim: Simulator) -> Router {
             ep("acl.set", post(set_acl)),
         )
         .route(
+            "/api/v2/tailnet/{tailnet}/logging/configuration",
+            ep("logging.configuration", get(configuration_log)),
+        )
+        .route(
             "/api/v2/tailnet/{tailnet}/acl/validate",
             ep("acl.validate", post(validate_acl)),
         )
@@ -277,6 +281,7 @@ async fn oauth_token(
         _ => client.scopes.clone(),
     };
     let ttl = st.config.oauth_token_ttl;
+    let client_id = client.id.clone();
     let token = format!(
         "tskey-api-{}-{}",
         crate::model::random_id("k"),
@@ -285,6 +290,7 @@ async fn oauth_token(
     st.tokens.insert(
         token.clone(),
         AccessToken {
+            client_id,
             scopes: scopes.clone(),
             expires_at: Instant::now() + ttl,
         },
@@ -823,11 +829,12 @@ async fn set_acl(
     let Path(tailnet) = tailnet?;
     let text = body_text(&body)?;
     let mut st = sim.lock();
-    auth::authorize(&st, &headers, Some(auth::POLICY_WRITE))?;
+    let caller = auth::authorize(&st, &headers, Some(auth::POLICY_WRITE))?;
     check_tailnet(&st, &tailnet)?;
     // A scheduled human edit lands "just before" this write, making its If-Match stale.
     if let Some(edit) = st.pending_edit.take() {
-        st.policy_text = edit;
+        let person = crate::console_actor();
+        st.set_policy_logged(edit, "ADMIN_CONSOLE", person);
     }
     if let Some(if_match) = headers.get(header::IF_MATCH) {
         let if_match = if_match
@@ -846,8 +853,59 @@ async fn set_acl(
         text
     };
     policy::check(new_text, &st.directory()).map_err(policy_error)?;
-    st.policy_text = new_text.to_string();
+    let actor = state::LogActor {
+        kind: if caller.api_key_id.is_some() {
+            "API_KEY"
+        } else {
+            "OAUTH_CLIENT"
+        }
+        .to_string(),
+        login_name: String::new(),
+        display_name: String::new(),
+        id: caller.id.clone(),
+    };
+    st.set_policy_logged(new_text.to_string(), "API", actor);
     Ok(hujson_response(st.policy_text.clone(), &st.policy_etag()))
+}
+
+/// `GET /api/v2/tailnet/{t}/logging/configuration?start=&end=`: the configuration audit log
+/// between two RFC 3339 times (both optional here), oldest first.
+async fn configuration_log(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    tailnet: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(tailnet) = tailnet?;
+    let Query(query) = query?;
+    let st = sim.lock();
+    auth::authorize(&st, &headers, Some(auth::LOGS_CONFIGURATION_READ))?;
+    check_tailnet(&st, &tailnet)?;
+    let bound = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
+        query
+            .get(name)
+            .map(|v| {
+                v.parse::<jiff::Timestamp>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid {name}: expected an RFC 3339 time"))
+                })
+            })
+            .transpose()
+    };
+    let (start, end) = (bound("start")?, bound("end")?);
+    let logs: Vec<&state::ConfigLogEntry> = st
+        .config_log
+        .iter()
+        .filter(|e| {
+            let at = e.event_time.parse::<jiff::Timestamp>().ok();
+            start.is_none_or(|s| at.is_some_and(|a| a >= s))
+                && end.is_none_or(|t| at.is_some_and(|a| a <= t))
+        })
+        .collect();
+    Ok(Json(json!({
+        "version": "1.1",
+        "tailnet": st.config.tailnet_name,
+        "logs": logs,
+    })))
 }
 
 async fn validate_acl(

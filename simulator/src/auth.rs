@@ -61,6 +61,11 @@ pub(crate) const ATTRIBUTES_WRITE: Need = Need {
     access: Access::Write,
 };
 
+pub(crate) const LOGS_CONFIGURATION_READ: Need = Need {
+    resource: "logs:configuration",
+    access: Access::Read,
+};
+
 pub(crate) const WEBHOOKS_READ: Need = Need {
     resource: "webhooks",
     access: Access::Read,
@@ -149,6 +154,8 @@ pub(crate) struct Caller {
     /// The id of the API access token used, or `None` for an OAuth access token (owned by the
     /// tailnet, not by a user).
     pub api_key_id: Option<String>,
+    /// The API key's id or the OAuth client's id: who the audit log says acted.
+    pub id: String,
 }
 
 impl Caller {
@@ -177,12 +184,14 @@ pub(crate) fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller,
         return Ok(Caller {
             scopes: vec!["all".to_string()],
             api_key_id: Some(key.id.clone()),
+            id: key.id.clone(),
         });
     }
     match state.tokens.get(&token) {
         Some(t) if t.expires_at > Instant::now() => Ok(Caller {
             scopes: t.scopes.clone(),
             api_key_id: None,
+            id: t.client_id.clone(),
         }),
         _ => Err(invalid()),
     }

@@ -48,6 +48,25 @@ pub use model::{
 
 use model::{random_alnum, random_id};
 use state::State;
+pub use state::{ConfigLogEntry, LogActor, LogTarget};
+
+/// The person a policy edit is logged under when a test does not say who.
+pub const CONSOLE_ACTOR: &str = "admin@example.com";
+
+/// The configuration log's actor for the person with login `login`.
+fn person_actor(login: &str) -> LogActor {
+    LogActor {
+        id: format!("u-{}", login.split('@').next().unwrap_or(login)),
+        kind: "USER".to_string(),
+        login_name: login.to_string(),
+        display_name: login.split('@').next().unwrap_or(login).to_string(),
+    }
+}
+
+/// The actor of edits made in the console when no one is named.
+pub(crate) fn console_actor() -> LogActor {
+    person_actor(CONSOLE_ACTOR)
+}
 
 /// Static facts about the simulated tailnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,9 +342,21 @@ impl Simulator {
     /// Replace the policy file as a person in the admin console would, without validation;
     /// returns the new ETag.
     pub fn set_policy_as_human(&self, hujson: &str) -> String {
+        self.set_policy_as(CONSOLE_ACTOR, hujson)
+    }
+
+    /// [`Simulator::set_policy_as_human`] by the person with login `login`, as the
+    /// configuration audit log records it.
+    pub fn set_policy_as(&self, login: &str, hujson: &str) -> String {
         let mut st = self.lock();
-        st.policy_text = hujson.to_string();
+        let actor = person_actor(login);
+        st.set_policy_logged(hujson.to_string(), "ADMIN_CONSOLE", actor);
         st.policy_etag()
+    }
+
+    /// The configuration audit log, oldest first.
+    pub fn configuration_log(&self) -> Vec<state::ConfigLogEntry> {
+        self.lock().config_log.clone()
     }
 
     /// Make the next `POST .../acl` first apply this human edit, so the writer's `If-Match`

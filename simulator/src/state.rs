@@ -35,9 +35,53 @@ pub(crate) struct OAuthClientRecord {
     pub created: Timestamp,
 }
 
+/// One entry of the configuration audit log, as `GET .../logging/configuration` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigLogEntry {
+    #[serde(rename = "eventGroupID")]
+    pub event_group_id: String,
+    /// `ADMIN_CONSOLE` for a person in the console, `API` for a credential.
+    pub origin: String,
+    pub actor: LogActor,
+    /// `UPDATE` for a policy file change.
+    #[serde(rename = "type")]
+    pub action: String,
+    pub target: LogTarget,
+    /// The policy file before and after.
+    pub old: String,
+    pub new: String,
+    pub event_time: String,
+}
+
+/// Who made a logged change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogActor {
+    pub id: String,
+    /// `USER`, `API_KEY` or `OAUTH_CLIENT`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub login_name: String,
+    pub display_name: String,
+}
+
+/// What a logged change was made to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogTarget {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub property: String,
+}
+
 /// An access token issued by `POST /oauth/token`.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessToken {
+    /// The OAuth client it was issued to.
+    pub client_id: String,
     pub scopes: Vec<String>,
     /// Monotonic, so short TTLs in tests are exact regardless of wall-clock changes.
     pub expires_at: Instant,
@@ -87,6 +131,8 @@ pub(crate) struct State {
     pub faults: FaultQueue,
     /// Webhook endpoints, the last snapshot and the delivery log.
     pub webhooks: WebhookState,
+    /// The configuration audit log, oldest first.
+    pub config_log: Vec<ConfigLogEntry>,
 }
 
 impl State {
@@ -107,7 +153,31 @@ impl State {
             latency: Duration::ZERO,
             faults: FaultQueue::default(),
             webhooks: WebhookState::default(),
+            config_log: Vec::new(),
         }
+    }
+
+    /// Replace the policy file on behalf of `actor`, logging the change.
+    pub fn set_policy_logged(&mut self, text: String, origin: &str, actor: LogActor) {
+        if text == self.policy_text {
+            return;
+        }
+        let old = std::mem::replace(&mut self.policy_text, text);
+        self.config_log.push(ConfigLogEntry {
+            event_group_id: random_id("e"),
+            origin: origin.to_string(),
+            actor,
+            action: "UPDATE".to_string(),
+            target: LogTarget {
+                id: self.config.tailnet_id.clone(),
+                name: self.config.tailnet_name.clone(),
+                kind: "TAILNET".to_string(),
+                property: "ACL".to_string(),
+            },
+            old,
+            new: self.policy_text.clone(),
+            event_time: Timestamp::now().to_string(),
+        });
     }
 
     /// Whether a `{tailnet}` path segment names this tailnet.

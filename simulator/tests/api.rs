@@ -1298,3 +1298,70 @@ async fn call_counts_by_endpoint_name() {
     }
     assert_eq!(h.sim.call_count("users.delete"), 0);
 }
+
+#[tokio::test]
+async fn the_configuration_log_says_who_changed_the_policy_file_and_when() {
+    let h = Harness::new().await;
+    let before = jiff::Timestamp::now();
+    h.sim
+        .set_policy_as("alice@example.com", "{\"groups\": {\"group:a\": []}}");
+    assert_eq!(
+        h.post_acl("{\"groups\": {\"group:b\": []}}", None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The same text again changes nothing and logs nothing.
+    h.sim
+        .set_policy_as("alice@example.com", "{\"groups\": {\"group:b\": []}}");
+
+    let start = before.to_string();
+    let response = h
+        .get(&format!("/tailnet/-/logging/configuration?start={start}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let log = body(response).await;
+    let logs = log["logs"].as_array().expect("logs");
+    assert_eq!(logs.len(), 2, "{log}");
+    assert_eq!(logs[0]["origin"], "ADMIN_CONSOLE");
+    assert_eq!(logs[0]["actor"]["type"], "USER");
+    assert_eq!(logs[0]["actor"]["loginName"], "alice@example.com");
+    assert_eq!(logs[0]["type"], "UPDATE");
+    assert_eq!(logs[0]["target"]["property"], "ACL");
+    assert_eq!(logs[0]["new"], "{\"groups\": {\"group:a\": []}}");
+    assert_eq!(logs[1]["origin"], "API");
+    assert_eq!(logs[1]["actor"]["type"], "API_KEY");
+    assert_eq!(logs[1]["old"], logs[0]["new"]);
+    assert!(logs[1]["eventTime"]
+        .as_str()
+        .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
+
+    // A window before anything happened is empty; a bad time is a 400.
+    let empty = body(
+        h.get("/tailnet/-/logging/configuration?end=2000-01-01T00:00:00Z")
+            .await,
+    )
+    .await;
+    assert_eq!(empty["logs"], json!([]));
+    assert_eq!(
+        h.get("/tailnet/-/logging/configuration?start=yesterday")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // It takes the logs:configuration:read scope.
+    let client = h.sim.create_oauth_client(&["policy_file:read"]);
+    let token = body(exchange(&h, &client.id, &client.secret, None).await).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let refused = h
+        .http
+        .get(h.url("/tailnet/-/logging/configuration"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
