@@ -2303,3 +2303,65 @@ async fn nobody_borrows_the_git_ops_identity_and_other_service_accounts_get_no_g
         "nothing reached the tailnet"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_ends_with_its_policy_while_a_timed_one_runs_to_its_expiry() {
+    let env = setup("standingpolicy", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        standing(
+            "standing",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "mallory",
+        grant(
+            "timed",
+            "mallory@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "mallory",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("standing", GrantPhase::Active).await;
+    env.grant_phase("timed", GrantPhase::Active).await;
+
+    // Without its policy nothing could tell that alice left: the standing grant ends now.
+    env.policies()
+        .delete("jit", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ended = env.grant_phase("standing", GrantPhase::Revoked).await;
+    let ready = condition(&ended, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "PolicyNotFound");
+    assert!(
+        ready.message.contains("AccessPolicy jit no longer exists"),
+        "{}",
+        ready.message
+    );
+    let members = group_members(&policy_text(&env), "group:prod");
+    assert!(
+        !members.contains(&"alice@example.com".into())
+            && members.contains(&"mallory@example.com".into()),
+        "the timed grant keeps its access until its expiry: {members:?}"
+    );
+    assert_eq!(
+        env.grants()
+            .get("timed")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase,
+        Some(GrantPhase::Active)
+    );
+}
