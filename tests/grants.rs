@@ -56,8 +56,9 @@ spec:
   roles:
     - {orgRole: engineer, tailscaleRoles: [member]}
   grantable:
+    gitOpsRequesters: ["system:serviceaccount:argocd:argocd-application-controller"]
     groups:
-      - {name: "group:prod", terms: {maxDuration: 1h, approvalRequired: false}}
+      - {name: "group:prod", terms: {maxDuration: 1h, approvalRequired: false, standing: true}}
       - name: "group:oncall"
         terms: {maxDuration: 8h, approvalRequired: true, approvers: {groups: [approvers]}}
     roles:
@@ -67,8 +68,11 @@ spec:
     sshRules:
       - {name: prod-shell, action: accept, dst: ["tag:prod"], users: [ubuntu], terms: {maxDuration: 1h, approvalRequired: false}}
     postureAttributes:
-      - {name: jit-prod, key: "custom:jit-prod", value: "true", terms: {maxDuration: 1h, approvalRequired: false}}
+      - {name: jit-prod, key: "custom:jit-prod", value: "true", terms: {maxDuration: 1h, approvalRequired: false, standing: true}}
 "#;
+
+/// The GitOps identity POLICY lists (`grantable.gitOpsRequesters`).
+const GITOPS: &str = "system:serviceaccount:argocd:argocd-application-controller";
 
 /// RBAC for the test users: anyone authenticated may create, approve and delete grants here;
 /// the admission policies, not RBAC, decide who may approve.
@@ -145,6 +149,64 @@ fn grant(name: &str, user: &str, access: Value, duration: &str, requested_by: &s
                  "reason": "incident 4711", "requestedBy": requested_by}
     }))
     .expect("grant")
+}
+
+/// A standing grant: no duration.
+fn standing(name: &str, user: &str, access: Value, requested_by: &str) -> AccessGrant {
+    let mut g = grant(name, user, access, "1h", requested_by);
+    g.spec.duration = None;
+    g
+}
+
+/// A client acting as the ServiceAccount `user` (`system:serviceaccount:<ns>:<name>`), as the API
+/// server sees one: impersonated with its groups.
+async fn client_as_service_account(env: &Env, user: &str) -> Client {
+    let ns = user.split(':').nth(2).unwrap_or_default();
+    let kubeconfig = env.cp.impersonating_kubeconfig(
+        user,
+        &[
+            "system:serviceaccounts",
+            &format!("system:serviceaccounts:{ns}"),
+        ],
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// A grant's condition `type_`, if it has one.
+fn condition(
+    g: &AccessGrant,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    tailkeeper::api::find_condition(&g.status.as_ref()?.conditions, type_).cloned()
+}
+
+/// The inline directory of POLICY with `offboarded` marked as having left.
+fn directory_without(offboarded: &[&str]) -> Value {
+    let people: Vec<Value> = [
+        ("alice@example.com", None),
+        ("bob@example.com", Some("bob")),
+        ("mallory@example.com", None),
+        ("carol@example.com", None),
+        ("ghost@example.com", None),
+    ]
+    .into_iter()
+    .map(|(login, k8s)| {
+        let gone = offboarded.contains(&login) || login == "carol@example.com";
+        let mut p = json!({"loginNames": [login], "orgRole": "engineer",
+                           "status": if gone { "Offboarded" } else { "Active" }});
+        if let Some(user) = k8s {
+            p["kubernetesUsers"] = json!([user]);
+        }
+        p
+    })
+    .collect();
+    json!({"spec": {"directory": {"people": people}}})
 }
 
 /// Create a grant as a test user (the requester is that user, as the admission policy demands).
@@ -1099,6 +1161,20 @@ async fn stripping_the_finalizer_of_an_active_grant_is_refused_and_a_forced_dele
         env.sim.user_by_login("alice@example.com").unwrap().role,
         "admin"
     );
+    // A standing grant has no expiry to fall back on: only the ledger's sweeper ends it then.
+    request(
+        &env,
+        "alice",
+        standing(
+            "s",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("s", GrantPhase::Active).await;
 
     // The attack: drop the finalizer, then delete, back to back on one connection.
     let grants = env.grants();
@@ -1131,6 +1207,15 @@ async fn stripping_the_finalizer_of_an_active_grant_is_refused_and_a_forced_dele
     .await;
     assert!(stripped.metadata.finalizers.unwrap_or_default().is_empty());
     grants.delete("g", &DeleteParams::default()).await.unwrap();
+    let stripped = eventually("the standing grant's finalizer to go", CONVERGE, || async {
+        grants
+            .patch("s", &PatchParams::default(), &Patch::Merge(&strip))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(stripped.metadata.finalizers.unwrap_or_default().is_empty());
+    grants.delete("s", &DeleteParams::default()).await.unwrap();
     let mut restored = binding.clone();
     restored.metadata = kube::api::ObjectMeta {
         name: binding.metadata.name.clone(),
@@ -1148,6 +1233,17 @@ async fn stripping_the_finalizer_of_an_active_grant_is_refused_and_a_forced_dele
     )
     .await;
     assert!(grants.get_opt("g").await.unwrap().is_none());
+    eventually(
+        "the force-deleted standing grant's membership to be taken away",
+        CONVERGE,
+        || async {
+            (!group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(grants.get_opt("s").await.unwrap().is_none());
+    assert_eq!(policy_text(&env), POLICY_FILE);
     assert!(!env.events("AccessEnded").await.is_empty());
 }
 
@@ -1806,20 +1902,7 @@ async fn service_accounts_request_only_when_the_policy_names_them() {
     // Whoever can mint the token of a ServiceAccount acts as it; admission proves only that the
     // ServiceAccount created the grant.
     let bot = format!("system:serviceaccount:{}:deployer", env.ns);
-    let kubeconfig = env.cp.impersonating_kubeconfig(
-        &bot,
-        &[
-            "system:serviceaccounts",
-            &format!("system:serviceaccounts:{}", env.ns),
-        ],
-    );
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-        &Default::default(),
-    )
-    .await
-    .expect("config");
-    let as_bot = Client::try_from(config).expect("client");
+    let as_bot = client_as_service_account(&env, &bot).await;
     let ask = |name: &str| {
         let g = grant(
             name,
@@ -1863,4 +1946,422 @@ async fn service_accounts_request_only_when_the_policy_names_them() {
     ask("by-bot-named").await.expect("created");
     env.grant_phase("by-bot-named", GrantPhase::Active).await;
     assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_is_active_without_an_expiry_until_it_is_deleted() {
+    let env = setup("standing", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        standing(
+            "prod",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .expect("a grant without a duration is accepted");
+    request(
+        &env,
+        "alice",
+        standing(
+            "posture",
+            "alice@example.com",
+            json!({"postureAttribute": "jit-prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let active = env.grant_phase("prod", GrantPhase::Active).await;
+    let status = active.status.clone().expect("status");
+    assert!(status.activated_at.is_some());
+    assert_eq!(status.expires_at, None, "a standing grant has no expiry");
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("as standing access, until the grant is deleted or its person leaves"),
+        "the status says how long access lasts"
+    );
+    assert_eq!(
+        condition(&active, "Approved").map(|c| c.reason),
+        Some("ApprovalNotRequired".to_string())
+    );
+    assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+    // The ledger records the hold, with no expiry either.
+    let ledgers: Api<tailkeeper::api::GrantLedger> = Api::namespaced(env.client.clone(), &env.ns);
+    let holds: Vec<_> = ledgers
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|l| l.spec.holds)
+        .collect();
+    assert!(
+        !holds.is_empty() && holds.iter().all(|h| h.expires_at.is_none()),
+        "{holds:?}"
+    );
+    // Tailscale's own expiry of the posture attribute: none either.
+    env.grant_phase("posture", GrantPhase::Active).await;
+    let device = env.sim.devices()[0].id.clone();
+    let client = client_for(&env);
+    let during = client.get_posture_attributes(&device).await.unwrap();
+    assert_eq!(
+        during.attributes.get("custom:jit-prod"),
+        Some(&json!("true"))
+    );
+    assert!(
+        during
+            .expiries
+            .get("custom:jit-prod")
+            .is_none_or(Value::is_null),
+        "{during:?}"
+    );
+    // `kubectl get ag` shows no expiry (and no duration), never a made-up date.
+    let out = env.kubectl(&["get", "ag", "prod"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let (header, row) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    let column = |from: &str, to: &str| -> String {
+        match (header.find(from), header.find(to)) {
+            (Some(a), Some(b)) => row.get(a..b).unwrap_or_default().trim().to_string(),
+            _ => panic!("no {from} column: {table}"),
+        }
+    };
+    assert_eq!(column("EXPIRES", "AGE"), "", "{table}");
+    assert_eq!(column("DURATION", "PHASE"), "", "{table}");
+    assert_eq!(column("PHASE", "EXPIRES"), "Active", "{table}");
+
+    // Still there later: nothing ends it on the clock.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.grants()
+            .get("prod")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase,
+        Some(GrantPhase::Active)
+    );
+
+    // Deleted: the finalizer takes the access away first.
+    for name in ["prod", "posture"] {
+        env.grants()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("the standing grants to be gone", CONVERGE, || async {
+        let left = env.grants().list(&Default::default()).await.ok()?.items;
+        left.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        policy_text(&env),
+        POLICY_FILE,
+        "the membership is gone and the file is back byte for byte"
+    );
+    let after = client.get_posture_attributes(&device).await.unwrap();
+    assert_eq!(after.attributes.get("custom:jit-prod"), None, "{after:?}");
+    assert!(!env.events("Revoked").await.is_empty());
+    eventually("the ledger to be empty", CONVERGE, || async {
+        ledgers
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_grants_standing_or_timed_end_when_their_person_is_offboarded() {
+    let env = setup("offboarded", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        standing(
+            "standing",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "mallory",
+        grant(
+            "timed",
+            "mallory@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "mallory",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("standing", GrantPhase::Active).await;
+    env.grant_phase("timed", GrantPhase::Active).await;
+    let members = group_members(&policy_text(&env), "group:prod");
+    assert!(
+        members.contains(&"alice@example.com".into())
+            && members.contains(&"mallory@example.com".into())
+    );
+
+    // The directory says they left: access is for people, so both end now, long before the
+    // timed one's expiry.
+    env.policies()
+        .patch(
+            "jit",
+            &PatchParams::default(),
+            &Patch::Merge(&directory_without(&[
+                "alice@example.com",
+                "mallory@example.com",
+            ])),
+        )
+        .await
+        .unwrap();
+    for name in ["standing", "timed"] {
+        let ended = env.grant_phase(name, GrantPhase::Revoked).await;
+        let ready = condition(&ended, "Ready").expect("Ready");
+        assert_eq!(ready.reason, "PersonOffboarded", "{name}");
+        assert!(
+            ready.message.contains(
+                "belongs to a person marked offboarded in the directory of AccessPolicy jit"
+            ),
+            "{name}: {}",
+            ready.message
+        );
+        assert!(ended.status.unwrap().revoked_at.is_some());
+    }
+    assert_eq!(
+        policy_text(&env),
+        POLICY_FILE,
+        "both memberships are gone from the tailnet"
+    );
+    assert_eq!(env.events("PersonOffboarded").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_of_an_item_that_does_not_allow_it_is_denied_saying_what_to_do() {
+    let env = setup("notstanding", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        standing("db", "alice@example.com", json!({"rule": "db"}), "alice"),
+    )
+    .await
+    .unwrap();
+    let denied = env.grant_phase("db", GrantPhase::Denied).await;
+    let ready = condition(&denied, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "StandingNotAllowed");
+    assert!(
+        ready
+            .message
+            .contains("rule db does not allow standing access")
+            && ready.message.contains("set spec.duration (at most 1h)")
+            && ready.message.contains("terms.standing: true for rule db"),
+        "{}",
+        ready.message
+    );
+    assert!(!env.events("StandingNotAllowed").await.is_empty());
+    assert_eq!(policy_text(&env), POLICY_FILE, "nothing was granted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_from_a_listed_git_ops_service_account_needs_no_approval_and_says_why() {
+    let env = setup("gitops", POLICY_FILE).await;
+    let as_gitops = client_as_service_account(&env, GITOPS).await;
+    // group:oncall needs an approval from the approvers group; the pull request was the review.
+    Api::<AccessGrant>::namespaced(as_gitops, &env.ns)
+        .create(
+            &PostParams::default(),
+            &grant(
+                "from-git",
+                "alice@example.com",
+                json!({"group": "group:oncall"}),
+                "1h",
+                GITOPS,
+            ),
+        )
+        .await
+        .expect("admission proves the GitOps identity created it");
+    let active = env.grant_phase("from-git", GrantPhase::Active).await;
+    assert!(
+        active.spec.approval.is_none(),
+        "nobody approved it in the cluster"
+    );
+    let approved = condition(&active, "Approved").expect("Approved");
+    assert_eq!(approved.status, "True");
+    assert_eq!(approved.reason, "ApprovedInGitOps");
+    assert!(
+        approved.message.contains(GITOPS)
+            && approved
+                .message
+                .contains("the review happened in the pull request"),
+        "{}",
+        approved.message
+    );
+    let events = env.events("ApprovedInGitOps").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.as_deref().is_some_and(|m| m.contains(GITOPS))),
+        "{events:?}"
+    );
+    assert!(group_members(&policy_text(&env), "group:oncall").contains(&"alice@example.com".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_borrows_the_git_ops_identity_and_other_service_accounts_get_no_git_ops_approval() {
+    let env = setup("gitopsattack", POLICY_FILE).await;
+    let oncall = json!({"group": "group:oncall"});
+    // A person naming the GitOps identity as the requester is refused by the API server.
+    refused(
+        request(
+            &env,
+            "mallory",
+            grant(
+                "forged",
+                "mallory@example.com",
+                oncall.clone(),
+                "1h",
+                GITOPS,
+            ),
+        )
+        .await,
+        "requestedBy must be the creator",
+        "spec.requestedBy must be your own user name: set it to mallory",
+    );
+    // A ServiceAccount the policy lets request, but not as GitOps, still needs an approver.
+    let deployer = format!("system:serviceaccount:{}:deployer", env.ns);
+    env.policies()
+        .patch(
+            "jit",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"spec": {"grantable": {"serviceAccountRequesters": [deployer]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the policy change to be seen", CONVERGE, || async {
+        let p = env.policies().get("jit").await.ok()?;
+        let seen = p.status?.observed_generation? >= p.metadata.generation?;
+        seen.then_some(())
+    })
+    .await;
+    let as_deployer = client_as_service_account(&env, &deployer).await;
+    Api::<AccessGrant>::namespaced(as_deployer, &env.ns)
+        .create(
+            &PostParams::default(),
+            &grant(
+                "by-deployer",
+                "mallory@example.com",
+                oncall.clone(),
+                "1h",
+                &deployer,
+            ),
+        )
+        .await
+        .expect("created");
+    let waiting = env
+        .grant_phase("by-deployer", GrantPhase::AwaitingApproval)
+        .await;
+    assert!(condition(&waiting, "Approved").is_none());
+    // A ServiceAccount named nowhere may not even ask.
+    let other = "system:serviceaccount:argocd:other";
+    let as_other = client_as_service_account(&env, other).await;
+    Api::<AccessGrant>::namespaced(as_other, &env.ns)
+        .create(
+            &PostParams::default(),
+            &grant("by-other", "mallory@example.com", oncall, "1h", other),
+        )
+        .await
+        .expect("created");
+    let denied = env.grant_phase("by-other", GrantPhase::Denied).await;
+    assert!(denied
+        .status
+        .unwrap()
+        .message
+        .unwrap_or_default()
+        .contains("grantable.gitOpsRequesters"),);
+    assert!(
+        !group_members(&policy_text(&env), "group:oncall").contains(&"mallory@example.com".into()),
+        "nothing reached the tailnet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_ends_with_its_policy_while_a_timed_one_runs_to_its_expiry() {
+    let env = setup("standingpolicy", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        standing(
+            "standing",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    request(
+        &env,
+        "mallory",
+        grant(
+            "timed",
+            "mallory@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "mallory",
+        ),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("standing", GrantPhase::Active).await;
+    env.grant_phase("timed", GrantPhase::Active).await;
+
+    // Without its policy nothing could tell that alice left: the standing grant ends now.
+    env.policies()
+        .delete("jit", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ended = env.grant_phase("standing", GrantPhase::Revoked).await;
+    let ready = condition(&ended, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "PolicyNotFound");
+    assert!(
+        ready.message.contains("AccessPolicy jit no longer exists"),
+        "{}",
+        ready.message
+    );
+    let members = group_members(&policy_text(&env), "group:prod");
+    assert!(
+        !members.contains(&"alice@example.com".into())
+            && members.contains(&"mallory@example.com".into()),
+        "the timed grant keeps its access until its expiry: {members:?}"
+    );
+    assert_eq!(
+        env.grants()
+            .get("timed")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase,
+        Some(GrantPhase::Active)
+    );
 }

@@ -241,6 +241,8 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
 /// Without the admission policies that prove who approved (an old cluster, the chart's policies
 /// disabled or not installed), an approval is a name anyone could type: a grant that needs one
 /// never activates, and an approval given then never counts, even once the policies are back.
+/// The same holds for a requester that stands for a review (a GitOps identity): without proof,
+/// anyone could have typed its name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_admission_policies_approvals_never_count() {
     use kube::api::{Patch, PatchParams, PostParams};
@@ -274,6 +276,7 @@ spec:
   directory: {{people: [{{loginNames: [alice@example.com], orgRole: engineer}}]}}
   roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
   grantable:
+    gitOpsRequesters: ["system:serviceaccount:argocd:argocd-application-controller"]
     groups:
       - name: "group:oncall"
         terms: {{maxDuration: 1h, approvalRequired: true, approvers: {{users: [bob]}}}}
@@ -296,6 +299,15 @@ spec:
         .create(&PostParams::default(), &grant)
         .await
         .expect("created");
+    // Nothing checks who creates this one either: the GitOps identity's name, typed by anyone.
+    let mut borrowed = grant.clone();
+    borrowed.metadata.name = Some("borrowed".into());
+    borrowed.spec.requested_by =
+        Some("system:serviceaccount:argocd:argocd-application-controller".into());
+    grants
+        .create(&PostParams::default(), &borrowed)
+        .await
+        .expect("no admission policy refuses it");
     // Nothing checks who writes this: the name of a listed approver, typed by anyone.
     let forged = serde_json::json!({"spec": {"approval": {"approvedBy": "bob", "grantUID": created.metadata.uid}}});
     grants
@@ -314,6 +326,15 @@ spec:
     .await;
     let status = waiting.status.expect("status");
     assert_eq!(status.phase, Some(GrantPhase::AwaitingApproval));
+    let borrowed = env
+        .grant_phase("borrowed", GrantPhase::AwaitingApproval)
+        .await;
+    assert_eq!(
+        tailkeeper::api::find_condition(&borrowed.status.expect("status").conditions, "Ready")
+            .map(|c| c.reason.as_str()),
+        Some("ApprovalUnverified"),
+        "a GitOps requester counts no more than an approval while nothing proves it"
+    );
     assert!(
         status
             .message
@@ -347,6 +368,12 @@ spec:
             .unwrap_or_default()
             .contains("never counts"),
         "an approval given while unprovable is refused for good"
+    );
+    let borrowed = env.grant_phase("borrowed", GrantPhase::Denied).await;
+    let message = borrowed.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("not approved in GitOps") && message.contains("never counts"),
+        "a grant created while its requester was unprovable is refused for good: {message}"
     );
     assert!(!env.sim.policy().0.contains("alice@example.com"));
 }

@@ -352,6 +352,13 @@ fn bad_specs() -> Vec<Bad> {
             expect: &["serviceAccountRequesters must be ServiceAccount user names such as system:serviceaccount:ci:deployer"],
         },
         Bad {
+            name: "gitOpsRequesters-not-a-serviceaccount",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, grantable: {gitOpsRequesters: [argocd]}}",
+            field: "spec.grantable.gitOpsRequesters",
+            expect: &["gitOpsRequesters must be ServiceAccount user names such as system:serviceaccount:argocd:argocd-application-controller"],
+        },
+        Bad {
             name: "directory-person-without-login",
             kind: Policy,
             spec: "{integrationRef: {name: corp}, directory: {people: [{displayName: Alice, loginNames: []}]}}",
@@ -705,12 +712,55 @@ async fn immutable_fields_cannot_be_changed() {
         assert_update_refused(&env, Kind::Grant, "g", patch, field, message).await;
     }
 
-    // requestedBy and approval: settable once, then fixed.
-    let set = assert_update_accepted(
+    // A duration cannot be added or removed: a timed grant never turns standing, or back.
+    let lose_or_gain =
+        "a grant cannot gain or lose its duration (a grant without one is standing): create a new AccessGrant";
+    assert_update_refused(
         &env,
         Kind::Grant,
         "g",
-        json!({ "requestedBy": "alice", "approval": { "approvedBy": "bob", "comment": "ok" } }),
+        json!({ "duration": null }),
+        "spec",
+        lose_or_gain,
+    )
+    .await;
+    let mut standing = yaml(MINIMAL_GRANT);
+    standing.as_object_mut().expect("spec").remove("duration");
+    let created = env.create_ok(Kind::Grant, "standing", standing).await;
+    assert!(
+        created["spec"].get("duration").is_none(),
+        "a standing grant is stored without a duration"
+    );
+    assert_update_refused(
+        &env,
+        Kind::Grant,
+        "standing",
+        json!({ "duration": "1h" }),
+        "spec",
+        lose_or_gain,
+    )
+    .await;
+
+    // requestedBy is set when the grant is created, never afterwards: that is when admission
+    // proves it (and a GitOps approval rests on it).
+    assert_update_refused(
+        &env,
+        Kind::Grant,
+        "g",
+        json!({ "requestedBy": "system:serviceaccount:argocd:argocd-application-controller" }),
+        "spec",
+        "requestedBy can only be set when the grant is created (that is when the API server proves it): create a new AccessGrant",
+    )
+    .await;
+    // requestedBy and approval: set once, then fixed.
+    let mut requested = yaml(MINIMAL_GRANT);
+    requested["requestedBy"] = json!("alice");
+    env.create_ok(Kind::Grant, "requested", requested).await;
+    let set = assert_update_accepted(
+        &env,
+        Kind::Grant,
+        "requested",
+        json!({ "approval": { "approvedBy": "bob", "comment": "ok" } }),
     )
     .await;
     assert_eq!(set["spec"]["approval"]["approvedBy"], "bob");
@@ -737,7 +787,7 @@ async fn immutable_fields_cannot_be_changed() {
             "requestedBy is immutable once set",
         ),
     ] {
-        assert_update_refused(&env, Kind::Grant, "g", patch, "spec", message).await;
+        assert_update_refused(&env, Kind::Grant, "requested", patch, "spec", message).await;
     }
     // The reason is what an approver judged: it cannot be rewritten afterwards.
     assert_update_refused(
@@ -979,7 +1029,8 @@ directory:
 roles: [{orgRole: engineer, tailscaleRoles: [member, admin]}]
 exemptions: [{loginName: breakglass@example.com, reason: emergency access}]
 grantable:
-  groups: [{name: 'group:prod-db', terms: {maxDuration: 8h, approvers: {groups: [approvers]}}}]
+  gitOpsRequesters: ['system:serviceaccount:argocd:argocd-application-controller']
+  groups: [{name: 'group:prod-db', terms: {maxDuration: 8h, standing: true, approvers: {groups: [approvers]}}}]
   roles: [{role: admin, terms: {maxDuration: 2160h, approvalRequired: false}}]
   rules: [{name: db, dst: ['tag:db'], ip: ['tcp:5432'], terms: {maxDuration: 4h}}]
   sshRules: [{name: ssh-prod, action: check, dst: ['tag:prod', 'autogroup:self'], users: [root], terms: {maxDuration: 1h}}]
@@ -1015,6 +1066,12 @@ grantRetention: 720h
     assert_eq!(spec["grantRetention"], "720h");
     let typed: AccessPolicy = serde_json::from_value(full).expect("the Rust type reads it back");
     assert_eq!(typed.spec.grantable.ssh_rules.len(), 1);
+    assert!(typed.spec.grantable.groups[0].terms.standing);
+    assert!(
+        !typed.spec.grantable.rules[0].terms.standing,
+        "standing access is off unless an item says so"
+    );
+    assert_eq!(typed.spec.grantable.git_ops_requesters.len(), 1);
 
     // --------------------------------------------------------------------- AccessGrant
     let minimal = env

@@ -1,5 +1,5 @@
-//! `AccessGrant`: one just-in-time grant of access to a tailnet. The types are defined here; the
-//! grant lifecycle (apply, expire, revoke) is a later addition.
+//! `AccessGrant`: one just-in-time grant of access to a tailnet: time-boxed (a `duration`), or
+//! standing (none) where the policy allows it. The lifecycle is in [`crate::grants`].
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::LocalRef;
 
-/// A request for time-boxed access for one Tailscale user. The API server keeps its core fields
-/// immutable; the chart's ValidatingAdmissionPolicy checks `requestedBy` and `approval` against
-/// the requesting Kubernetes identity.
+/// A request for access for one Tailscale user: time-boxed, or standing (no `duration`) where
+/// the policy allows it. The API server keeps its core fields immutable; the chart's
+/// ValidatingAdmissionPolicy checks `requestedBy` and `approval` against the requesting
+/// Kubernetes identity.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "tailkeeper.io",
@@ -22,13 +23,15 @@ use super::LocalRef;
     category = "tailkeeper",
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
     printcolumn = r#"{"name":"Access","type":"string","jsonPath":".spec.access"}"#,
-    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".spec.duration"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","description":"How long access lasts once active; none for a standing grant","jsonPath":".spec.duration"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Expires","type":"string","description":"When access ends (UTC)","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","description":"When access ends (UTC); none for a standing grant, which lasts until removed","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.requestedBy) || (has(self.requestedBy) && self.requestedBy == oldSelf.requestedBy)").message("requestedBy is immutable once set"))]
+#[x_kube(validation = Rule::new("has(oldSelf.requestedBy) || !has(self.requestedBy)").message("requestedBy can only be set when the grant is created (that is when the API server proves it): create a new AccessGrant"))]
+#[x_kube(validation = Rule::new("has(self.duration) == has(oldSelf.duration)").message("a grant cannot gain or lose its duration (a grant without one is standing): create a new AccessGrant"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.approval) || (has(self.approval) && self.approval == oldSelf.approval)").message("approval is immutable once set"))]
 pub struct AccessGrantSpec {
     /// The AccessPolicy (same namespace) that lists what may be granted. Immutable.
@@ -46,14 +49,17 @@ pub struct AccessGrantSpec {
     pub access: GrantAccess,
 
     /// How long the access lasts once active, for example `2h` (positive, at most 2160h).
-    /// Immutable.
+    /// Omitted: a standing grant, which lasts until it is deleted or its person is offboarded,
+    /// and only where the policy's item allows it (`terms.standing`). Immutable, and cannot be
+    /// added or removed after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 32),
         regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
     )]
     #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('2160h'))").message("duration must be positive and at most 2160h (90 days)"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("duration is immutable: create a new AccessGrant"))]
-    pub duration: String,
+    pub duration: Option<String>,
 
     /// Why the access is needed (kept as evidence for access reviews). Immutable: an approver
     /// judges it.
@@ -61,7 +67,9 @@ pub struct AccessGrantSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("reason is immutable: an approver judged it; create a new AccessGrant"))]
     pub reason: String,
 
-    /// The Kubernetes user who requested the grant. Must be the creator's own identity.
+    /// The Kubernetes user who requested the grant. Must be the creator's own identity, set
+    /// when the grant is created. A ServiceAccount the policy lists in
+    /// `grantable.gitOpsRequesters` needs no `approval`: the review happened in the pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub requested_by: Option<String>,
@@ -94,7 +102,7 @@ pub struct GrantAccess {
     pub ssh_rule: Option<String>,
     /// The name of a posture attribute template of the policy: the attribute is set on each of
     /// the user's devices with Tailscale's own expiry, so access ends on time even if the
-    /// operator is down.
+    /// operator is down (a standing grant's has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub posture_attribute: Option<String>,
@@ -157,7 +165,8 @@ pub struct AccessGrantStatus {
     /// When the access was applied to Tailscale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<Time>,
-    /// When the access lapses (activation plus duration).
+    /// When the access lapses (activation plus duration); absent for a standing grant, which has
+    /// no expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
     /// When the access was taken away.

@@ -65,8 +65,10 @@ pub struct Hold {
     pub user_id: String,
     /// The beneficiary's login name.
     pub login: String,
-    /// When the access ends.
-    pub expires_at: Time,
+    /// When the access ends; absent for a standing grant, whose access ends when the grant ends
+    /// (deleted, or its person offboarded) or is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
     /// A role held (raised to at least this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,

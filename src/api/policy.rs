@@ -200,6 +200,15 @@ pub struct Grantable {
     #[schemars(length(max = 64), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new("self.all(u, u.matches('^system:serviceaccount:[^:]+:[^:]+$'))").message("serviceAccountRequesters must be ServiceAccount user names such as system:serviceaccount:ci:deployer"))]
     pub service_account_requesters: Vec<String>,
+    /// ServiceAccounts (`system:serviceaccount:<namespace>:<name>`) of GitOps tools (Argo CD,
+    /// Flux) that apply grants merged to a repository. A grant they request counts as approved
+    /// without `spec.approval`: the review happened in the pull request, so whoever may merge to
+    /// that repository approves. They need no entry in `serviceAccountRequesters`. Counts only
+    /// while the cluster proves requesters (the chart's admission policies), like any approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^system:serviceaccount:[^:]+:[^:]+$'))").message("gitOpsRequesters must be ServiceAccount user names such as system:serviceaccount:argocd:argocd-application-controller"))]
+    pub git_ops_requesters: Vec<String>,
     /// Policy-file groups a grant may add its user to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
@@ -223,7 +232,8 @@ pub struct Grantable {
 }
 
 /// A device posture attribute a grant sets on each of the user's devices, with Tailscale's own
-/// expiry at the grant's end (fail-closed: access ends on time even if the operator is down).
+/// expiry at the grant's end (fail-closed: access ends on time even if the operator is down;
+/// none while a standing grant holds it).
 /// Policy-file postures such as `custom:jit-prod == true` then decide what it unlocks.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -278,6 +288,12 @@ pub struct GrantTerms {
     /// Who may approve.
     #[serde(default)]
     pub approvers: Approvers,
+    /// Grants of this item may omit `duration` and last until removed: until the grant is
+    /// deleted, its person is offboarded in (or gone from) the directory, or this policy no
+    /// longer lets the item stand (default false). They are requested and approved like any
+    /// other.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standing: bool,
 }
 
 /// A grantable policy-file group.

@@ -80,6 +80,8 @@ pub struct Context {
     stores: std::sync::OnceLock<(Store<AccessPolicy>, Store<TailscaleIntegration>)>,
     /// The caches of grants and ledgers (the sweeper reads both).
     grant_stores: std::sync::OnceLock<(Store<AccessGrant>, Store<GrantLedger>)>,
+    /// Asks the grant controller to look at a grant now (set once it runs).
+    grant_rechecks: std::sync::OnceLock<futures::channel::mpsc::Sender<ObjectRef<AccessGrant>>>,
     /// One lock per integration's ledger.
     pub ledger_locks: super::ledger::Locks,
     /// The admission policies and bindings installed, as last read.
@@ -111,6 +113,7 @@ impl Context {
             directories: RwLock::default(),
             stores: std::sync::OnceLock::new(),
             grant_stores: std::sync::OnceLock::new(),
+            grant_rechecks: std::sync::OnceLock::new(),
             ledger_locks: Default::default(),
             admission: RwLock::new(Err("not read yet".into())),
             tailscale: RwLock::default(),
@@ -160,6 +163,24 @@ impl Context {
         let _ = self.grant_stores.set((grants, ledgers));
     }
 
+    pub fn set_grant_rechecks(
+        &self,
+        rechecks: futures::channel::mpsc::Sender<ObjectRef<AccessGrant>>,
+    ) {
+        let _ = self.grant_rechecks.set(rechecks);
+    }
+
+    /// Ask the grant controller to look at `grant` now. Never waits: when the queue is full the
+    /// ask is dropped with a warning (the asker asks again at its next evaluation).
+    pub fn recheck_grant(&self, grant: ObjectRef<AccessGrant>) {
+        let Some(rechecks) = self.grant_rechecks.get() else {
+            return;
+        };
+        if let Err(e) = rechecks.clone().try_send(grant) {
+            warn!(error = %e, "cannot ask the grant controller to look at a grant now");
+        }
+    }
+
     /// A grant from the controller's cache.
     pub fn cached_grant(&self, ns: &str, name: &str) -> Option<Arc<AccessGrant>> {
         self.grant_stores
@@ -182,7 +203,8 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// Holds recorded in any ledger whose expiry is more than `grace` before `now`.
+    /// Holds recorded in any ledger whose expiry is more than `grace` before `now` (a standing
+    /// grant's hold has none, so is never overdue).
     pub fn overdue_holds(&self, now: Timestamp, grace: std::time::Duration) -> i64 {
         let Some((_, ledgers)) = self.grant_stores.get() else {
             return 0;
@@ -191,7 +213,7 @@ impl Context {
             .state()
             .iter()
             .flat_map(|l| l.spec.holds.iter())
-            .filter(|h| h.expires_at.0 + grace < now)
+            .filter(|h| h.expires_at.as_ref().is_some_and(|t| t.0 + grace < now))
             .count() as i64
     }
 

@@ -1,7 +1,8 @@
-//! The AccessGrant reconciler, a short pipeline: load the grant, its policy (from the cache) and
-//! whether the ledger holds access for it; ask [`lifecycle::decide`] for the next step; carry it
-//! out through the ledger ([`super::ledger`], which records every change before making it); write
-//! status once. It holds no lifecycle decision of its own.
+//! The AccessGrant reconciler, a short pipeline: load the grant, its policy (from the cache),
+//! who its person is in the policy's directory and whether the ledger holds access for it; ask
+//! [`lifecycle::decide`] for the next step; carry it out through the ledger ([`super::ledger`],
+//! which records every change before making it); write status once. It holds no lifecycle
+//! decision of its own.
 //!
 //! Deleting a grant that holds access ends the access first (finalizer). Should the grant vanish
 //! anyway (its finalizer removed by force), the ledger's sweeper ends the access at once.
@@ -28,10 +29,9 @@ use crate::api::{
     find_condition, AccessGrant, AccessGrantStatus, AccessPolicy, AppliedChange, ChangeKind,
     ConditionStatus, Conditions, GrantLedgerSpec, GrantPhase, Hold, KState, TailscaleIntegration,
 };
-use crate::compliance::EmploymentStatus;
 use crate::grants::ledger::RoleRefusal;
-use crate::grants::lifecycle::{self, Approver, Beneficiary, GrantState, Step};
-use crate::grants::{self, PlannedAccess};
+use crate::grants::lifecycle::{self, Approver, Beneficiary, GrantState, Revocation, Step};
+use crate::grants::{self, ApprovedBy, PlannedAccess};
 use crate::policy_file::Entries;
 use crate::tailscale::{self, UserType};
 
@@ -40,6 +40,10 @@ pub const FINALIZER: &str = "tailkeeper.io/revoke";
 
 /// How soon a grant waiting for another role grant to end looks again.
 const ROLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often an Active standing grant is looked at again when nothing else wakes it (its person
+/// leaving, or its policy changing or going, wake it at once).
+const STANDING_RECHECK: Duration = Duration::from_secs(300);
 
 /// Why a grant reconcile did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +96,13 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
     let policy = load_policy(ctx, &ns, &grant.spec.policy_ref.name).await?;
     let holder = holder(ctx, grant, policy.as_ref()).await?;
     let deleting = grant.metadata.deletion_timestamp.is_some();
-    // Who the beneficiary is matters only before access starts.
+    // Who the beneficiary is matters before access starts and while it lasts (access is for
+    // people); not once the grant has ended.
     let (beneficiary, approver) = match (&policy, status.phase) {
-        (Some(p), None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)) if !deleting => {
-            people(ctx, p, grant).await
-        }
+        (
+            Some(p),
+            None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval | GrantPhase::Active),
+        ) if !deleting => people(ctx, p, grant).await,
         _ => (Beneficiary::Person, Approver::NotInDirectory),
     };
     let uid = grant.uid().unwrap_or_default();
@@ -109,6 +115,12 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             // Times are whole seconds: an approval in the same second is not trusted either.
             (Ok(Some(since)), Some(at)) if at <= *since
         );
+    // `requestedBy` is set only when a grant is created (the schema refuses it later): a grant
+    // created before those policies were in force names a requester nothing proved.
+    let requested_unproven = matches!(
+        (&verified, grant.metadata.creation_timestamp.as_ref()),
+        (Ok(Some(since)), Some(created)) if created.0 <= *since
+    );
     // An approval given while the grant had no governing policy (or under a policy since
     // deleted and recreated) was judged against nothing. Times are whole seconds: one in the
     // policy's own second counts, as the approver named in it is still checked against the
@@ -134,17 +146,18 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         beneficiary,
         approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
         approved_unproven,
+        requested_unproven,
         approved_before_policy,
         approver,
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
-        Step::Deny { message } => {
+        Step::Deny { reason, message } => {
             finish(
                 grant,
                 ctx,
                 GrantPhase::Denied,
-                "Denied",
+                reason.as_str(),
                 &message,
                 policy.as_ref(),
             )
@@ -179,26 +192,28 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             }
             .into())
         }
-        Step::Activate { access, duration } => {
+        Step::Activate {
+            access,
+            duration,
+            approved_by,
+        } => {
             let Some(policy) = policy else {
                 return Ok(Action::requeue(Duration::from_secs(1)).into());
             };
-            activate(
-                grant,
-                ctx,
-                &policy,
-                access,
-                lifecycle::expiry(now, duration),
-            )
-            .await
+            let expires = duration.map(|d| lifecycle::expiry(now, d));
+            activate(grant, ctx, &policy, access, expires, &approved_by).await
         }
         Step::Hold { until } => {
             if let Some(held) = &holder {
                 reassert(grant, ctx, held, until).await;
             }
-            Ok(requeue_at(until).into())
+            Ok(until
+                .map_or(Action::requeue(STANDING_RECHECK), requeue_at)
+                .into())
         }
-        Step::Revoke { phase } => revoke(grant, ctx, holder, policy.as_ref(), phase).await,
+        Step::Revoke { phase, cause } => {
+            revoke(grant, ctx, holder, policy.as_ref(), phase, cause).await
+        }
         Step::Retain { until } => Ok(requeue_at(until).into()),
         Step::Delete => {
             info!("retention period over; deleting the grant record");
@@ -211,12 +226,14 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
     }
 }
 
+/// Apply the access until `expires` (`None`: standing) and record how it was approved.
 async fn activate(
     grant: &AccessGrant,
     ctx: &Context,
     policy: &AccessPolicy,
     access: PlannedAccess,
-    expires: Timestamp,
+    expires: Option<Timestamp>,
+    approved_by: &ApprovedBy,
 ) -> Result<Outcome, GrantError> {
     let ns = grant.namespace().unwrap_or_default();
     let name = &policy.spec.integration_ref.name;
@@ -337,13 +354,28 @@ async fn activate(
         .as_ref()
         .map(|h| changes_of(h, started.already_held))
         .unwrap_or_default();
+    let lasts = match started.expires {
+        Some(at) => format!("until {at}"),
+        None => "as standing access, until the grant is deleted or its person leaves".to_string(),
+    };
     let message = format!(
-        "{} granted to {login} until {}{}",
+        "{} granted to {login} {lasts}{}",
         access.describe(),
-        started.expires,
         started.note
     );
     info!(%message, "grant activated");
+    let approval = approved_by.message(&policy.name_any());
+    if matches!(approved_by, ApprovedBy::GitOps { .. }) {
+        // Nobody approved it in the cluster: say who stands for the review, and where it was.
+        ctx.publish(
+            grant,
+            EventType::Normal,
+            approved_by.reason(),
+            "Grant",
+            approval.clone(),
+        )
+        .await;
+    }
     ctx.publish(
         grant,
         EventType::Normal,
@@ -353,22 +385,31 @@ async fn activate(
     )
     .await;
     let now = Timestamp::now();
-    write(
+    let approved = Raised {
+        type_: APPROVED,
+        reason: approved_by.reason(),
+        message: &approval,
+    };
+    write_with(
         grant,
         ctx,
         GrantPhase::Active,
         KState::Ready,
         "Active",
         &message,
+        &[approved],
         |s| {
             s.activated_at = Some(Time(now));
-            s.expires_at = Some(Time(started.expires));
+            s.expires_at = started.expires.map(Time);
             s.revoked_at = None;
             s.applied = applied.clone();
         },
     )
     .await?;
-    Ok(requeue_at(started.expires).into())
+    Ok(started
+        .expires
+        .map_or(Action::requeue(STANDING_RECHECK), requeue_at)
+        .into())
 }
 
 /// Ask for an active grant's policy-file entries again (after a restart, or if someone removed
@@ -377,7 +418,7 @@ async fn reassert(
     grant: &AccessGrant,
     ctx: &Context,
     (key, recorded): &(Key, GrantLedgerSpec),
-    until: Timestamp,
+    until: Option<Timestamp>,
 ) {
     let wanted = grant.uid().and_then(|uid| {
         ledger::seeded_entries(recorded, &key.0)
@@ -397,24 +438,21 @@ async fn reassert(
     };
     let writer = reach.writer(ctx);
     if let Err(e) = writer
-        .want(
-            ledger::writer_key(grant),
-            Want::Entries(entries),
-            Some(until),
-        )
+        .want(ledger::writer_key(grant), Want::Entries(entries), until)
         .await
     {
         warn!(error = %e, "cannot re-assert an active grant's policy-file entries");
     }
 }
 
-/// End the grant's access (whatever holds it) and record how it ended.
+/// End the grant's access (whatever holds it) and record how, and why, it ended.
 async fn revoke(
     grant: &AccessGrant,
     ctx: &Context,
     holder: Option<(Key, GrantLedgerSpec)>,
     policy: Option<&AccessPolicy>,
     phase: GrantPhase,
+    cause: Revocation,
 ) -> Result<Outcome, GrantError> {
     let current = grant.status.as_ref().and_then(|s| s.phase);
     let mut notes = Vec::new();
@@ -475,6 +513,9 @@ async fn revoke(
         "Revoked"
     };
     let mut message = format!("access of {} {}", grant.spec.user, what.to_lowercase());
+    if let Some(why) = cause.explain(&grant.spec) {
+        message.push_str(&format!(": {why}"));
+    }
     if !notes.is_empty() {
         message.push_str(&format!(" ({})", notes.join("; ")));
     }
@@ -482,8 +523,11 @@ async fn revoke(
         || current == Some(GrantPhase::Pending)
         || current.is_none()
     {
-        info!(%message, "grant ended");
-        ctx.publish(grant, EventType::Normal, what, "Revoke", message.clone())
+        // The Event and the condition name why it ended: Expired, Revoked, or the cause
+        // (PersonOffboarded, PersonNotInDirectory, PolicyNotFound).
+        let reason = cause.reason().as_str();
+        info!(%message, reason, "grant ended");
+        ctx.publish(grant, EventType::Normal, reason, "Revoke", message.clone())
             .await;
         if changed_by_person {
             ctx.publish(
@@ -496,10 +540,15 @@ async fn revoke(
             .await;
         }
         let now = Timestamp::now();
-        let reason = if ended_in == GrantPhase::Expired || ended_in == GrantPhase::Revoked {
-            what
+        let changed = Raised {
+            type_: CHANGED_MEANWHILE,
+            reason: CHANGED_MEANWHILE,
+            message: &message,
+        };
+        let raised: &[Raised] = if changed_by_person {
+            std::slice::from_ref(&changed)
         } else {
-            "Revoked"
+            &[]
         };
         write_with(
             grant,
@@ -508,7 +557,7 @@ async fn revoke(
             KState::Ready,
             reason,
             &message,
-            changed_by_person,
+            raised,
             |s| {
                 s.revoked_at = Some(Time(now));
             },
@@ -616,8 +665,8 @@ async fn holder(
     }
 }
 
-/// The beneficiary and the approver as the policy's directory knows them: from the policy
-/// reconciler's last read, else read now.
+/// The beneficiary and the approving identity (an approver, or a GitOps requester) as the
+/// policy's directory knows them: from the policy reconciler's last read, else read now.
 async fn people(
     ctx: &Context,
     policy: &AccessPolicy,
@@ -639,22 +688,9 @@ async fn people(
             Approver::NotInDirectory,
         ),
         Ok(d) => {
-            let beneficiary = match d.lookup(login) {
-                None => Beneficiary::Unknown,
-                Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
-                Some(_) => Beneficiary::Person,
-            };
-            let approver = match grant.spec.approval.as_ref() {
-                None => Approver::NotInDirectory,
-                Some(a) if d.same_person(&a.approved_by, login) => Approver::Beneficiary,
-                Some(a) => match d.person_of_user(&a.approved_by) {
-                    None => Approver::NotInDirectory,
-                    Some(p) if p.status == EmploymentStatus::Offboarded => Approver::Offboarded,
-                    Some(p) => Approver::Person {
-                        groups: p.kubernetes_groups.clone(),
-                    },
-                },
-            };
+            let beneficiary = Beneficiary::of(d, login);
+            let approver = grants::approving_identity(&policy.spec, &grant.spec)
+                .map_or(Approver::NotInDirectory, |by| Approver::of(d, by, login));
             (beneficiary, approver)
         }
     }
@@ -776,11 +812,18 @@ async fn write(
     message: &str,
     edit: impl FnOnce(&mut AccessGrantStatus),
 ) -> Result<(), kube::Error> {
-    write_with(grant, ctx, phase, state, reason, message, false, edit).await
+    write_with(grant, ctx, phase, state, reason, message, &[], edit).await
 }
 
-/// [`write`], also raising `ChangedMeanwhile` (kept from then on) when a person changed what the
-/// grant had set.
+/// A condition a status write raises besides the kstatus ones; kept from then on.
+struct Raised<'a> {
+    type_: &'static str,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// [`write`], also raising `raised` conditions. Conditions raised before (`Approved`,
+/// `RoleChangedMeanwhile`) are kept.
 #[allow(clippy::too_many_arguments)]
 async fn write_with(
     grant: &AccessGrant,
@@ -789,7 +832,7 @@ async fn write_with(
     state: KState,
     reason: &str,
     message: &str,
-    changed_meanwhile: bool,
+    raised: &[Raised<'_>],
     edit: impl FnOnce(&mut AccessGrantStatus),
 ) -> Result<(), kube::Error> {
     let previous = grant.status.clone().unwrap_or_default();
@@ -807,7 +850,7 @@ async fn write_with(
     );
     conditions.set_kstatus(state, reason, message);
     for c in &previous.conditions {
-        if c.type_ == CHANGED_MEANWHILE {
+        if KEPT.contains(&c.type_.as_str()) {
             conditions.set(
                 &c.type_,
                 ConditionStatus::True,
@@ -816,13 +859,8 @@ async fn write_with(
             );
         }
     }
-    if changed_meanwhile {
-        conditions.set(
-            CHANGED_MEANWHILE,
-            ConditionStatus::True,
-            CHANGED_MEANWHILE,
-            message,
-        );
+    for r in raised {
+        conditions.set(r.type_, ConditionStatus::True, r.reason, r.message);
     }
     status.conditions = conditions.into_vec();
     let api: Api<AccessGrant> =
@@ -833,6 +871,13 @@ async fn write_with(
 /// The condition (and Event) raised when a person changed, during the grant, what it had set
 /// (a role, or a posture attribute).
 pub const CHANGED_MEANWHILE: &str = "RoleChangedMeanwhile";
+
+/// The condition saying how an activated grant was approved: reason `ApprovedInGitOps`,
+/// `ApprovedByApprover` or `ApprovalNotRequired` ([`ApprovedBy`]), a message naming who.
+pub const APPROVED: &str = "Approved";
+
+/// Conditions that, once raised, stay on the grant.
+const KEPT: [&str; 2] = [CHANGED_MEANWHILE, APPROVED];
 
 /// Publish an Event when the grant enters `phase` or a new reason (not on every reconcile).
 async fn publish_once(

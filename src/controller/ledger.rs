@@ -304,7 +304,8 @@ pub fn ledger_key(integration: &Key, user_id: &str) -> Key {
 /// What a started grant holds.
 #[derive(Clone, Debug)]
 pub struct Started {
-    pub expires: Timestamp,
+    /// When its access ends; `None` for a standing grant.
+    pub expires: Option<Timestamp>,
     /// A human description of what changed (or that nothing had to).
     pub note: String,
     /// Whether the user already held the access without this grant.
@@ -362,13 +363,14 @@ impl Reach {
     }
 }
 
-/// Start (or resume) a grant's access. The hold is in the ledger before Tailscale changes.
+/// Start (or resume) a grant's access, until `expires` (`None`: standing, no expiry). The hold
+/// is in the ledger before Tailscale changes.
 pub async fn start(
     ctx: &Context,
     reach: &Reach,
     grant: &AccessGrant,
     user: &tailscale::User,
-    expires: Timestamp,
+    expires: Option<Timestamp>,
     request: Request,
 ) -> Result<Started, NotStarted> {
     // Most starts are a user's first: read the cached ledger (usually none) rather than ask
@@ -396,7 +398,7 @@ async fn start_from(
     reach: &Reach,
     grant: &AccessGrant,
     user: &tailscale::User,
-    expires: Timestamp,
+    expires: Option<Timestamp>,
     request: Request,
     read: Read,
 ) -> Result<Started, NotStarted> {
@@ -412,14 +414,14 @@ async fn start_from(
     txn.spec.credentials_secret = reach.secret.clone().or(txn.spec.credentials_secret.take());
     // A resumed start keeps the expiry it began with: a crash never lengthens a grant.
     let expires = rules::hold(&txn.spec, &uid)
-        .map(|h| h.expires_at.0)
+        .map(|h| h.expires_at.as_ref().map(|t| t.0))
         .unwrap_or(expires);
     let hold = Hold {
         grant: grant.name_any(),
         grant_uid: uid.clone(),
         user_id: user.id.clone(),
         login: grant.spec.user.clone(),
-        expires_at: Time(expires),
+        expires_at: expires.map(Time),
         role: None,
         superseded: false,
         entries: None,
@@ -445,7 +447,7 @@ async fn start_from(
             // writer can fold many grants into one write (it serialises the file itself).
             drop(txn);
             let writer = reach.writer(ctx);
-            match writer.want(writer_key(grant), want, Some(expires)).await {
+            match writer.want(writer_key(grant), want, expires).await {
                 Ok(written) => {
                     let already_held = !written.already_present.is_empty();
                     let entries = held_entries(&written.entries);
@@ -657,10 +659,13 @@ pub async fn end(
         txn.spec.holds.retain(|h| h.grant_uid != grant_uid);
         txn.save().await?;
     }
-    // How late access that expired was taken away (access ended early, by a deletion, is not).
-    let late = Timestamp::now().duration_since(hold.expires_at.0);
-    if !late.is_negative() {
-        ctx.metrics.revocation_lateness.observe(late.as_secs_f64());
+    // How late access that expired was taken away (access ended early, by a deletion, is not;
+    // a standing grant's never expires).
+    if let Some(expired) = &hold.expires_at {
+        let late = Timestamp::now().duration_since(expired.0);
+        if !late.is_negative() {
+            ctx.metrics.revocation_lateness.observe(late.as_secs_f64());
+        }
     }
     Ok(ended)
 }
@@ -702,8 +707,12 @@ pub fn writer_key(grant: &AccessGrant) -> Key {
     )
 }
 
-/// The policy-file entries of the holds of a ledger, as the writer seeds them.
-pub fn seeded_entries(ledger: &GrantLedgerSpec, namespace: &str) -> Vec<(Key, Entries, Timestamp)> {
+/// The policy-file entries of the holds of a ledger, as the writer seeds them, each with its
+/// expiry (`None`: standing).
+pub fn seeded_entries(
+    ledger: &GrantLedgerSpec,
+    namespace: &str,
+) -> Vec<(Key, Entries, Option<Timestamp>)> {
     ledger
         .holds
         .iter()
@@ -724,7 +733,7 @@ pub fn seeded_entries(ledger: &GrantLedgerSpec, namespace: &str) -> Vec<(Key, En
             Some((
                 (namespace.to_string(), h.grant_uid.clone()),
                 entries,
-                h.expires_at.0,
+                h.expires_at.as_ref().map(|t| t.0),
             ))
         })
         .collect()
@@ -912,8 +921,9 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
     let grants: Api<AccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     for h in &ledger.spec.holds {
         // At expiry the grant's own reconciler ends its access (and records how); the sweeper
-        // steps in if it has not a moment later.
-        if h.expires_at.0 + SWEEP_GRACE <= now {
+        // steps in if it has not a moment later. A standing grant's hold has no expiry: it
+        // ends when its grant ends or is gone, below.
+        if rules::lapsed(h, now, SWEEP_GRACE) {
             due.push(h.clone());
             continue;
         }
@@ -1064,16 +1074,12 @@ async fn finish_role(
     txn.save().await
 }
 
+/// A grant's deletion can reach this controller before the grant cache has seen it (they
+/// watch separately): while anything is held, look again soon (as well as at the earliest
+/// expiry), so a grant that is gone loses its access within seconds, standing ones included.
 fn next_wake(spec: &GrantLedgerSpec) -> Action {
-    match rules::earliest_expiry(spec).map(|at| at + SWEEP_GRACE) {
-        Some(at) => {
-            let wait =
-                Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO);
-            // A grant's deletion can reach this controller before the grant cache has seen it
-            // (they watch separately): look again soon, so a grant that is gone loses its
-            // access within seconds even then.
-            Action::requeue(wait.min(SWEEP_RECHECK))
-        }
+    match rules::next_look(spec, Timestamp::now(), SWEEP_GRACE, SWEEP_RECHECK) {
+        Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     }
 }

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -258,8 +258,9 @@ pub async fn run(
             }
         });
 
-    // Grants: their spec (an approval), finalizers and deletion; their policy appearing or
-    // changing; and timers for the exact expiry instant.
+    // Grants: their spec (an approval), finalizers and deletion; their policy appearing,
+    // changing or going; their person leaving (the policy reconciler asks); and timers for the
+    // exact expiry instant.
     let (grant_store, grant_writer) = reflector::store::<AccessGrant>();
     let grants = watcher(
         api::<AccessGrant>(&client, &config.namespace),
@@ -270,13 +271,24 @@ pub async fn run(
     .reflect(grant_writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
+    // A deleted policy comes through marked as being deleted (it may have had no finalizer to
+    // say so): its standing grants must end.
     let policy_changes = watcher(
         api::<AccessPolicy>(&client, &config.namespace),
         watcher::Config::default(),
     )
     .default_backoff()
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .map_ok(|event| match event {
+        watcher::Event::Delete(mut p) => {
+            p.metadata.deletion_timestamp.get_or_insert(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            );
+            watcher::Event::Delete(p)
+        }
+        other => other,
+    })
+    .touched_objects()
+    .predicate_filter(generation_or_deletion, Default::default());
     // Ledgers: the sweeper ends holds whose grant expired, ended or is gone; woken by every
     // grant change in the namespace (deletions included) and at the earliest expiry.
     let (ledger_store, ledger_writer) = reflector::store::<GrantLedger>();
@@ -315,6 +327,8 @@ pub async fn run(
 
     let by_policy = grant_store.clone();
     let (grant_recheck, grant_rechecks) = futures::channel::mpsc::channel(64);
+    // The policy reconciler asks for grants whose person its directory says has left.
+    ctx.set_grant_rechecks(grant_recheck.clone());
     let grant_controller = Controller::for_stream(grants, grant_store.clone())
         .reconcile_on(grant_rechecks)
         .watches_stream(policy_changes, move |p: AccessPolicy| {
@@ -326,10 +340,12 @@ pub async fn run(
                     g.namespace().as_deref() == Some(ns.as_str()) && g.spec.policy_ref.name == name
                 })
                 .filter(|g| {
-                    matches!(
-                        g.status.as_ref().and_then(|s| s.phase),
-                        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)
-                    )
+                    // Waiting grants may now go ahead; standing ones may no longer stand.
+                    match g.status.as_ref().and_then(|s| s.phase) {
+                        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval) => true,
+                        Some(GrantPhase::Active) => g.spec.duration.is_none(),
+                        Some(_) => false,
+                    }
                 })
                 .map(|g| ObjectRef::from_obj(g.as_ref()))
                 .collect::<Vec<_>>()
@@ -523,6 +539,14 @@ fn inventory_or_connection(i: &TailscaleIntegration) -> Option<u64> {
     find_condition(&status.conditions, "Ready")
         .map(|c| c.status.as_str())
         .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Policy changes that matter to its grants: the spec (generation) and deletion.
+fn generation_or_deletion(p: &AccessPolicy) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.metadata.generation.hash(&mut h);
+    p.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
 }
 

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use tracing::{debug, info, instrument};
 
@@ -30,6 +31,7 @@ use crate::compliance::{
     self, CheckName, CheckResult, Directory, DirectoryFormat, Evaluation, Person, RoleGrant,
 };
 use crate::duration;
+use crate::grants::lifecycle::Beneficiary;
 use crate::metrics::CheckLabels;
 
 /// At most this many failing users are listed per check; `failingCount` has the total.
@@ -75,8 +77,19 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             .is_none()
     });
     let directory = load_directory(&obj, &ctx).await;
-    // Grants read it too: access is for people the directory knows.
+    // Grants read it too: access is for people the directory knows. Active grants of people it
+    // says have left (or no longer knows) end now, not at their expiry (standing: never).
     ctx.set_directory(key_of(obj.as_ref()), directory.clone().map(|(d, _)| d));
+    if let Ok((dir, _)) = &directory {
+        for g in ctx.grants_in(&ns).iter().filter(|g| {
+            g.spec.policy_ref.name == name
+                && g.status.as_ref().and_then(|s| s.phase) == Some(GrantPhase::Active)
+                && g.metadata.deletion_timestamp.is_none()
+                && Beneficiary::of(dir, &g.spec.user).ends_access()
+        }) {
+            ctx.recheck_grant(ObjectRef::from_obj(g.as_ref()));
+        }
+    }
     let role_grants = active_role_grants(&obj, &ctx).await?;
 
     let mut requeue = interval;

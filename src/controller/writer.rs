@@ -331,14 +331,9 @@ impl WriterTask {
             .iter()
             .flat_map(|l| super::ledger::seeded_entries(&l.spec, ns))
         {
-            if expires > now {
-                wanted.insert(
-                    key,
-                    Held {
-                        entries,
-                        expires: Some(expires),
-                    },
-                );
+            // Entries of standing grants (no expiry) are wanted until their grant ends.
+            if expires.is_none_or(|at| at > now) {
+                wanted.insert(key, Held { entries, expires });
             }
         }
         debug!(integration = %name, grants = wanted.len(), "policy writer seeded");

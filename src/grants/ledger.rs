@@ -12,9 +12,15 @@
 //!
 //! Posture attributes: a value a person had set is recorded before Tailkeeper sets its own and
 //! comes back when the last grant of it ends, unless a person changed it meanwhile. A device
-//! where a person already set the granted value is left alone entirely.
+//! where a person already set the granted value is left alone entirely. Tailscale's own expiry
+//! of the value is the latest end among its holds, and none while a standing hold has it.
+//!
+//! Holds of standing grants have no expiry: nothing ends them on the clock, only their grant
+//! ending or being gone, which the sweeper looks for every few seconds while anything is held.
 
-use jiff::Timestamp;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use crate::api::{AttributeRecord, GrantLedgerSpec, Hold, RoleRecord};
@@ -87,9 +93,35 @@ pub fn hold<'a>(ledger: &'a GrantLedgerSpec, grant_uid: &str) -> Option<&'a Hold
     ledger.holds.iter().find(|h| h.grant_uid == grant_uid)
 }
 
-/// Whether any hold is live at `now` (its grant may still hold access).
+/// The earliest expiry among the holds (holds of standing grants have none).
 pub fn earliest_expiry(ledger: &GrantLedgerSpec) -> Option<Timestamp> {
-    ledger.holds.iter().map(|h| h.expires_at.0).min()
+    ledger
+        .holds
+        .iter()
+        .filter_map(|h| h.expires_at.as_ref().map(|t| t.0))
+        .min()
+}
+
+/// Whether a hold's expiry passed `grace` ago or more (never, for a standing grant's).
+pub fn lapsed(hold: &Hold, now: Timestamp, grace: SignedDuration) -> bool {
+    hold.expires_at.as_ref().is_some_and(|t| t.0 + grace <= now)
+}
+
+/// How long until the sweeper looks at a ledger again: `grace` after the earliest expiry, and
+/// while anything is held at least every `recheck`, so a hold whose grant is gone (deleted past
+/// its finalizer) ends within seconds, with or without an expiry. `None`: nothing is held.
+pub fn next_look(
+    ledger: &GrantLedgerSpec,
+    now: Timestamp,
+    grace: SignedDuration,
+    recheck: Duration,
+) -> Option<Duration> {
+    if ledger.holds.is_empty() {
+        return None;
+    }
+    let until_expiry = earliest_expiry(ledger)
+        .map(|at| Duration::try_from((at + grace).duration_since(now)).unwrap_or(Duration::ZERO));
+    Some(until_expiry.map_or(recheck, |wait| wait.min(recheck)))
 }
 
 fn record_mut<'a>(ledger: &'a mut GrantLedgerSpec, user_id: &str) -> Option<&'a mut RoleRecord> {
@@ -355,8 +387,33 @@ fn attribute_index(ledger: &GrantLedgerSpec, device_id: &str, key: &str) -> Opti
         .position(|a| a.device_id == device_id && a.key == key)
 }
 
-/// The latest expiry among the holds of `key` on a device.
-fn latest_expiry(ledger: &GrantLedgerSpec, device_id: &str, key: &str) -> Option<Timestamp> {
+/// How long the holds of a posture attribute on a device last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum HeldFor {
+    /// No hold has it.
+    Nothing,
+    /// Until the latest expiry among them.
+    Until(Timestamp),
+    /// A standing grant holds it: no expiry.
+    UntilRemoved,
+}
+
+impl HeldFor {
+    fn of(expires: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Self {
+        expires.map_or(HeldFor::UntilRemoved, |t| HeldFor::Until(t.0))
+    }
+
+    /// Tailscale's own expiry for the value (`None`: it has none).
+    fn expiry(self) -> Option<String> {
+        match self {
+            HeldFor::Until(at) => Some(at.to_string()),
+            HeldFor::Nothing | HeldFor::UntilRemoved => None,
+        }
+    }
+}
+
+/// How long the holds of `key` on a device last, together.
+fn held_for(ledger: &GrantLedgerSpec, device_id: &str, key: &str) -> HeldFor {
     ledger
         .holds
         .iter()
@@ -365,13 +422,15 @@ fn latest_expiry(ledger: &GrantLedgerSpec, device_id: &str, key: &str) -> Option
                 .as_ref()
                 .is_some_and(|p| p.key == key && p.devices.iter().any(|d| d == device_id))
         })
-        .map(|h| h.expires_at.0)
+        .map(|h| HeldFor::of(h.expires_at.as_ref()))
         .max()
+        .unwrap_or(HeldFor::Nothing)
 }
 
 /// Start (or resume) a posture-attribute grant on the user's devices. The hold records the
 /// devices where Tailkeeper sets the value; a device where a person already set exactly this
-/// value is left alone. Returns the values to set, each with the latest expiry of its holds.
+/// value is left alone. Returns the values to set, each with the latest expiry of its holds (none
+/// while a standing grant holds it).
 pub fn start_posture(
     ledger: &mut GrantLedgerSpec,
     mut hold: Hold,
@@ -413,7 +472,7 @@ pub fn start_posture(
     devices_set
         .into_iter()
         .map(|device_id| {
-            let expiry = latest_expiry(ledger, &device_id, &key).map(|t| t.to_string());
+            let expiry = held_for(ledger, &device_id, &key).expiry();
             PostureChange::Set {
                 device_id,
                 value: wanted.clone(),
@@ -424,7 +483,10 @@ pub fn start_posture(
 }
 
 /// End a posture-attribute grant: the values to give back on the devices where no other grant
-/// holds the attribute. `devices` are the hold's devices as Tailscale shows them now.
+/// holds the attribute. Where others still hold it but end sooner than this one did (a standing
+/// grant ending before a timed one), the value is set again with their latest expiry, so
+/// Tailscale still ends it on time by itself (unless a person changed it meanwhile). `devices`
+/// are the hold's devices as Tailscale shows them now.
 pub fn end_posture(
     ledger: &mut GrantLedgerSpec,
     grant_uid: &str,
@@ -434,22 +496,36 @@ pub fn end_posture(
         return Vec::new();
     };
     let hold = ledger.holds.remove(index);
+    let ended = HeldFor::of(hold.expires_at.as_ref());
     let Some(posture) = hold.posture else {
         return Vec::new();
     };
     let mut changes = Vec::new();
     for device_id in &posture.devices {
-        if latest_expiry(ledger, device_id, &posture.key).is_some() {
-            continue; // another grant still holds it here
+        let current = devices
+            .iter()
+            .find(|d| &d.device_id == device_id)
+            .and_then(|d| d.current.as_ref().map(|(v, _)| v.clone()));
+        let rest = held_for(ledger, device_id, &posture.key);
+        if rest != HeldFor::Nothing {
+            // Another grant still holds it here: it stays, with their expiry if that is sooner.
+            let ours = attribute_index(ledger, device_id, &posture.key)
+                .map(|i| Value::String(ledger.attributes[i].set.clone()));
+            if rest < ended {
+                if let Some(value) = current.filter(|v| ours.as_ref() == Some(v)) {
+                    changes.push(PostureChange::Set {
+                        device_id: device_id.clone(),
+                        value,
+                        expiry: rest.expiry(),
+                    });
+                }
+            }
+            continue;
         }
         let Some(i) = attribute_index(ledger, device_id, &posture.key) else {
             continue;
         };
         let record = ledger.attributes.remove(i);
-        let current = devices
-            .iter()
-            .find(|d| &d.device_id == device_id)
-            .and_then(|d| d.current.as_ref().map(|(v, _)| v.clone()));
         let ours = Value::String(record.set.clone());
         match current {
             Some(v) if v != ours => changes.push(PostureChange::Left {

@@ -1,16 +1,23 @@
 //! The grant lifecycle as one pure decision: from the grant, its policy (if it still exists),
-//! whether the ledger holds access for it, and the clock, the next step. The grant reconciler
-//! loads these, calls [`decide`], carries the step out and writes status once.
+//! whether the ledger holds access for it, who the directory says its person is, and the clock,
+//! the next step. The grant reconciler loads these, calls [`decide`], carries the step out and
+//! writes status once.
 //!
-//! Ending access never depends on the policy: a hold in the ledger is ended at expiry, when the
-//! grant is deleted, or when the grant ended for any other reason, whatever else exists.
+//! Ending access never waits for the policy or the directory: a hold in the ledger is ended at
+//! expiry, when the grant is deleted, or when the grant ended for any other reason, whatever
+//! else exists. Access is for people: an Active grant, timed or standing, ends as soon as the
+//! directory marks its person offboarded or no longer lists them. A standing grant (no
+//! duration) has no expiry: it lasts until one of those ends it ([`Revocation`] lists every
+//! cause), until its policy no longer lets its item stand, or until its policy is gone, since
+//! then nothing could tell that its person left.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{resolve, PlannedAccess, Resolution};
+use super::{resolve, ApprovedBy, PlannedAccess, Resolution};
 use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantPhase};
+use crate::compliance::{Directory, EmploymentStatus};
 use crate::duration;
 
 /// What the reconciler knows about a grant.
@@ -20,6 +27,7 @@ pub struct GrantState<'a> {
     pub uid: &'a str,
     pub spec: &'a AccessGrantSpec,
     pub phase: Option<GrantPhase>,
+    /// When access ends (`status.expiresAt`); `None` for a standing grant (and before activation).
     pub expires_at: Option<Timestamp>,
     /// When the grant reached a final phase (for retention).
     pub ended_at: Option<Timestamp>,
@@ -28,14 +36,19 @@ pub struct GrantState<'a> {
     pub held: bool,
     /// Who the beneficiary is in the policy's directory.
     pub beneficiary: Beneficiary,
-    /// Whether the cluster proves approvals in the grant's namespace (else why not).
+    /// Whether the cluster proves requesters and approvals in the grant's namespace (else why
+    /// not).
     pub approvals: Result<(), String>,
     /// The approval was written before the admission policies that prove approvals existed.
     pub approved_unproven: bool,
+    /// The grant (and so its `requestedBy`, which is set only at creation) was created before
+    /// the admission policies that prove requesters existed.
+    pub requested_unproven: bool,
     /// The approval was written before the grant's AccessPolicy (as it is now) was created:
     /// nothing judged the approver against it.
     pub approved_before_policy: bool,
-    /// Who the approver is in the policy's directory.
+    /// Who the approving identity (the approver, or a GitOps requester) is in the policy's
+    /// directory.
     pub approver: Approver,
 }
 
@@ -53,6 +66,7 @@ impl<'a> GrantState<'a> {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            requested_unproven: false,
             approved_before_policy: false,
             approver: Approver::NotInDirectory,
         }
@@ -72,10 +86,28 @@ pub enum Beneficiary {
     Unavailable(String),
 }
 
-/// The approver as the policy's people directory knows them (through `kubernetesUsers`).
+impl Beneficiary {
+    /// Who the person with Tailscale login `login` is in `directory`.
+    pub fn of(directory: &Directory, login: &str) -> Beneficiary {
+        match directory.lookup(login) {
+            None => Beneficiary::Unknown,
+            Some(p) if p.status == EmploymentStatus::Offboarded => Beneficiary::Offboarded,
+            Some(_) => Beneficiary::Person,
+        }
+    }
+
+    /// Whether an Active grant for this beneficiary must end: the directory says they left or
+    /// are not a person it knows. An unreadable directory ends nothing (and grants nothing new).
+    pub fn ends_access(&self) -> bool {
+        matches!(self, Beneficiary::Offboarded | Beneficiary::Unknown)
+    }
+}
+
+/// The approving identity as the policy's people directory knows them (through
+/// `kubernetesUsers`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Approver {
-    /// No approval, or no person lists the approving identity.
+    /// No approving identity, or no person lists it.
     #[default]
     NotInDirectory,
     /// The same person as the beneficiary, under another identity.
@@ -87,17 +119,39 @@ pub enum Approver {
     Person { groups: Vec<String> },
 }
 
+impl Approver {
+    /// Who the Kubernetes identity `by` is in `directory`, for a grant to login `login`.
+    pub fn of(directory: &Directory, by: &str, login: &str) -> Approver {
+        if directory.same_person(by, login) {
+            return Approver::Beneficiary;
+        }
+        match directory.person_of_user(by) {
+            None => Approver::NotInDirectory,
+            Some(p) if p.status == EmploymentStatus::Offboarded => Approver::Offboarded,
+            Some(p) => Approver::Person {
+                groups: p.kubernetes_groups.clone(),
+            },
+        }
+    }
+}
+
 /// Why a grant is where it is: the `Ready` condition's reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     Active,
     AwaitingApproval,
     Denied,
+    /// A grant without a duration for an item whose terms do not say `standing`.
+    StandingNotAllowed,
     PolicyNotFound,
     DirectoryUnavailable,
     ApprovalUnverified,
     Expired,
     Revoked,
+    /// Access ended because the directory marks the person offboarded.
+    PersonOffboarded,
+    /// Access ended because no person in the directory has the grant's login any more.
+    PersonNotInDirectory,
     Activating,
 }
 
@@ -107,12 +161,86 @@ impl Reason {
             Reason::Active => "Active",
             Reason::AwaitingApproval => "AwaitingApproval",
             Reason::Denied => "Denied",
+            Reason::StandingNotAllowed => "StandingNotAllowed",
             Reason::PolicyNotFound => "PolicyNotFound",
             Reason::DirectoryUnavailable => "DirectoryUnavailable",
             Reason::ApprovalUnverified => "ApprovalUnverified",
             Reason::Expired => "Expired",
             Reason::Revoked => "Revoked",
+            Reason::PersonOffboarded => "PersonOffboarded",
+            Reason::PersonNotInDirectory => "PersonNotInDirectory",
             Reason::Activating => "Activating",
+        }
+    }
+}
+
+/// Why access is taken away. Every cause that can end a grant is one variant (a revocation by
+/// an access review will be one more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The grant's duration is over.
+    Expired,
+    /// The grant is being deleted.
+    Deleted,
+    /// The directory marks the grant's person offboarded.
+    PersonOffboarded,
+    /// No person in the directory has the grant's login any more.
+    PersonNotInDirectory,
+    /// A standing grant whose AccessPolicy no longer exists: nothing could tell that its person
+    /// left.
+    PolicyGone,
+    /// A standing grant whose item the policy no longer lets stand (`terms.standing` unset, or
+    /// the item no longer grantable).
+    StandingWithdrawn,
+    /// Active, but nothing proves what is in force (no hold in the ledger, or a timed grant
+    /// with no recorded expiry): ended rather than trusted.
+    Unproven,
+    /// An activation interrupted earlier that the policy no longer allows (or whose policy is
+    /// gone): undone.
+    Undone,
+    /// The grant had already ended; access still recorded for it is ended too.
+    AlreadyEnded,
+}
+
+impl Revocation {
+    /// The `Ready` condition's reason once the grant has ended this way.
+    pub fn reason(self) -> Reason {
+        match self {
+            Revocation::Expired => Reason::Expired,
+            Revocation::PersonOffboarded => Reason::PersonOffboarded,
+            Revocation::PersonNotInDirectory => Reason::PersonNotInDirectory,
+            Revocation::PolicyGone => Reason::PolicyNotFound,
+            Revocation::StandingWithdrawn => Reason::StandingNotAllowed,
+            Revocation::Deleted
+            | Revocation::Unproven
+            | Revocation::Undone
+            | Revocation::AlreadyEnded => Reason::Revoked,
+        }
+    }
+
+    /// Why, in words, for the grant's status and Event (none when the phase says it all).
+    pub fn explain(self, spec: &AccessGrantSpec) -> Option<String> {
+        let (user, policy) = (&spec.user, &spec.policy_ref.name);
+        match self {
+            Revocation::PersonOffboarded => Some(format!(
+                "{user} belongs to a person marked offboarded in the directory of AccessPolicy {policy}: people who have left keep no access"
+            )),
+            Revocation::PersonNotInDirectory => Some(format!(
+                "no person in the directory of AccessPolicy {policy} has the login {user} any more: access is for people the directory knows"
+            )),
+            Revocation::PolicyGone => Some(format!(
+                "AccessPolicy {policy} no longer exists, and a standing grant lasts only while its policy can tell that its person still works here"
+            )),
+            Revocation::StandingWithdrawn => Some(format!(
+                "AccessPolicy {policy} no longer allows standing access to what this grant gives (terms.standing): request a grant with a duration"
+            )),
+            Revocation::Unproven => Some(
+                "nothing recorded proves what this grant holds or until when, so it is ended rather than trusted".to_string(),
+            ),
+            Revocation::Expired
+            | Revocation::Deleted
+            | Revocation::Undone
+            | Revocation::AlreadyEnded => None,
         }
     }
 }
@@ -120,8 +248,8 @@ impl Reason {
 /// The next step for a grant.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// The policy does not allow it: end as Denied.
-    Deny { message: String },
+    /// The policy does not allow it: end as Denied, with `reason` on the `Ready` condition.
+    Deny { reason: Reason, message: String },
     /// Nothing to do until something changes (an approval, the policy appearing).
     Wait {
         phase: GrantPhase,
@@ -131,14 +259,19 @@ pub enum Step {
         stalled: bool,
     },
     /// Apply the access (again, if a crash interrupted an earlier try: every step is idempotent).
+    /// `duration` is `None` for a standing grant.
     Activate {
         access: PlannedAccess,
-        duration: Duration,
+        duration: Option<Duration>,
+        approved_by: ApprovedBy,
     },
-    /// Active and in force: wake at expiry.
-    Hold { until: Timestamp },
-    /// Take the access away; the grant ends in `phase`.
-    Revoke { phase: GrantPhase },
+    /// Active and in force: look again at expiry (`None`: standing, no expiry).
+    Hold { until: Option<Timestamp> },
+    /// Take the access away; the grant ends in `phase`, because of `cause`.
+    Revoke {
+        phase: GrantPhase,
+        cause: Revocation,
+    },
     /// Ended; keep the record until then.
     Retain { until: Timestamp },
     /// Ended and kept long enough: delete the record.
@@ -147,31 +280,34 @@ pub enum Step {
     Done,
 }
 
+fn deny(message: impl Into<String>) -> Step {
+    Step::Deny {
+        reason: Reason::Denied,
+        message: message.into(),
+    }
+}
+
+fn revoke(cause: Revocation) -> Step {
+    let phase = match cause {
+        Revocation::Expired => GrantPhase::Expired,
+        _ => GrantPhase::Revoked,
+    };
+    Step::Revoke { phase, cause }
+}
+
 /// Decide the next step. `policy` is `None` when the grant's AccessPolicy does not exist.
 pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp) -> Step {
     if grant.deleting {
         // An Active grant is revoked even when the ledger seems to hold nothing (a cache behind
         // a write): ending nothing is harmless, and the record says how it ended.
         return if grant.held || grant.phase == Some(GrantPhase::Active) {
-            Step::Revoke {
-                phase: GrantPhase::Revoked,
-            }
+            revoke(Revocation::Deleted)
         } else {
             Step::Done
         };
     }
     match grant.phase {
-        Some(GrantPhase::Active) => match grant.expires_at {
-            Some(at) if now >= at => Step::Revoke {
-                phase: GrantPhase::Expired,
-            },
-            Some(at) if grant.held => Step::Hold { until: at },
-            // Active without a hold (a ledger lost, or written before the ledger existed):
-            // nothing proves what is in force, so end it rather than trust it.
-            _ => Step::Revoke {
-                phase: GrantPhase::Revoked,
-            },
-        },
+        Some(GrantPhase::Active) => active(grant, policy, now),
         Some(
             phase @ (GrantPhase::Expired
             | GrantPhase::Revoked
@@ -179,7 +315,10 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
             | GrantPhase::Failed),
         ) => {
             if grant.held {
-                return Step::Revoke { phase };
+                return Step::Revoke {
+                    phase,
+                    cause: Revocation::AlreadyEnded,
+                };
             }
             retention(policy, grant.ended_at, now)
         }
@@ -187,9 +326,7 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
             let Some(policy) = policy else {
                 if grant.held {
                     // Activation had begun when the policy went away: undo it.
-                    return Step::Revoke {
-                        phase: GrantPhase::Revoked,
-                    };
+                    return revoke(Revocation::Undone);
                 }
                 return Step::Wait {
                     phase: GrantPhase::Pending,
@@ -199,23 +336,16 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                 };
             };
             match resolve(policy, grant.spec) {
-                Resolution::Denied(message) if grant.held => {
-                    // The policy changed under an interrupted activation: undo, then deny.
-                    let _ = message;
-                    Step::Revoke {
-                        phase: GrantPhase::Revoked,
-                    }
-                }
-                Resolution::Denied(message) => Step::Deny { message },
+                // The policy changed under an interrupted activation: undo, then deny.
+                Resolution::Denied { .. } if grant.held => revoke(Revocation::Undone),
+                Resolution::Denied { reason, message } => Step::Deny { reason, message },
                 // Access is for people the directory knows and who still work here; a
                 // directory that cannot be read grants nothing until it can.
                 _ if grant.beneficiary != Beneficiary::Person => match &grant.beneficiary {
-                    Beneficiary::Offboarded => Step::Deny {
-                        message: format!(
-                            "{} belongs to a person marked offboarded in the directory of AccessPolicy {}: people who have left get no access",
-                            grant.spec.user, grant.spec.policy_ref.name
-                        ),
-                    },
+                    Beneficiary::Offboarded => deny(format!(
+                        "{} belongs to a person marked offboarded in the directory of AccessPolicy {}: people who have left get no access",
+                        grant.spec.user, grant.spec.policy_ref.name
+                    )),
                     Beneficiary::Unavailable(why) => Step::Wait {
                         phase: GrantPhase::Pending,
                         reason: Reason::DirectoryUnavailable,
@@ -225,12 +355,10 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                         ),
                         stalled: true,
                     },
-                    _ => Step::Deny {
-                        message: format!(
-                            "{} is not a person in the directory of AccessPolicy {}: add them (with this login name) before granting them access",
-                            grant.spec.user, grant.spec.policy_ref.name
-                        ),
-                    },
+                    _ => deny(format!(
+                        "{} is not a person in the directory of AccessPolicy {}: add them (with this login name) before granting them access",
+                        grant.spec.user, grant.spec.policy_ref.name
+                    )),
                 },
                 Resolution::AwaitingApproval {
                     access, approvers, ..
@@ -251,49 +379,86 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                         .as_ref()
                         .is_some_and(|a| a.grant_uid.as_deref() != Some(grant.uid)) =>
                 {
-                    Step::Deny {
-                        message: format!(
-                            "the approval does not name this grant (UID {}): an approval covers exactly the grant that was reviewed; approve again with spec.approval.grantUID set to it",
-                            grant.uid
-                        ),
-                    }
+                    deny(format!(
+                        "the approval does not name this grant (UID {}): an approval covers exactly the grant that was reviewed; approve again with spec.approval.grantUID set to it",
+                        grant.uid
+                    ))
                 }
                 Resolution::Approved {
                     access,
                     duration,
-                    approved,
-                } => activation(grant, policy, access, duration, approved),
+                    by,
+                } => activation(grant, policy, access, duration, by),
             }
         }
     }
 }
 
+/// An Active grant: it ends at its expiry, when nothing proves what it holds, when the directory
+/// says its person left or is unknown, and (standing) when its policy is gone; else it holds.
+fn active(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp) -> Step {
+    let standing = grant.spec.duration.is_none();
+    match grant.expires_at {
+        Some(at) if now >= at => return revoke(Revocation::Expired),
+        // A timed grant must have its expiry on record; a standing grant has none.
+        None if !standing => return revoke(Revocation::Unproven),
+        _ => {}
+    }
+    // Active without a hold (a ledger lost, or written before the ledger existed): nothing
+    // proves what is in force, so end it rather than trust it.
+    if !grant.held {
+        return revoke(Revocation::Unproven);
+    }
+    match grant.beneficiary {
+        Beneficiary::Offboarded => return revoke(Revocation::PersonOffboarded),
+        Beneficiary::Unknown => return revoke(Revocation::PersonNotInDirectory),
+        Beneficiary::Person | Beneficiary::Unavailable(_) => {}
+    }
+    if standing {
+        // A standing grant lasts while its policy lets it stand; a timed one runs its course.
+        match policy {
+            None => return revoke(Revocation::PolicyGone),
+            Some(p) if !super::terms_of(p, &grant.spec.access).is_some_and(|t| t.standing) => {
+                return revoke(Revocation::StandingWithdrawn)
+            }
+            Some(_) => {}
+        }
+    }
+    Step::Hold {
+        until: grant.expires_at,
+    }
+}
+
 /// The last word on a grant the policy allows (approved, or needing no approval): an approval
-/// counts only if the directory does not object to the person behind it, and only where the
-/// cluster proves who gave it, given while it did.
+/// (or a GitOps requester) counts only if the directory does not object to the person behind
+/// it, and only where the cluster proves who gave it, given while it did.
 fn activation(
     grant: &GrantState,
     policy: &AccessPolicySpec,
     access: PlannedAccess,
-    duration: Duration,
-    approved: bool,
+    duration: Option<Duration>,
+    approved_by: ApprovedBy,
 ) -> Step {
-    if approved {
-        if let Some(message) = approver_refused(grant) {
-            return Step::Deny { message };
+    if approved_by.needs_proof() {
+        if let Some(message) = approver_refused(grant, &approved_by) {
+            return deny(message);
         }
-        if grant.approved_before_policy {
-            return Step::Deny {
-                message: format!(
+        match &approved_by {
+            ApprovedBy::Approver { .. } if grant.approved_before_policy => {
+                return deny(format!(
                     "the approval was given before AccessPolicy {} existed, so nothing checked the approver against it; it never counts: request a new grant and have it approved",
                     grant.spec.policy_ref.name
-                ),
-            };
-        }
-        if grant.approved_unproven {
-            return Step::Deny {
-                message: "the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved".to_string(),
-            };
+                ));
+            }
+            ApprovedBy::Approver { .. } if grant.approved_unproven => {
+                return deny("the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved");
+            }
+            ApprovedBy::GitOps { requester } if grant.requested_unproven => {
+                return deny(format!(
+                    "the grant names {requester} as its requester but was created while the cluster could not prove who created it (its admission policies were not in force), so it is not approved in GitOps; it never counts: have the GitOps tool create a new grant"
+                ));
+            }
+            _ => {}
         }
         if let Err(why) = &grant.approvals {
             return Step::Wait {
@@ -305,31 +470,38 @@ fn activation(
         }
     }
     if is_exempt(policy, &grant.spec.user) && matches!(access, PlannedAccess::Role { .. }) {
-        return Step::Deny {
-            message: format!(
-                "{} is exempt in this policy (break-glass and service accounts); grants never change an exempt account's role",
-                grant.spec.user
-            ),
-        };
+        return deny(format!(
+            "{} is exempt in this policy (break-glass and service accounts); grants never change an exempt account's role",
+            grant.spec.user
+        ));
     }
-    Step::Activate { access, duration }
+    Step::Activate {
+        access,
+        duration,
+        approved_by,
+    }
 }
 
-/// Why the directory refuses the approver, if it does.
-fn approver_refused(grant: &GrantState) -> Option<String> {
-    let approval = grant.spec.approval.as_ref()?;
-    let by = &approval.approved_by;
+/// Why the directory refuses the approving identity, if it does.
+fn approver_refused(grant: &GrantState, approved_by: &ApprovedBy) -> Option<String> {
+    let by = approved_by.identity()?;
+    let as_what = match approved_by {
+        ApprovedBy::GitOps { .. } => "requested (as the GitOps identity that stands for a review)",
+        _ => "approved",
+    };
     match &grant.approver {
         Approver::NotInDirectory => None,
         Approver::Beneficiary => Some(format!(
-            "{by} approved access for themselves: the directory maps them to {}; another approver must approve a new grant",
+            "{by} {as_what} access for themselves: the directory maps them to {}; another approver must approve a new grant",
             grant.spec.user
         )),
         Approver::Offboarded => Some(format!(
             "{by} belongs to a person marked offboarded in the directory: people who have left approve nothing; another approver must approve a new grant"
         )),
-        Approver::Person { groups } => match &approval.group {
-            Some(group) if !groups.is_empty() && !groups.contains(group) => Some(format!(
+        Approver::Person { groups } => match approved_by {
+            ApprovedBy::Approver {
+                group: Some(group), ..
+            } if !groups.is_empty() && !groups.contains(group) => Some(format!(
                 "{by} approved through group {group}, but the directory does not list {group} among their Kubernetes groups ({}); another approver must approve a new grant",
                 groups.join(", ")
             )),
@@ -426,6 +598,7 @@ mod tests {
             beneficiary: Beneficiary::Person,
             approvals: Ok(()),
             approved_unproven: false,
+            requested_unproven: false,
             approved_before_policy: false,
             approver: Approver::NotInDirectory,
         }
@@ -438,18 +611,25 @@ mod tests {
         g.expires_at = Some(at(100));
         g.held = true;
         let p = policy(None);
-        assert_eq!(decide(&g, Some(&p), at(99)), Step::Hold { until: at(100) });
+        assert_eq!(
+            decide(&g, Some(&p), at(99)),
+            Step::Hold {
+                until: Some(at(100))
+            }
+        );
         assert_eq!(
             decide(&g, Some(&p), at(100)),
             Step::Revoke {
-                phase: GrantPhase::Expired
+                phase: GrantPhase::Expired,
+                cause: Revocation::Expired
             }
         );
         // The policy being gone changes nothing about ending access.
         assert_eq!(
             decide(&g, None, at(100)),
             Step::Revoke {
-                phase: GrantPhase::Expired
+                phase: GrantPhase::Expired,
+                cause: Revocation::Expired
             }
         );
     }
@@ -469,13 +649,15 @@ mod tests {
             assert_eq!(
                 decide(&g, None, at(0)),
                 Step::Revoke {
-                    phase: GrantPhase::Revoked
+                    phase: GrantPhase::Revoked,
+                    cause: Revocation::Deleted
                 }
             );
             g.held = false;
             let expected = if phase == Some(GrantPhase::Active) {
                 Step::Revoke {
                     phase: GrantPhase::Revoked,
+                    cause: Revocation::Deleted,
                 }
             } else {
                 Step::Done
@@ -492,7 +674,18 @@ mod tests {
         assert_eq!(
             decide(&g, Some(&policy(None)), at(0)),
             Step::Revoke {
-                phase: GrantPhase::Revoked
+                phase: GrantPhase::Revoked,
+                cause: Revocation::Unproven
+            }
+        );
+        // A timed grant Active with no expiry on record is not trusted either.
+        g.held = true;
+        g.expires_at = None;
+        assert_eq!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+                cause: Revocation::Unproven
             }
         );
     }
@@ -505,7 +698,8 @@ mod tests {
         assert_eq!(
             decide(&g, Some(&policy(Some("1h"))), at(0)),
             Step::Revoke {
-                phase: GrantPhase::Failed
+                phase: GrantPhase::Failed,
+                cause: Revocation::AlreadyEnded
             }
         );
     }
@@ -545,7 +739,7 @@ mod tests {
         let mut s = spec("BreakGlass@example.com", json!({"role": "admin"}));
         s.approval = approval("bob", Some("uid-1"), None);
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
-            Step::Deny { message } => assert!(message.contains("exempt"), "{message}"),
+            Step::Deny { message, .. } => assert!(message.contains("exempt"), "{message}"),
             other => panic!("{other:?}"),
         }
     }
@@ -558,7 +752,8 @@ mod tests {
         assert_eq!(
             decide(&g, Some(&policy(None)), at(0)),
             Step::Revoke {
-                phase: GrantPhase::Revoked
+                phase: GrantPhase::Revoked,
+                cause: Revocation::Undone
             }
         );
     }
@@ -569,11 +764,11 @@ mod tests {
         let mut g = state(&s, None);
         g.beneficiary = Beneficiary::Offboarded;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("offboarded"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("offboarded"))
         );
         g.beneficiary = Beneficiary::Unknown;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("not a person"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("not a person"))
         );
         g.beneficiary = Beneficiary::Unavailable("ConfigMap people does not exist".into());
         assert!(matches!(
@@ -584,15 +779,24 @@ mod tests {
                 ..
             }
         ));
-        // Ending access never depends on the directory.
+        // An unreadable directory ends nothing that is active (and expiry never waits for it).
         let mut active = state(&s, Some(GrantPhase::Active));
-        active.beneficiary = Beneficiary::Offboarded;
+        active.beneficiary = Beneficiary::Unavailable("ConfigMap people does not exist".into());
         active.held = true;
         active.expires_at = Some(at(100));
         assert_eq!(
             decide(&active, Some(&policy(None)), at(50)),
-            Step::Hold { until: at(100) }
+            Step::Hold {
+                until: Some(at(100))
+            }
         );
+        assert!(matches!(
+            decide(&active, None, at(100)),
+            Step::Revoke {
+                cause: Revocation::Expired,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -600,7 +804,7 @@ mod tests {
         let mut s = spec("alice@example.com", json!({"role": "admin"}));
         s.approval = approval("bob", Some("uid-of-an-earlier-grant"), None);
         match decide(&state(&s, None), Some(&policy(None)), at(0)) {
-            Step::Deny { message } => {
+            Step::Deny { message, .. } => {
                 assert!(message.contains("does not name this grant"), "{message}")
             }
             other => panic!("{other:?}"),
@@ -638,25 +842,25 @@ mod tests {
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approved_unproven = true;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("never counts"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("never counts"))
         );
         // An approval given before the policy (as it is now) existed is refused for good.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approved_before_policy = true;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("before AccessPolicy"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("before AccessPolicy"))
         );
         // Approving for oneself under another identity is refused.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approver = Approver::Beneficiary;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("for themselves"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("for themselves"))
         );
         // People who left approve nothing, whatever their identity provider still says.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approver = Approver::Offboarded;
         assert!(
-            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message } if message.contains("offboarded"))
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("offboarded"))
         );
         // A grant that needs no approval is not held up.
         let free = spec("alice@example.com", json!({"group": "group:prod"}));
@@ -696,8 +900,319 @@ mod tests {
             groups: vec!["oncall".into()],
         };
         assert!(
-            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message } if message.contains("does not list sre among their Kubernetes groups (oncall)"))
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message, .. } if message.contains("does not list sre among their Kubernetes groups (oncall)"))
         );
+    }
+
+    /// A policy whose `group:standing` allows standing access, whose `group:prod` does not,
+    /// and whose admin role needs an approval and lists one GitOps identity.
+    fn standing_policy() -> AccessPolicySpec {
+        serde_json::from_value(json!({
+            "integrationRef": {"name": "t"},
+            "grantable": {
+                "gitOpsRequesters": [GITOPS],
+                "serviceAccountRequesters": ["system:serviceaccount:ci:deployer"],
+                "groups": [
+                    {"name": "group:standing", "terms": {"maxDuration": "1h", "approvalRequired": false, "standing": true}},
+                    {"name": "group:prod", "terms": {"maxDuration": "1h", "approvalRequired": false}}
+                ],
+                "roles": [{"role": "admin", "terms": {"maxDuration": "1h", "approvalRequired": true, "approvers": {"users": ["bob"]}, "standing": true}}]
+            }
+        }))
+        .expect("policy")
+    }
+
+    const GITOPS: &str = "system:serviceaccount:argocd:argocd-application-controller";
+
+    fn standing(user: &str, access: serde_json::Value) -> AccessGrantSpec {
+        AccessGrantSpec {
+            duration: None,
+            ..spec(user, access)
+        }
+    }
+
+    #[test]
+    fn a_standing_grant_activates_without_a_duration_where_the_item_allows_it() {
+        let s = standing("alice@example.com", json!({"group": "group:standing"}));
+        assert_eq!(
+            decide(&state(&s, None), Some(&standing_policy()), at(0)),
+            Step::Activate {
+                access: PlannedAccess::Member {
+                    group: "group:standing".into()
+                },
+                duration: None,
+                approved_by: ApprovedBy::NotRequired,
+            }
+        );
+        // The same item still takes timed grants.
+        let timed = spec("alice@example.com", json!({"group": "group:standing"}));
+        assert!(matches!(
+            decide(&state(&timed, None), Some(&standing_policy()), at(0)),
+            Step::Activate {
+                duration: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_standing_grant_for_an_item_without_standing_is_denied_saying_what_to_do() {
+        let s = standing("alice@example.com", json!({"group": "group:prod"}));
+        match decide(&state(&s, None), Some(&standing_policy()), at(0)) {
+            Step::Deny {
+                reason: Reason::StandingNotAllowed,
+                message,
+            } => assert!(
+                message.contains("group:prod does not allow standing access")
+                    && message.contains("set spec.duration (at most 1h)")
+                    && message.contains("terms.standing: true for group:prod"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_expiry_ever_fires_for_a_standing_grant() {
+        let s = standing("alice@example.com", json!({"group": "group:standing"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.held = true;
+        let p = standing_policy();
+        for later in [0, 3600, 90 * 86_400, 50 * 365 * 86_400] {
+            assert_eq!(
+                decide(&g, Some(&p), at(later)),
+                Step::Hold { until: None },
+                "{later}s after activation"
+            );
+        }
+        // Nothing else about it is trusted blindly: without a hold it ends.
+        g.held = false;
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Revoke {
+                cause: Revocation::Unproven,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_standing_grant_ends_when_deleted() {
+        let s = standing("alice@example.com", json!({"group": "group:standing"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.held = true;
+        g.deleting = true;
+        assert_eq!(
+            decide(&g, Some(&standing_policy()), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+                cause: Revocation::Deleted
+            }
+        );
+    }
+
+    #[test]
+    fn every_active_grant_ends_when_its_person_is_offboarded_or_no_longer_known() {
+        let standing_spec = standing("alice@example.com", json!({"group": "group:standing"}));
+        let timed_spec = spec("alice@example.com", json!({"group": "group:standing"}));
+        let p = standing_policy();
+        for (s, expires) in [(&standing_spec, None), (&timed_spec, Some(at(1800)))] {
+            let mut g = state(s, Some(GrantPhase::Active));
+            g.held = true;
+            g.expires_at = expires;
+            for (beneficiary, cause, reason) in [
+                (
+                    Beneficiary::Offboarded,
+                    Revocation::PersonOffboarded,
+                    Reason::PersonOffboarded,
+                ),
+                (
+                    Beneficiary::Unknown,
+                    Revocation::PersonNotInDirectory,
+                    Reason::PersonNotInDirectory,
+                ),
+            ] {
+                g.beneficiary = beneficiary;
+                assert_eq!(
+                    decide(&g, Some(&p), at(10)),
+                    Step::Revoke {
+                        phase: GrantPhase::Revoked,
+                        cause
+                    }
+                );
+                assert_eq!(cause.reason(), reason);
+            }
+            // An expiry that has passed is what ended it, whatever the directory says.
+            if expires.is_some() {
+                g.beneficiary = Beneficiary::Offboarded;
+                assert!(matches!(
+                    decide(&g, Some(&p), at(1800)),
+                    Step::Revoke {
+                        cause: Revocation::Expired,
+                        ..
+                    }
+                ));
+            }
+        }
+        let offboarded = Revocation::PersonOffboarded
+            .explain(&standing_spec)
+            .unwrap_or_default();
+        assert!(
+            offboarded.contains("alice@example.com belongs to a person marked offboarded"),
+            "{offboarded}"
+        );
+    }
+
+    #[test]
+    fn a_standing_grant_ends_when_its_policy_is_gone_and_a_timed_one_runs_to_its_expiry() {
+        let s = standing("alice@example.com", json!({"group": "group:standing"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.held = true;
+        assert_eq!(
+            decide(&g, None, at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+                cause: Revocation::PolicyGone
+            }
+        );
+        assert_eq!(Revocation::PolicyGone.reason(), Reason::PolicyNotFound);
+        let t = spec("alice@example.com", json!({"group": "group:standing"}));
+        let mut g = state(&t, Some(GrantPhase::Active));
+        g.held = true;
+        g.expires_at = Some(at(100));
+        assert_eq!(
+            decide(&g, None, at(0)),
+            Step::Hold {
+                until: Some(at(100))
+            }
+        );
+    }
+
+    #[test]
+    fn a_standing_grant_ends_when_the_policy_no_longer_lets_its_item_stand() {
+        let s = standing("alice@example.com", json!({"group": "group:standing"}));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.held = true;
+        let mut p = standing_policy();
+        p.grantable.groups[0].terms.standing = false;
+        assert_eq!(
+            decide(&g, Some(&p), at(0)),
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+                cause: Revocation::StandingWithdrawn
+            }
+        );
+        assert_eq!(
+            Revocation::StandingWithdrawn.reason(),
+            Reason::StandingNotAllowed
+        );
+        p.grantable.groups.remove(0);
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Revoke {
+                cause: Revocation::StandingWithdrawn,
+                ..
+            }
+        ));
+    }
+
+    fn by_git_ops(requester: &str) -> AccessGrantSpec {
+        AccessGrantSpec {
+            requested_by: Some(requester.into()),
+            ..standing("alice@example.com", json!({"role": "admin"}))
+        }
+    }
+
+    #[test]
+    fn a_git_ops_requester_the_policy_lists_approves_once_admission_proves_it() {
+        let p = standing_policy();
+        let s = by_git_ops(GITOPS);
+        let g = state(&s, None);
+        assert_eq!(
+            decide(&g, Some(&p), at(0)),
+            Step::Activate {
+                access: PlannedAccess::Role {
+                    role: "admin".into()
+                },
+                duration: None,
+                approved_by: ApprovedBy::GitOps {
+                    requester: GITOPS.into()
+                },
+            }
+        );
+        // Without proof of who created the grant it waits, as any approval does.
+        let mut g = state(&s, None);
+        g.approvals = Err("ValidatingAdmissionPolicy tk-grant-identity is not installed".into());
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Wait {
+                reason: Reason::ApprovalUnverified,
+                stalled: true,
+                ..
+            }
+        ));
+        // Created before the proof was in force: it never counts.
+        let mut g = state(&s, None);
+        g.requested_unproven = true;
+        assert!(
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message, .. } if message.contains("not approved in GitOps") && message.contains("never counts"))
+        );
+        // The directory says the GitOps identity is the beneficiary's own.
+        let mut g = state(&s, None);
+        g.approver = Approver::Beneficiary;
+        assert!(
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message, .. } if message.contains("for themselves"))
+        );
+    }
+
+    #[test]
+    fn a_service_account_the_policy_does_not_list_as_git_ops_gets_no_approval() {
+        let p = standing_policy();
+        // Listed as a requester only: it may ask, an approver must still approve.
+        let s = by_git_ops("system:serviceaccount:ci:deployer");
+        assert!(matches!(
+            decide(&state(&s, None), Some(&p), at(0)),
+            Step::Wait {
+                phase: GrantPhase::AwaitingApproval,
+                reason: Reason::AwaitingApproval,
+                ..
+            }
+        ));
+        // Not listed at all: it may not even ask.
+        let s = by_git_ops("system:serviceaccount:argocd:other");
+        assert!(
+            matches!(decide(&state(&s, None), Some(&p), at(0)), Step::Deny { reason: Reason::Denied, message } if message.contains("gitOpsRequesters"))
+        );
+        // A person is never a GitOps identity, even one whose name is typed into the list.
+        let mut listed_person = p.clone();
+        listed_person.grantable.git_ops_requesters = vec!["alice".into()];
+        let s = by_git_ops("alice");
+        assert!(matches!(
+            decide(&state(&s, None), Some(&listed_person), at(0)),
+            Step::Wait {
+                reason: Reason::AwaitingApproval,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_item_without_approval_is_unaffected_by_git_ops() {
+        let p = standing_policy();
+        let s = AccessGrantSpec {
+            requested_by: Some(GITOPS.into()),
+            ..standing("alice@example.com", json!({"group": "group:standing"}))
+        };
+        let mut g = state(&s, None);
+        g.approvals = Err("not installed".into());
+        g.requested_unproven = true;
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Activate {
+                approved_by: ApprovedBy::NotRequired,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Grants, pure: what a grant means under its policy (which grantable item it names, whether its
-//! duration and approval are acceptable, what it changes in Tailscale), its lifecycle
+//! duration, or its standing without one, and its approval are acceptable, who approved it, what
+//! it changes in Tailscale), its lifecycle
 //! ([`lifecycle`]) and the ledger's rules for roles and posture attributes ([`ledger`]). No I/O:
 //! the grant reconciler loads, calls these and acts.
 
@@ -14,10 +15,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api::{
-    AccessGrantSpec, AccessPolicySpec, Approval, GrantTerms, RuleTemplate, SshAction,
+    AccessGrantSpec, AccessPolicySpec, Approval, GrantAccess, GrantTerms, RuleTemplate, SshAction,
     SshRuleTemplate, TailscaleRole,
 };
 use crate::duration;
+use lifecycle::Reason;
 
 /// What a grant changes in Tailscale.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,38 +49,166 @@ impl PlannedAccess {
     }
 }
 
+/// How a grant the policy allows came to be approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovedBy {
+    /// The item needs no approval.
+    NotRequired,
+    /// An approver the policy lists (`spec.approval`).
+    Approver {
+        name: String,
+        /// The approver group the approval is given through, if any.
+        group: Option<String>,
+    },
+    /// Requested by a GitOps identity the policy lists (`grantable.gitOpsRequesters`): the
+    /// review happened in the pull request that added the grant.
+    GitOps { requester: String },
+}
+
+impl ApprovedBy {
+    /// Whether it counts only where the cluster proves who requested and approved: everything
+    /// but an item that needs no approval.
+    pub fn needs_proof(&self) -> bool {
+        !matches!(self, ApprovedBy::NotRequired)
+    }
+
+    /// The identity whose word approves the grant (the approver, or the GitOps requester).
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            ApprovedBy::NotRequired => None,
+            ApprovedBy::Approver { name, .. } => Some(name),
+            ApprovedBy::GitOps { requester } => Some(requester),
+        }
+    }
+
+    /// The reason of the grant's `Approved` condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApprovedBy::NotRequired => APPROVAL_NOT_REQUIRED,
+            ApprovedBy::Approver { .. } => APPROVED_BY_APPROVER,
+            ApprovedBy::GitOps { .. } => APPROVED_IN_GITOPS,
+        }
+    }
+
+    /// The message of the grant's `Approved` condition, under the AccessPolicy named `policy`.
+    pub fn message(&self, policy: &str) -> String {
+        match self {
+            ApprovedBy::NotRequired => {
+                format!("this access needs no approval under AccessPolicy {policy}")
+            }
+            ApprovedBy::Approver { name, group: None } => format!("approved by {name}"),
+            ApprovedBy::Approver {
+                name,
+                group: Some(group),
+            } => format!("approved by {name} through approver group {group}"),
+            ApprovedBy::GitOps { requester } => format!(
+                "approved in GitOps: requested by {requester}, which AccessPolicy {policy} lists in grantable.gitOpsRequesters; the review happened in the pull request that added this grant"
+            ),
+        }
+    }
+}
+
+/// Reasons of a grant's `Approved` condition (and the Event of a GitOps approval).
+pub const APPROVED_IN_GITOPS: &str = "ApprovedInGitOps";
+pub const APPROVED_BY_APPROVER: &str = "ApprovedByApprover";
+pub const APPROVAL_NOT_REQUIRED: &str = "ApprovalNotRequired";
+
 /// The verdict on a grant under its policy.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resolution {
-    /// The policy does not allow it: a message that says why and what would be allowed.
-    Denied(String),
-    /// Allowed, but it needs an approval first.
+    /// The policy does not allow it: why (a typed reason) and a message that says what would be
+    /// allowed.
+    Denied { reason: Reason, message: String },
+    /// Allowed, but it needs an approval first. `duration` is `None` for a standing grant.
     AwaitingApproval {
         access: PlannedAccess,
-        duration: Duration,
+        duration: Option<Duration>,
         approvers: String,
     },
-    /// Allowed and approved (or approval not required).
+    /// Allowed and approved (or approval not required). `duration` is `None` for a standing
+    /// grant.
     Approved {
         access: PlannedAccess,
-        duration: Duration,
-        /// An approval was required (and given): it counts only if the cluster proves it.
-        approved: bool,
+        duration: Option<Duration>,
+        /// How: every way but `NotRequired` counts only if the cluster proves it.
+        by: ApprovedBy,
     },
 }
 
+impl Resolution {
+    fn denied(message: impl Into<String>) -> Self {
+        Resolution::Denied {
+            reason: Reason::Denied,
+            message: message.into(),
+        }
+    }
+}
+
+/// The terms of the grantable item a grant names, if the policy lists it.
+pub fn terms_of<'a>(policy: &'a AccessPolicySpec, access: &GrantAccess) -> Option<&'a GrantTerms> {
+    let g = &policy.grantable;
+    if let Some(group) = &access.group {
+        g.groups.iter().find(|x| &x.name == group).map(|x| &x.terms)
+    } else if let Some(role) = access.role {
+        g.roles.iter().find(|x| x.role == role).map(|x| &x.terms)
+    } else if let Some(rule) = &access.rule {
+        g.rules.iter().find(|x| &x.name == rule).map(|x| &x.terms)
+    } else if let Some(ssh) = &access.ssh_rule {
+        g.ssh_rules
+            .iter()
+            .find(|x| &x.name == ssh)
+            .map(|x| &x.terms)
+    } else if let Some(attr) = &access.posture_attribute {
+        g.posture_attributes
+            .iter()
+            .find(|x| &x.name == attr)
+            .map(|x| &x.terms)
+    } else {
+        None
+    }
+}
+
+/// The GitOps identity that requested the grant, if its requester is a ServiceAccount the
+/// policy lists (the schema admits only ServiceAccounts there; a person never stands for a
+/// review, whatever the list says).
+pub fn git_ops_requester<'a>(
+    policy: &AccessPolicySpec,
+    grant: &'a AccessGrantSpec,
+) -> Option<&'a str> {
+    grant
+        .requested_by
+        .as_deref()
+        .filter(|r| r.starts_with(SERVICE_ACCOUNT_PREFIX))
+        .filter(|r| policy.grantable.git_ops_requesters.iter().any(|g| g == r))
+}
+
+/// The identity whose word would approve the grant: its approver, else a GitOps requester the
+/// policy lists (the directory is asked about this identity as about an approver).
+pub fn approving_identity<'a>(
+    policy: &AccessPolicySpec,
+    grant: &'a AccessGrantSpec,
+) -> Option<&'a str> {
+    match &grant.approval {
+        Some(a) => Some(a.approved_by.as_str()),
+        None => git_ops_requester(policy, grant),
+    }
+}
+
 /// Judge a grant against its policy. Never clips: a grant over the maximum is denied with the
-/// maximum in the message.
+/// maximum in the message. A grant without a duration (standing) is allowed only where the
+/// item says `standing`. An approval given is judged; without one, a GitOps requester the
+/// policy lists approves.
 pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution {
     let g = &policy.grantable;
+    let git_ops = git_ops_requester(policy, grant);
     if let Some(requester) = grant
         .requested_by
         .as_deref()
         .filter(|r| r.starts_with(SERVICE_ACCOUNT_PREFIX))
     {
-        if !g.service_account_requesters.iter().any(|r| r == requester) {
-            return Resolution::Denied(format!(
-                "requested by the ServiceAccount {requester}, which this policy does not list in grantable.serviceAccountRequesters: a ServiceAccount is whoever can mint its token, so only those the policy names may request access"
+        if git_ops.is_none() && !g.service_account_requesters.iter().any(|r| r == requester) {
+            return Resolution::denied(format!(
+                "requested by the ServiceAccount {requester}, which this policy does not list in grantable.serviceAccountRequesters (or grantable.gitOpsRequesters): a ServiceAccount is whoever can mint its token, so only those the policy names may request access"
             ));
         }
     }
@@ -93,7 +223,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
                 group.clone(),
             ),
             None => {
-                return Resolution::Denied(not_listed(
+                return Resolution::denied(not_listed(
                     "group",
                     group,
                     g.groups.iter().map(|x| x.name.as_str()),
@@ -110,7 +240,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
             ),
             None => {
                 let listed: Vec<String> = g.roles.iter().map(|x| role_name(x.role)).collect();
-                return Resolution::Denied(not_listed(
+                return Resolution::denied(not_listed(
                     "role",
                     &name,
                     listed.iter().map(String::as_str),
@@ -127,7 +257,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
                 format!("rule {rule}"),
             ),
             None => {
-                return Resolution::Denied(not_listed(
+                return Resolution::denied(not_listed(
                     "rule",
                     rule,
                     g.rules.iter().map(|x| x.name.as_str()),
@@ -144,7 +274,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
                 format!("SSH rule {ssh}"),
             ),
             None => {
-                return Resolution::Denied(not_listed(
+                return Resolution::denied(not_listed(
                     "SSH rule",
                     ssh,
                     g.ssh_rules.iter().map(|x| x.name.as_str()),
@@ -162,7 +292,7 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
                 format!("posture attribute {attr}"),
             ),
             None => {
-                return Resolution::Denied(not_listed(
+                return Resolution::denied(not_listed(
                     "posture attribute",
                     attr,
                     g.posture_attributes.iter().map(|x| x.name.as_str()),
@@ -170,52 +300,86 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
             }
         }
     } else {
-        return Resolution::Denied("the grant names no access".to_string());
+        return Resolution::denied("the grant names no access");
     };
 
-    let wanted = match duration::parse(&grant.duration) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => return Resolution::Denied("duration must be positive".to_string()),
-        Err(e) => return Resolution::Denied(e),
-    };
-    let max = match duration::parse(&terms.max_duration) {
+    let duration = match timed(grant, terms, &item) {
         Ok(d) => d,
-        Err(e) => {
-            return Resolution::Denied(format!(
-                "the policy's maxDuration for {item} is invalid: {e}"
-            ))
-        }
+        Err((reason, message)) => return Resolution::Denied { reason, message },
     };
-    if wanted > max {
-        return Resolution::Denied(format!(
-            "duration {} exceeds the maximum of {} for {item}; request at most {}",
-            grant.duration,
-            terms.max_duration,
-            duration::format(max)
-        ));
-    }
     if !terms.approval_required {
         return Resolution::Approved {
             access,
-            duration: wanted,
-            approved: false,
+            duration,
+            by: ApprovedBy::NotRequired,
         };
     }
-    match &grant.approval {
-        None => Resolution::AwaitingApproval {
+    match (&grant.approval, git_ops) {
+        (None, Some(requester)) => Resolution::Approved {
             access,
-            duration: wanted,
+            duration,
+            by: ApprovedBy::GitOps {
+                requester: requester.to_string(),
+            },
+        },
+        (None, None) => Resolution::AwaitingApproval {
+            access,
+            duration,
             approvers: describe_approvers(terms),
         },
-        Some(approval) => match check_approver(terms, approval, grant.requested_by.as_deref()) {
+        (Some(approval), _) => match check_approver(terms, approval, grant.requested_by.as_deref())
+        {
             Ok(()) => Resolution::Approved {
                 access,
-                duration: wanted,
-                approved: true,
+                duration,
+                by: ApprovedBy::Approver {
+                    name: approval.approved_by.clone(),
+                    group: approval.group.clone(),
+                },
             },
-            Err(message) => Resolution::Denied(message),
+            Err(message) => Resolution::denied(message),
         },
     }
+}
+
+/// How long a grant of `item` lasts: `None` (standing) only where the item allows standing
+/// access; else a positive duration within the item's maximum. Refused: why, and a message.
+fn timed(
+    grant: &AccessGrantSpec,
+    terms: &GrantTerms,
+    item: &str,
+) -> Result<Option<Duration>, (Reason, String)> {
+    let Some(asked) = grant.duration.as_deref() else {
+        if terms.standing {
+            return Ok(None);
+        }
+        return Err((
+            Reason::StandingNotAllowed,
+            format!(
+                "{item} does not allow standing access (a grant without spec.duration): set spec.duration (at most {}) in a new AccessGrant, or ask a policy admin to set terms.standing: true for {item}",
+                terms.max_duration
+            ),
+        ));
+    };
+    let denied = |message: String| (Reason::Denied, message);
+    let wanted = match duration::parse(asked) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => return Err(denied("duration must be positive".to_string())),
+        Err(e) => return Err(denied(e)),
+    };
+    let max = duration::parse(&terms.max_duration).map_err(|e| {
+        denied(format!(
+            "the policy's maxDuration for {item} is invalid: {e}"
+        ))
+    })?;
+    if wanted > max {
+        return Err(denied(format!(
+            "duration {asked} exceeds the maximum of {} for {item}; request at most {}",
+            terms.max_duration,
+            duration::format(max)
+        )));
+    }
+    Ok(Some(wanted))
 }
 
 /// The operator's own check of an approval, against the policy as it is now. The chart's
@@ -361,6 +525,7 @@ mod tests {
                 users: users.iter().map(|s| s.to_string()).collect(),
                 groups: groups.iter().map(|s| s.to_string()).collect(),
             },
+            standing: false,
         }
     }
 
@@ -400,7 +565,7 @@ mod tests {
             policy_ref: LocalRef { name: "p".into() },
             user: "alice@example.com".into(),
             access,
-            duration: duration.into(),
+            duration: Some(duration.into()),
             reason: "incident".into(),
             requested_by: Some("alice".into()),
             approval: None,
@@ -417,7 +582,7 @@ mod tests {
     #[test]
     fn unlisted_items_are_denied_naming_what_is_grantable() {
         match resolve(&policy(), &grant(group("group:secret"), "1h")) {
-            Resolution::Denied(m) => assert!(
+            Resolution::Denied { message: m, .. } => assert!(
                 m.contains("group:secret") && m.contains("group:prod, group:staging"),
                 "{m}"
             ),
@@ -428,21 +593,21 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            matches!(resolve(&policy(), &grant(role, "1h")), Resolution::Denied(m) if m.contains("auditor") && m.contains("admin"))
+            matches!(resolve(&policy(), &grant(role, "1h")), Resolution::Denied { message: m, .. } if m.contains("auditor") && m.contains("admin"))
         );
         let ssh = GrantAccess {
             ssh_rule: Some("x".into()),
             ..Default::default()
         };
         assert!(
-            matches!(resolve(&policy(), &grant(ssh, "1h")), Resolution::Denied(m) if m.contains("lists no grantable SSH rules"))
+            matches!(resolve(&policy(), &grant(ssh, "1h")), Resolution::Denied { message: m, .. } if m.contains("lists no grantable SSH rules"))
         );
     }
 
     #[test]
     fn over_the_maximum_is_denied_never_clipped() {
         match resolve(&policy(), &grant(group("group:prod"), "5h")) {
-            Resolution::Denied(m) => assert!(
+            Resolution::Denied { message: m, .. } => assert!(
                 m.contains("exceeds the maximum of 4h") && m.contains("at most 4h"),
                 "{m}"
             ),
@@ -450,7 +615,7 @@ mod tests {
         }
         assert!(matches!(
             resolve(&policy(), &grant(group("group:prod"), "4h")),
-            Resolution::AwaitingApproval { duration, .. } if duration == Duration::from_secs(4 * 3600)
+            Resolution::AwaitingApproval { duration, .. } if duration == Some(Duration::from_secs(4 * 3600))
         ));
     }
 
@@ -476,11 +641,11 @@ mod tests {
         ));
         g.approval = approval("mallory", None);
         assert!(
-            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("mallory is not listed in approvers.users and the approval names no approver group"))
+            matches!(resolve(&policy(), &g), Resolution::Denied { message: m, .. } if m.contains("mallory is not listed in approvers.users and the approval names no approver group"))
         );
         g.approval = approval("alice", None);
         assert!(
-            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("approved their own grant"))
+            matches!(resolve(&policy(), &g), Resolution::Denied { message: m, .. } if m.contains("approved their own grant"))
         );
         // No approval needed.
         assert!(matches!(
@@ -495,14 +660,14 @@ mod tests {
         let mut g = grant(group("group:staging"), "8h");
         g.requested_by = Some(bot.into());
         assert!(
-            matches!(resolve(&policy(), &g), Resolution::Denied(m) if m.contains("ServiceAccount system:serviceaccount:ci:deployer, which this policy does not list in grantable.serviceAccountRequesters"))
+            matches!(resolve(&policy(), &g), Resolution::Denied { message: m, .. } if m.contains("ServiceAccount system:serviceaccount:ci:deployer, which this policy does not list in grantable.serviceAccountRequesters"))
         );
         let mut named = policy();
         named.grantable.service_account_requesters = vec![bot.into()];
         assert!(matches!(resolve(&named, &g), Resolution::Approved { .. }));
         // Naming one ServiceAccount lets in no other, not even one of the same name elsewhere.
         g.requested_by = Some("system:serviceaccount:other:deployer".into());
-        assert!(matches!(resolve(&named, &g), Resolution::Denied(_)));
+        assert!(matches!(resolve(&named, &g), Resolution::Denied { .. }));
     }
 
     #[test]
@@ -517,27 +682,139 @@ mod tests {
         // Through the approver group sre (the API server proved carol was in it).
         r.approval = approval("carol", Some("sre"));
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Approved { access: PlannedAccess::Role { role }, approved: true, .. } if role == "admin")
+            matches!(resolve(&policy(), &r), Resolution::Approved { access: PlannedAccess::Role { role }, by: ApprovedBy::Approver { .. }, .. } if role == "admin")
         );
         // Naming no group, an approver outside approvers.users is not trusted blindly.
         r.approval = approval("carol", None);
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("names no approver group (spec.approval.group); approvers: group sre"))
+            matches!(resolve(&policy(), &r), Resolution::Denied { message: m, .. } if m.contains("names no approver group (spec.approval.group); approvers: group sre"))
         );
         // A group that is not (or no longer) an approver group of this access does not count.
         r.approval = approval("carol", Some("everyone"));
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("approved through group everyone, which is not an approver of this access"))
+            matches!(resolve(&policy(), &r), Resolution::Denied { message: m, .. } if m.contains("approved through group everyone, which is not an approver of this access"))
         );
         let mut removed = policy();
         removed.grantable.roles[0].terms.approvers.groups = vec!["security".into()];
         r.approval = approval("carol", Some("sre"));
-        assert!(matches!(resolve(&removed, &r), Resolution::Denied(_)));
+        assert!(matches!(resolve(&removed, &r), Resolution::Denied { .. }));
         // A ServiceAccount approves only when listed by name, whatever groups it is in.
         r.approval = approval("system:serviceaccount:team:bot", Some("sre"));
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Denied(m) if m.contains("ServiceAccount approves only when the policy lists it by name"))
+            matches!(resolve(&policy(), &r), Resolution::Denied { message: m, .. } if m.contains("ServiceAccount approves only when the policy lists it by name"))
         );
+    }
+
+    #[test]
+    fn standing_access_only_where_the_item_says_so() {
+        let mut p = policy();
+        p.grantable.groups[1].terms.standing = true;
+        let mut g = grant(group("group:staging"), "1h");
+        g.duration = None;
+        assert!(matches!(
+            resolve(&p, &g),
+            Resolution::Approved {
+                duration: None,
+                by: ApprovedBy::NotRequired,
+                ..
+            }
+        ));
+        // Approval rules are the same for standing grants.
+        g.access = group("group:prod");
+        assert!(matches!(
+            resolve(&p, &g),
+            Resolution::Denied {
+                reason: Reason::StandingNotAllowed,
+                ..
+            }
+        ));
+        p.grantable.groups[0].terms.standing = true;
+        assert!(matches!(
+            resolve(&p, &g),
+            Resolution::AwaitingApproval { duration: None, approvers, .. } if approvers == "user bob"
+        ));
+        g.approval = approval("bob", None);
+        assert!(matches!(
+            resolve(&p, &g),
+            Resolution::Approved {
+                duration: None,
+                by: ApprovedBy::Approver { .. },
+                ..
+            }
+        ));
+        // Every kind of item names itself when it refuses standing access.
+        let role = GrantAccess {
+            role: Some(TailscaleRole::Admin),
+            ..Default::default()
+        };
+        let rule = GrantAccess {
+            rule: Some("db".into()),
+            ..Default::default()
+        };
+        for (access, item) in [(role, "role admin"), (rule, "rule db")] {
+            let mut g = grant(access, "1h");
+            g.duration = None;
+            match resolve(&policy(), &g) {
+                Resolution::Denied {
+                    reason: Reason::StandingNotAllowed,
+                    message,
+                } => assert!(
+                    message.starts_with(&format!("{item} does not allow standing access"))
+                        && message.contains(&format!("terms.standing: true for {item}")),
+                    "{message}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn git_ops_requesters_approve_without_an_approval_and_need_no_other_listing() {
+        let argo = "system:serviceaccount:argocd:argocd-application-controller";
+        let mut p = policy();
+        p.grantable.git_ops_requesters = vec![argo.into()];
+        let mut g = grant(group("group:prod"), "1h");
+        g.requested_by = Some(argo.into());
+        match resolve(&p, &g) {
+            Resolution::Approved { by, .. } => {
+                assert_eq!(
+                    by,
+                    ApprovedBy::GitOps {
+                        requester: argo.into()
+                    }
+                );
+                assert!(by.needs_proof());
+                assert_eq!(by.reason(), APPROVED_IN_GITOPS);
+                let message = by.message("jit");
+                assert!(
+                    message.contains(argo)
+                        && message.contains("the review happened in the pull request"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(approving_identity(&p, &g), Some(argo));
+        // Another ServiceAccount, even one allowed to request, gets no GitOps approval.
+        let deployer = "system:serviceaccount:ci:deployer";
+        p.grantable.service_account_requesters = vec![deployer.into()];
+        g.requested_by = Some(deployer.into());
+        assert!(matches!(
+            resolve(&p, &g),
+            Resolution::AwaitingApproval { .. }
+        ));
+        assert_eq!(approving_identity(&p, &g), None);
+        // A listed GitOps identity is still held to the item: its grants are judged like any.
+        g.requested_by = Some(argo.into());
+        g.duration = Some("5h".into());
+        assert!(
+            matches!(resolve(&p, &g), Resolution::Denied { message, .. } if message.contains("exceeds the maximum of 4h"))
+        );
+        // An approval given anyway is judged as one.
+        g.duration = Some("1h".into());
+        g.approval = approval("mallory", None);
+        assert!(matches!(resolve(&p, &g), Resolution::Denied { .. }));
+        assert_eq!(approving_identity(&p, &g), Some("mallory"));
     }
 
     #[test]

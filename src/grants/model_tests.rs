@@ -1,16 +1,17 @@
 //! The lifecycle and the ledger together, as the reconciler and the sweeper drive them, on
-//! random histories: overlapping role grants, clock jumps, deletions with and without the
-//! finalizer, operators stopping between the ledger and Tailscale. Afterwards the user holds
-//! exactly their baseline, the ledger is empty and nothing is Active; at every quiet moment the
-//! user holds at least the baseline and at most the least role including it and what the ledger
-//! holds, and every Active, unexpired grant is held and in effect.
+//! random histories: overlapping role grants, timed and standing, clock jumps, deletions with
+//! and without the finalizer, operators stopping between the ledger and Tailscale, the person
+//! offboarded. Once the person has left, the user holds exactly their baseline, the ledger is
+//! empty and nothing is Active; at every quiet moment the user holds at least the baseline and
+//! at most the least role including it and what the ledger holds, and every Active, unexpired
+//! grant is held and in effect.
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 
 use super::ledger::{self, includes, least_upper_bound};
-use super::lifecycle::{decide, Beneficiary, GrantState, Step};
+use super::lifecycle::{decide, Beneficiary, GrantState, Revocation, Step};
 use super::PlannedAccess;
 use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantLedgerSpec, GrantPhase, Hold};
 
@@ -18,6 +19,7 @@ use super::ledger::tests::{hold, ROLES};
 
 #[derive(Clone, Debug)]
 enum Event {
+    /// A grant of role `.0` for `.1` seconds (0: standing).
     Create(usize, i64),
     Tick(i64),
     Reconcile(usize),
@@ -27,17 +29,20 @@ enum Event {
     /// The finalizer stripped and the object deleted (no admission policy in the way).
     ForceDelete(usize),
     Sweep,
+    /// The directory marks the person offboarded.
+    Offboard,
 }
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        3 => (0..ROLES.len(), 1..6i64).prop_map(|(r, d)| Event::Create(r, d)),
+        3 => (0..ROLES.len(), 0..6i64).prop_map(|(r, d)| Event::Create(r, d)),
         3 => (0..4i64).prop_map(Event::Tick),
         6 => (0..8usize).prop_map(Event::Reconcile),
         1 => (0..8usize).prop_map(Event::ReconcileCrash),
         1 => (0..8usize).prop_map(Event::Delete),
         1 => (0..8usize).prop_map(Event::ForceDelete),
         3 => Just(Event::Sweep),
+        1 => Just(Event::Offboard),
     ]
 }
 
@@ -56,12 +61,13 @@ struct World {
     ledger: GrantLedgerSpec,
     grants: Vec<Grant>,
     policy: AccessPolicySpec,
+    offboarded: bool,
 }
 
 fn policy() -> AccessPolicySpec {
     let roles: Vec<_> = ROLES[1..]
         .iter()
-        .map(|r| json!({"role": r, "terms": {"maxDuration": "1h", "approvalRequired": false}}))
+        .map(|r| json!({"role": r, "terms": {"maxDuration": "1h", "approvalRequired": false, "standing": true}}))
         .collect();
     serde_json::from_value(json!({"integrationRef": {"name": "t"}, "grantable": {"roles": roles}}))
         .expect("policy")
@@ -86,26 +92,37 @@ impl World {
             ended_at: None,
             deleting: g.deleting,
             held: self.held(&g.uid),
-            beneficiary: Beneficiary::Person,
+            beneficiary: if self.offboarded {
+                Beneficiary::Offboarded
+            } else {
+                Beneficiary::Person
+            },
             approvals: Ok(()),
             approved_unproven: false,
+            requested_unproven: false,
             approved_before_policy: false,
             approver: super::lifecycle::Approver::NotInDirectory,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();
         match step {
-            Step::Activate { access, duration } => {
+            Step::Activate {
+                access, duration, ..
+            } => {
                 let PlannedAccess::Role { role } = access else {
                     return;
                 };
-                let expires = ledger::hold(&self.ledger, &uid)
-                    .map(|h| h.expires_at.0)
-                    .unwrap_or(self.now + SignedDuration::try_from(duration).unwrap_or_default());
+                let expires = match ledger::hold(&self.ledger, &uid) {
+                    Some(h) => h.expires_at.as_ref().map(|t| t.0),
+                    None => {
+                        duration.map(|d| self.now + SignedDuration::try_from(d).unwrap_or_default())
+                    }
+                };
                 let hold = Hold {
                     grant: format!("g{i}"),
                     role: Some(role),
-                    ..hold(&uid, expires)
+                    expires_at: expires.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+                    ..hold(&uid, self.now)
                 };
                 match ledger::start_role(&mut self.ledger, hold, &self.role) {
                     Ok(start) => {
@@ -118,7 +135,7 @@ impl World {
                         ledger::role_applied(&mut self.ledger, "u1");
                         let g = &mut self.grants[i];
                         g.phase = Some(GrantPhase::Active);
-                        g.expires = Some(expires);
+                        g.expires = expires;
                     }
                     Err(ledger::RoleRefusal::NotARaise { .. }) => {
                         self.grants[i].phase = Some(GrantPhase::Denied)
@@ -128,7 +145,13 @@ impl World {
                     }
                 }
             }
-            Step::Revoke { phase } => {
+            Step::Revoke { phase, cause } => {
+                if cause == Revocation::PersonOffboarded {
+                    assert!(
+                        self.offboarded,
+                        "revoked for offboarding a person who works here"
+                    );
+                }
                 // As the operator does: only a hold that exists is ended and settled.
                 if self.held(&uid) {
                     let end = ledger::end_role(&mut self.ledger, &uid, Some(&self.role));
@@ -167,7 +190,7 @@ impl World {
                     .grants
                     .iter()
                     .find(|g| g.uid == h.grant_uid && g.exists);
-                h.expires_at.0 <= self.now
+                ledger::lapsed(h, self.now, SignedDuration::ZERO)
                     || grant.is_none_or(|g| {
                         matches!(
                             g.phase,
@@ -217,15 +240,17 @@ proptest! {
             ledger: GrantLedgerSpec::default(),
             grants: Vec::new(),
             policy: policy(),
+            offboarded: false,
         };
         let baseline = ROLES[baseline].to_string();
         for e in events {
             match e {
                 Event::Create(r, secs) => {
                     let i = w.grants.len();
+                    let duration = (secs > 0).then(|| format!("{secs}s"));
                     let spec: AccessGrantSpec = serde_json::from_value(json!({
                         "policyRef": {"name": "p"}, "user": "alice@example.com",
-                        "access": {"role": ROLES[r]}, "duration": format!("{secs}s"),
+                        "access": {"role": ROLES[r]}, "duration": duration,
                         "reason": "r", "requestedBy": "alice"
                     })).expect("spec");
                     w.grants.push(Grant { uid: format!("uid-{i}"), spec, phase: None, expires: None, deleting: false, exists: true });
@@ -236,6 +261,7 @@ proptest! {
                 Event::Delete(i) => if let Some(g) = w.grants.get_mut(i) { g.deleting = true },
                 Event::ForceDelete(i) => if let Some(g) = w.grants.get_mut(i) { g.exists = false },
                 Event::Sweep => w.sweep(),
+                Event::Offboard => w.offboarded = true,
             }
             if w.quiet() {
                 let mut roles: Vec<&str> = vec![baseline.as_str()];
@@ -246,7 +272,9 @@ proptest! {
                 prop_assert!(includes(&ceiling, &w.role), "{} exceeds {}: {:?}", w.role, ceiling, w.ledger.holds);
                 prop_assert!(includes(&w.role, &baseline), "{} below the baseline {}", w.role, baseline);
                 for g in w.grants.iter().filter(|g| g.exists && !g.deleting && g.phase == Some(GrantPhase::Active)) {
-                    if g.expires.is_some_and(|at| w.now < at) {
+                    // (A standing grant has no expiry; one being ended for its person leaving
+                    // may be part way.)
+                    if !w.offboarded && g.expires.is_none_or(|at| w.now < at) {
                         prop_assert!(w.held(&g.uid), "Active and unexpired but not held: {}", g.uid);
                         let granted = g.spec.access.role.map(super::role_name).unwrap_or_default();
                         prop_assert!(includes(&w.role, &granted), "{} not in effect under {}", granted, w.role);
@@ -254,8 +282,9 @@ proptest! {
                 }
             }
         }
-        // Time passes beyond every expiry, again and again (a waiting grant activates once the
-        // one it waits for ends); the operator runs each time.
+        // The person leaves (standing grants end only so, or by deletion) and time passes beyond
+        // every expiry, again and again; the operator runs each time.
+        w.offboarded = true;
         for _ in 0..w.grants.len() + 2 {
             w.now += SignedDuration::from_hours(2);
             w.sweep();

@@ -28,7 +28,7 @@ pub(crate) fn hold(uid: &str, expires: Timestamp) -> Hold {
         grant_uid: uid.into(),
         user_id: "u1".into(),
         login: "alice@example.com".into(),
-        expires_at: Time(expires),
+        expires_at: Some(Time(expires)),
         role: None,
         superseded: false,
         entries: None,
@@ -252,6 +252,101 @@ fn posture_overlaps_end_with_the_last_and_take_the_latest_expiry() {
             device_id: "d1".into()
         }]
     );
+}
+
+/// A hold of a standing grant: no expiry.
+fn standing_posture_hold(uid: &str) -> Hold {
+    Hold {
+        expires_at: None,
+        ..posture_hold(uid, 0)
+    }
+}
+
+#[test]
+fn a_standing_hold_never_lapses_yet_the_sweeper_keeps_looking_while_anything_is_held() {
+    let grace = jiff::SignedDuration::from_secs(1);
+    let recheck = std::time::Duration::from_secs(5);
+    let mut ledger = GrantLedgerSpec::default();
+    assert_eq!(next_look(&ledger, at(0).0, grace, recheck), None);
+    let standing = standing_posture_hold("s");
+    ledger.holds.push(standing.clone());
+    for later in [0, 86_400, 100 * 365 * 86_400] {
+        assert!(!lapsed(&standing, at(later).0, grace));
+    }
+    assert_eq!(earliest_expiry(&ledger), None);
+    // A grant deleted past its finalizer is looked for within seconds, expiry or not.
+    assert_eq!(next_look(&ledger, at(0).0, grace, recheck), Some(recheck));
+    // A timed hold beside it: woken at its expiry (plus the grace), never later than recheck.
+    ledger.holds.push(posture_hold("t", 2));
+    assert_eq!(earliest_expiry(&ledger), Some(at(2).0));
+    assert_eq!(
+        next_look(&ledger, at(0).0, grace, recheck),
+        Some(std::time::Duration::from_secs(3))
+    );
+    assert_eq!(
+        next_look(&ledger, at(10).0, grace, recheck),
+        Some(std::time::Duration::ZERO)
+    );
+    assert!(lapsed(&ledger.holds[1], at(3).0, grace));
+    assert!(!lapsed(&ledger.holds[1], at(2).0, grace));
+}
+
+#[test]
+fn posture_held_by_a_standing_grant_has_no_tailscale_expiry_until_only_timed_grants_hold_it() {
+    let mut ledger = GrantLedgerSpec::default();
+    let absent = DeviceAttribute {
+        device_id: "d1".into(),
+        current: None,
+    };
+    let timed = start_posture(
+        &mut ledger,
+        posture_hold("t", 100),
+        std::slice::from_ref(&absent),
+    );
+    assert!(
+        matches!(&timed[..], [PostureChange::Set { expiry: Some(e), .. }] if *e == at(100).0.to_string())
+    );
+    let standing = start_posture(
+        &mut ledger,
+        standing_posture_hold("s"),
+        std::slice::from_ref(&absent),
+    );
+    assert!(
+        matches!(&standing[..], [PostureChange::Set { expiry: None, .. }]),
+        "{standing:?}"
+    );
+    let set = DeviceAttribute {
+        device_id: "d1".into(),
+        current: Some((json!("true"), None)),
+    };
+    // The standing grant ends first: the timed one's expiry is Tailscale's again.
+    assert_eq!(
+        end_posture(&mut ledger, "s", std::slice::from_ref(&set)),
+        vec![PostureChange::Set {
+            device_id: "d1".into(),
+            value: json!("true"),
+            expiry: Some(at(100).0.to_string()),
+        }]
+    );
+    // Unless a person changed the value meanwhile: then it is theirs, left as it is.
+    start_posture(
+        &mut ledger,
+        standing_posture_hold("s2"),
+        std::slice::from_ref(&set),
+    );
+    let changed = DeviceAttribute {
+        device_id: "d1".into(),
+        current: Some((json!("false"), None)),
+    };
+    assert!(end_posture(&mut ledger, "s2", std::slice::from_ref(&changed)).is_empty());
+    assert_eq!(
+        end_posture(&mut ledger, "t", &[changed]),
+        vec![PostureChange::Left {
+            device_id: "d1".into(),
+            current: json!("false")
+        }]
+    );
+    assert!(ledger.holds.is_empty() && ledger.attributes.is_empty());
 }
 
 #[derive(Clone, Debug)]
