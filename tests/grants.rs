@@ -2365,3 +2365,88 @@ async fn a_standing_grant_ends_with_its_policy_while_a_timed_one_runs_to_its_exp
         Some(GrantPhase::Active)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_entry_a_person_removes_ends_and_is_never_put_back() {
+    let env = setup("drift", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "alice-prod",
+            "alice@example.com",
+            json!({"group": "group:prod"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .expect("alice may request for herself");
+    env.grant_phase("alice-prod", GrantPhase::Active).await;
+
+    // A person takes alice out of group:prod in the console, marker and all.
+    let raw = env.sim.policy().0;
+    let start = raw
+        .find("\"alice@example.com\" /* tailkeeper:")
+        .expect("alice's marked membership");
+    let end = start + raw[start..].find("*/, ").expect("its marker") + "*/, ".len();
+    let edited = format!("{}{}", &raw[..start], &raw[end..]);
+    assert_eq!(
+        edited, POLICY_FILE,
+        "the edit takes exactly what the grant added"
+    );
+    env.sim.set_policy_as("dana@example.com", &edited);
+    // Tailkeeper hears of it at its next sync (asked for here; a webhook does the same).
+    let out = env.kubectl(&[
+        "annotate",
+        "tsi",
+        "tailnet",
+        "--overwrite",
+        "tailkeeper.io/sync-requested-at=2026-11-30T12:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let revoked = env.grant_phase("alice-prod", GrantPhase::Revoked).await;
+    let ready = condition(&revoked, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "RemovedInTailscale");
+    let message = revoked
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("does not put back")
+            && message.contains("the membership of alice@example.com in group:prod")
+            && message.contains("by dana@example.com in the admin console"),
+        "{message}"
+    );
+    assert!(
+        !env.events("RemovedInTailscale").await.is_empty(),
+        "an Event says so"
+    );
+
+    // Another grant makes the writer write again: alice's membership stays out.
+    request(
+        &env,
+        "bob",
+        grant(
+            "bob-db",
+            "bob@example.com",
+            json!({"rule": "db"}),
+            "1h",
+            "bob",
+        ),
+    )
+    .await
+    .expect("bob may request for himself");
+    env.grant_phase("bob-db", GrantPhase::Active).await;
+    assert_eq!(
+        group_members(&policy_text(&env), "group:prod"),
+        vec!["bob@example.com".to_string()],
+        "what a person took away is not put back"
+    );
+}

@@ -149,6 +149,7 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         requested_unproven,
         approved_before_policy,
         approver,
+        removed_in_tailscale: ctx.writers.drift(&ledger::writer_key(grant)).is_some(),
     };
     let now = Timestamp::now();
     match lifecycle::decide(&state, policy.as_ref().map(|p| &p.spec), now) {
@@ -456,6 +457,10 @@ async fn revoke(
 ) -> Result<Outcome, GrantError> {
     let current = grant.status.as_ref().and_then(|s| s.phase);
     let mut notes = Vec::new();
+    // What a person removed, and who (read before ending clears it).
+    if cause == Revocation::RemovedInTailscale {
+        notes.extend(ctx.writers.drift(&ledger::writer_key(grant)));
+    }
     let mut changed_by_person = false;
     if let Some((key, recorded)) = holder {
         let integration = (key.0.clone(), recorded.integration.clone());
@@ -465,7 +470,7 @@ async fn revoke(
         };
         match result {
             Ok(ended) => {
-                notes = ended.notes;
+                notes.extend(ended.notes);
                 changed_by_person = ended.changed_by_person;
             }
             Err(f) => {

@@ -109,7 +109,15 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
             .await;
             status.credentials = Some(synced.credential);
             conditions.set_kstatus(KState::Ready, "Synced", &message);
+            // The policy file changed since the last sync: if it was not the writer's own
+            // doing, a person may have removed what a grant holds; the writer looks.
+            let file_changed = ctx.inventory(&key).is_some_and(|before| {
+                before.policy_file.as_ref().ok() != synced.inventory.policy_file.as_ref().ok()
+            });
             ctx.set_inventory(key.clone(), synced.inventory);
+            if file_changed {
+                ctx.writers.verify(&key);
+            }
             expiry_requeue.map_or(sync_interval, |d| d.min(sync_interval))
         }
         Err(SyncError::Config { reason, message }) => {

@@ -149,6 +149,8 @@ impl Failure {
             },
             WriteError::Contended(m) => Failure::Contended(m),
             WriteError::Unavailable(m) => Failure::Unavailable(m),
+            // Only an active grant's entries can drift; its reconciler ends it.
+            WriteError::RemovedInTailscale(m) => Failure::Rejected(m),
         }
     }
 

@@ -329,6 +329,23 @@ pub async fn run(
     let (grant_recheck, grant_rechecks) = futures::channel::mpsc::channel(64);
     // The policy reconciler asks for grants whose person its directory says has left.
     ctx.set_grant_rechecks(grant_recheck.clone());
+    // The policy writers name grants (namespace, UID) whose entries a person removed: their
+    // reconciler ends them.
+    let (drift_notice, mut drifted) = tokio::sync::mpsc::unbounded_channel::<context::Key>();
+    ctx.writers.notify_drift_to(drift_notice);
+    let (drift_store, mut drift_recheck) = (grant_store.clone(), grant_recheck.clone());
+    let drift_task = tokio::spawn(async move {
+        while let Some((ns, uid)) = drifted.recv().await {
+            let found = drift_store.state().into_iter().find(|g| {
+                g.namespace().as_deref() == Some(ns.as_str())
+                    && g.uid().as_deref() == Some(uid.as_str())
+            });
+            if let Some(g) = found {
+                let _ = futures::SinkExt::send(&mut drift_recheck, ObjectRef::from_obj(g.as_ref()))
+                    .await;
+            }
+        }
+    });
     let grant_controller = Controller::for_stream(grants, grant_store.clone())
         .reconcile_on(grant_rechecks)
         .watches_stream(policy_changes, move |p: AccessPolicy| {
@@ -446,6 +463,7 @@ pub async fn run(
     };
     admission_refresh.abort();
     credential_watch.abort();
+    drift_task.abort();
     overdue.abort();
     trimmer.abort();
     if let Some(webhooks) = webhooks {

@@ -94,12 +94,17 @@ pub enum WriteError {
     /// Tailscale failed or could not be reached; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// A person removed or changed this grant's entries in Tailscale: they are not put back.
+    #[error("{0}")]
+    RemovedInTailscale(String),
 }
 
 struct Request {
     grant: Key,
     /// `None` drops the grant's entries.
     want: Option<Want>,
+    /// Only look: read the file and notice entries a person removed (`grant` and `want` unused).
+    verify: bool,
     /// When the entries lapse: the writer removes them at that instant by itself.
     expires: Option<Timestamp>,
     reply: oneshot::Sender<Result<Written, WriteError>>,
@@ -128,6 +133,19 @@ impl PolicyWriter {
         self.request(grant, None, None).await
     }
 
+    /// Ask the writer to read the file and notice entries of its grants that a person removed
+    /// or changed (after a change Tailkeeper did not make); does not wait.
+    pub fn verify(&self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Request {
+            grant: (String::new(), String::new()),
+            want: None,
+            verify: true,
+            expires: None,
+            reply,
+        });
+    }
+
     async fn request(
         &self,
         grant: Key,
@@ -139,6 +157,7 @@ impl PolicyWriter {
             .send(Request {
                 grant,
                 want,
+                verify: false,
                 expires,
                 reply,
             })
@@ -164,6 +183,10 @@ pub struct Writers {
     pub window: BatchWindow,
     /// Told the integration after each write, so it syncs and its inventory follows at once.
     written: std::sync::OnceLock<WriteNotice>,
+    /// Grants whose entries a person removed or changed, with what and who, until dropped.
+    drifted: Arc<Mutex<HashMap<Key, String>>>,
+    /// Told each grant (namespace, UID) found drifted, so its reconciler ends it.
+    drift_notice: std::sync::OnceLock<mpsc::UnboundedSender<Key>>,
 }
 
 /// Where a writer says that it changed an integration's policy file.
@@ -184,6 +207,23 @@ impl Writers {
         let _ = self.written.set(notice);
     }
 
+    /// Send the (namespace, UID) of each grant found drifted to `notice` (once set, for good).
+    pub fn notify_drift_to(&self, notice: mpsc::UnboundedSender<Key>) {
+        let _ = self.drift_notice.set(notice);
+    }
+
+    /// What a person removed or changed of grant `grant`'s entries (namespace, UID), if so.
+    pub fn drift(&self, grant: &Key) -> Option<String> {
+        lock(&self.drifted).get(grant).cloned()
+    }
+
+    /// Ask the writer of `integration`, if one runs, to look for entries a person removed.
+    pub fn verify(&self, integration: &Key) {
+        if let Some((_, _, writer)) = lock(&self.map).get(integration) {
+            writer.verify();
+        }
+    }
+
     /// The writer of an integration. A new Tailscale client (`fingerprint` changed) starts a new
     /// writer, seeded afresh.
     pub fn get(
@@ -194,10 +234,7 @@ impl Writers {
         client: &tailscale::Client,
         owner: &Owner,
     ) -> PolicyWriter {
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = lock(&self.map);
         // A new client, or a new integration under the same name (another owner), starts anew.
         if let Some((fp, o, w)) = map.get(integration) {
             if *fp == fingerprint && o == owner && !w.tx.is_closed() {
@@ -216,6 +253,9 @@ impl Writers {
             window: self.window,
             stats: self.stats.clone(),
             written: self.written.get().cloned(),
+            placed: BTreeMap::new(),
+            drifted: self.drifted.clone(),
+            drift_notice: self.drift_notice.get().cloned(),
         };
         tokio::spawn(task.run(rx));
         let writer = PolicyWriter { tx };
@@ -244,6 +284,18 @@ struct WriterTask {
     window: BatchWindow,
     stats: Arc<WriterStats>,
     written: Option<WriteNotice>,
+    /// Grants whose entries this writer saw in the file after writing them, and since when: if
+    /// they go missing, a person removed or changed them.
+    placed: BTreeMap<Key, Timestamp>,
+    drifted: Arc<Mutex<HashMap<Key, String>>>,
+    drift_notice: Option<mpsc::UnboundedSender<Key>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl WriterTask {
@@ -362,6 +414,24 @@ impl WriterTask {
         let held = self.wanted.as_ref().filter(|_| self.in_sync);
         let lapsed =
             held.is_some_and(|w| w.values().any(|h| h.expires.is_some_and(|at| at <= now)));
+        let (verify, batch): (Vec<Request>, Vec<Request>) =
+            batch.into_iter().partition(|r| r.verify);
+        let verify = !verify.is_empty();
+        // A grant found drifted is not put back: its reconciler ends it (and then drops it).
+        let (refused, batch): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| r.want.is_some() && lock(&self.drifted).contains_key(&r.grant));
+        for r in refused {
+            let detail = lock(&self.drifted)
+                .get(&r.grant)
+                .cloned()
+                .unwrap_or_default();
+            let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
+        }
+        for r in batch.iter().filter(|r| r.want.is_none()) {
+            lock(&self.drifted).remove(&r.grant);
+        }
+        let held = self.wanted.as_ref().filter(|_| self.in_sync);
         let (idle, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
             .partition(|r| r.want.is_none() && held.is_some_and(|w| !w.contains_key(&r.grant)));
@@ -372,7 +442,7 @@ impl WriterTask {
                 changed: false,
             }));
         }
-        if batch.is_empty() && !lapsed {
+        if batch.is_empty() && !lapsed && !verify {
             return true;
         }
         let mut pending: Vec<Request> = batch;
@@ -390,6 +460,25 @@ impl WriterTask {
                 }
             };
             let now = Timestamp::now();
+            // Entries this writer had placed that are gone: a person removed or changed them.
+            // Tailkeeper never puts them back; the grant ends instead.
+            let current = self.wanted.clone().unwrap_or_default();
+            for key in self.drift(&file.text, &current, now).await {
+                if let Some(w) = self.wanted.as_mut() {
+                    w.remove(&key);
+                }
+            }
+            let (refused, kept): (Vec<Request>, Vec<Request>) = pending
+                .into_iter()
+                .partition(|r| r.want.is_some() && lock(&self.drifted).contains_key(&r.grant));
+            for r in refused {
+                let detail = lock(&self.drifted)
+                    .get(&r.grant)
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
+            }
+            pending = kept;
             let legacy = match policy_file::uses_legacy_acls(&file.text) {
                 Ok(l) => l,
                 Err(e) => {
@@ -440,6 +529,7 @@ impl WriterTask {
                 }
             };
             if !outcome.changed {
+                self.mark_placed(&next, now);
                 self.wanted = Some(next);
                 self.in_sync = true;
                 self.reply_written(pending, resolved, outcome.already_present, false);
@@ -455,6 +545,7 @@ impl WriterTask {
                         .writes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
+                    self.mark_placed(&next, now);
                     if let Some(notice) = &mut self.written {
                         // Full or closed: a sync is already on its way, or nobody listens.
                         let _ = notice.try_send(
@@ -525,6 +616,95 @@ impl WriterTask {
                 }
             }
         }
+    }
+
+    /// Every grant of `next` is in the file now (placed since `now`, unless earlier).
+    fn mark_placed(&mut self, next: &BTreeMap<Key, Held>, now: Timestamp) {
+        self.placed.retain(|key, _| next.contains_key(key));
+        for key in next.keys() {
+            self.placed.entry(key.clone()).or_insert(now);
+        }
+    }
+
+    /// The grants this writer placed whose entries `text` no longer holds (a person removed
+    /// or changed them). Each is recorded, with who changed the file when the configuration
+    /// audit log says, and announced so its reconciler ends it.
+    async fn drift(
+        &mut self,
+        text: &str,
+        wanted: &BTreeMap<Key, Held>,
+        now: Timestamp,
+    ) -> Vec<Key> {
+        let placed: Vec<(Key, Timestamp, &Held)> = self
+            .placed
+            .iter()
+            .filter_map(|(key, since)| Some((key.clone(), *since, wanted.get(key)?)))
+            // Lapsed entries are the writer's to take out, not a person's doing.
+            .filter(|(_, _, held)| held.expires.is_none_or(|at| at > now))
+            .collect();
+        let mut all = Entries::default();
+        for (_, _, held) in &placed {
+            all.extend(&held.entries);
+        }
+        // One read of the file for all of them; most of the time nothing is missing.
+        let Ok(missing) = policy_file::absent(text, &self.owner, &all) else {
+            return Vec::new();
+        };
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for (key, since, held) in placed {
+            let gone = common(&held.entries, &missing);
+            if gone.is_empty() {
+                continue;
+            }
+            let who = self.who_removed(&gone, since, now).await;
+            let detail = format!(
+                "{} removed or changed in Tailscale{}",
+                describe(&gone),
+                who.map(|w| format!(" by {w}")).unwrap_or_default()
+            );
+            warn!(grant = %key.1, %detail, "a person removed what a grant holds; it is not put back");
+            lock(&self.drifted).insert(key.clone(), detail);
+            self.placed.remove(&key);
+            if let Some(notice) = &self.drift_notice {
+                let _ = notice.send(key.clone());
+            }
+            found.push(key);
+        }
+        found
+    }
+
+    /// Who changed the file so that `gone` left it, from the configuration audit log (when the
+    /// credential may read it): the latest change whose old file held them and new one not.
+    async fn who_removed(
+        &self,
+        gone: &Entries,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Option<String> {
+        let start = since - jiff::SignedDuration::from_secs(2);
+        let end = now + jiff::SignedDuration::from_secs(2);
+        let log = match self.client.configuration_log(start, end).await {
+            Ok(log) => log,
+            Err(e) => {
+                debug!(error = %e, "the configuration audit log cannot be read");
+                return None;
+            }
+        };
+        let holds = |value: &Option<Value>| {
+            value
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(|t| policy_file::absent(t, &self.owner, gone).ok())
+                .map(|m| m.is_empty())
+        };
+        log.iter()
+            .rev()
+            .filter(|e| e.is_policy_change())
+            .find(|e| holds(&e.old) == Some(true) && holds(&e.new) == Some(false))
+            .map(|e| e.who())
     }
 
     /// Validate each added grant alone on top of the current state; those Tailscale refuses are
@@ -607,6 +787,48 @@ fn resolve(want: &Want, legacy: bool) -> Entries {
             }
         }
     }
+}
+
+/// The entries of `a` that are also in `b`.
+fn common(a: &Entries, b: &Entries) -> Entries {
+    Entries {
+        members: a.members.intersection(&b.members).cloned().collect(),
+        grants: a
+            .grants
+            .iter()
+            .filter(|r| b.grants.contains(r))
+            .cloned()
+            .collect(),
+        ssh: a
+            .ssh
+            .iter()
+            .filter(|r| b.ssh.contains(r))
+            .cloned()
+            .collect(),
+        acls: a
+            .acls
+            .iter()
+            .filter(|r| b.acls.contains(r))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Entries in words, for a status message.
+fn describe(entries: &Entries) -> String {
+    let mut parts: Vec<String> = entries
+        .members
+        .iter()
+        .map(|(group, login)| format!("the membership of {login} in {group}"))
+        .collect();
+    for (section, rules) in [
+        ("grants", &entries.grants),
+        ("acls", &entries.acls),
+        ("ssh", &entries.ssh),
+    ] {
+        parts.extend(rules.iter().map(|r| format!("the {section} entry {r}")));
+    }
+    parts.join(", ")
 }
 
 fn desired(wanted: &BTreeMap<Key, Held>) -> Entries {

@@ -50,6 +50,9 @@ pub struct GrantState<'a> {
     /// Who the approving identity (the approver, or a GitOps requester) is in the policy's
     /// directory.
     pub approver: Approver,
+    /// A person removed or changed in Tailscale what the grant had added (its policy-file
+    /// entries): Tailkeeper does not put them back; the grant ends.
+    pub removed_in_tailscale: bool,
 }
 
 impl<'a> GrantState<'a> {
@@ -69,6 +72,7 @@ impl<'a> GrantState<'a> {
             requested_unproven: false,
             approved_before_policy: false,
             approver: Approver::NotInDirectory,
+            removed_in_tailscale: false,
         }
     }
 }
@@ -152,6 +156,8 @@ pub enum Reason {
     PersonOffboarded,
     /// Access ended because no person in the directory has the grant's login any more.
     PersonNotInDirectory,
+    /// Access ended because a person removed or changed in Tailscale what the grant added.
+    RemovedInTailscale,
     Activating,
 }
 
@@ -169,6 +175,7 @@ impl Reason {
             Reason::Revoked => "Revoked",
             Reason::PersonOffboarded => "PersonOffboarded",
             Reason::PersonNotInDirectory => "PersonNotInDirectory",
+            Reason::RemovedInTailscale => "RemovedInTailscale",
             Reason::Activating => "Activating",
         }
     }
@@ -200,6 +207,9 @@ pub enum Revocation {
     Undone,
     /// The grant had already ended; access still recorded for it is ended too.
     AlreadyEnded,
+    /// A person removed or changed in Tailscale what the grant added: Tailkeeper never fights
+    /// a person, so the grant ends rather than putting it back.
+    RemovedInTailscale,
 }
 
 impl Revocation {
@@ -209,6 +219,7 @@ impl Revocation {
             Revocation::Expired => Reason::Expired,
             Revocation::PersonOffboarded => Reason::PersonOffboarded,
             Revocation::PersonNotInDirectory => Reason::PersonNotInDirectory,
+            Revocation::RemovedInTailscale => Reason::RemovedInTailscale,
             Revocation::PolicyGone => Reason::PolicyNotFound,
             Revocation::StandingWithdrawn => Reason::StandingNotAllowed,
             Revocation::Deleted
@@ -237,6 +248,9 @@ impl Revocation {
             Revocation::Unproven => Some(
                 "nothing recorded proves what this grant holds or until when, so it is ended rather than trusted".to_string(),
             ),
+            Revocation::RemovedInTailscale => Some(format!(
+                "a person removed or changed in Tailscale what this grant added, and Tailkeeper does not put back what a person took away: request a new grant for {user} if the access is still needed"
+            )),
             Revocation::Expired
             | Revocation::Deleted
             | Revocation::Undone
@@ -403,6 +417,9 @@ fn active(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp)
         // A timed grant must have its expiry on record; a standing grant has none.
         None if !standing => return revoke(Revocation::Unproven),
         _ => {}
+    }
+    if grant.removed_in_tailscale {
+        return revoke(Revocation::RemovedInTailscale);
     }
     // Active without a hold (a ledger lost, or written before the ledger existed): nothing
     // proves what is in force, so end it rather than trust it.
@@ -601,7 +618,49 @@ mod tests {
             requested_unproven: false,
             approved_before_policy: false,
             approver: Approver::NotInDirectory,
+            removed_in_tailscale: false,
         }
+    }
+
+    #[test]
+    fn a_grant_whose_entries_a_person_removed_ends_and_is_not_put_back() {
+        let spec = spec("alice@example.com", json!({"group": "group:prod"}));
+        let p = policy(None);
+        let now = at(0);
+        let mut grant = state(&spec, Some(GrantPhase::Active));
+        grant.held = true;
+        grant.expires_at = Some(at(1800));
+        assert_eq!(
+            decide(&grant, Some(&p), now),
+            Step::Hold {
+                until: grant.expires_at
+            }
+        );
+        grant.removed_in_tailscale = true;
+        let step = decide(&grant, Some(&p), now);
+        assert_eq!(
+            step,
+            Step::Revoke {
+                phase: GrantPhase::Revoked,
+                cause: Revocation::RemovedInTailscale
+            }
+        );
+        assert_eq!(
+            Revocation::RemovedInTailscale.reason().as_str(),
+            "RemovedInTailscale"
+        );
+        assert!(Revocation::RemovedInTailscale
+            .explain(&spec)
+            .is_some_and(|m| m.contains("does not put back")));
+        // Past its expiry it simply expired: the person only took away what was ending anyway.
+        grant.expires_at = Some(now);
+        assert_eq!(
+            decide(&grant, Some(&p), now),
+            Step::Revoke {
+                phase: GrantPhase::Expired,
+                cause: Revocation::Expired
+            }
+        );
     }
 
     #[test]

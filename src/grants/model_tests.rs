@@ -102,6 +102,7 @@ impl World {
             requested_unproven: false,
             approved_before_policy: false,
             approver: super::lifecycle::Approver::NotInDirectory,
+            removed_in_tailscale: false,
         };
         let step = decide(&state, Some(&self.policy), self.now);
         let uid = g.uid.clone();

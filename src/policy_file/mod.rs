@@ -271,6 +271,57 @@ pub fn managed(text: &str, owner: &Owner) -> Result<Entries, PolicyFileError> {
     Ok(owned)
 }
 
+/// The entries of `desired` that `text` does not hold for `owner`: neither marked by it nor
+/// written by a person (unmarked). An entry another owner holds does not count, as in
+/// [`reconcile`]. Used to tell that a person removed or changed what a grant holds.
+pub fn absent(text: &str, owner: &Owner, desired: &Entries) -> Result<Entries, PolicyFileError> {
+    let root_value = scan::parse(text)?;
+    let root = root_object(&root_value)?;
+    let groups = find_section(root, "groups")?.and_then(|i| root.items[i].value.as_object());
+    let mut missing = Entries::default();
+    for (group, login) in &desired.members {
+        let held = match groups {
+            Some(groups) => find_group(groups, group)?
+                .and_then(|i| groups.items[i].value.as_array())
+                .is_some_and(|members| {
+                    members.items.iter().any(|member| {
+                        member.present_for(owner)
+                            && member
+                                .value
+                                .as_str(text)
+                                .is_some_and(|m| same_login(&m, login))
+                    })
+                }),
+            None => false,
+        };
+        if !held {
+            missing.members.insert((group.clone(), login.clone()));
+        }
+    }
+    for section in RuleSection::ALL {
+        let entries =
+            find_section(root, section.name())?.and_then(|i| root.items[i].value.as_array());
+        let present: HashSet<String> = entries
+            .map(|entries| {
+                entries
+                    .items
+                    .iter()
+                    .filter(|entry| entry.present_for(owner))
+                    .filter_map(|entry| entry.value.to_json(text))
+                    .map(|entry| canonical(&entry))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for rule in desired.rules(section) {
+            let held = present.contains(&canonical(rule));
+            if !held {
+                missing.rules_mut(section).push(rule.clone());
+            }
+        }
+    }
+    Ok(missing)
+}
+
 /// True when the file has an `acls` section and no `grants` section, so new rules belong in the
 /// legacy `acls` form.
 pub fn uses_legacy_acls(text: &str) -> Result<bool, PolicyFileError> {

@@ -871,3 +871,43 @@ fn entries_extend_is_a_union_and_is_empty_sees_every_part() {
         assert!(!only.is_empty(), "{only:?}");
     }
 }
+
+#[test]
+fn absent_lists_what_neither_the_owner_nor_a_person_holds() {
+    let owner = Owner::new("east").expect("owner");
+    let text = r#"{
+  "groups": {
+    "group:prod": ["alice@example.com" /* tailkeeper:east */, "Bob@example.com", "carol@example.com" /* tailkeeper:west */],
+  },
+  "grants": [
+    {"src": ["alice@example.com"], "dst": ["tag:db"], "ip": ["*"]}, /* tailkeeper:east */
+    {"src": ["carol@example.com"], "dst": ["tag:db"], "ip": ["*"]}, /* tailkeeper:west */
+  ],
+}"#;
+    let rule = |login: &str| json!({"src": [login], "dst": ["tag:db"], "ip": ["*"]});
+    let desired = Entries {
+        members: [
+            ("group:prod".to_string(), "alice@example.com".to_string()),
+            ("group:prod".to_string(), "bob@example.com".to_string()),
+            ("group:prod".to_string(), "carol@example.com".to_string()),
+            ("group:ops".to_string(), "alice@example.com".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        grants: vec![rule("alice@example.com"), rule("carol@example.com")],
+        ..Default::default()
+    };
+    let missing = absent(text, &owner, &desired).expect("parses");
+    assert_eq!(
+        missing.members,
+        [
+            ("group:ops".to_string(), "alice@example.com".to_string()),
+            ("group:prod".to_string(), "carol@example.com".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        "ours and a person's count; another owner's and a missing group do not"
+    );
+    assert_eq!(missing.grants, vec![rule("carol@example.com")]);
+    assert!(absent("{", &owner, &desired).is_err());
+}
