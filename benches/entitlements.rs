@@ -107,7 +107,12 @@ fn pure_build() -> (Duration, usize, usize, usize) {
     for _ in 0..5 {
         let started = Instant::now();
         let document = tailkeeper::policy_file::document(&text).expect("parses");
-        let inventory = entitlements::build(members.clone(), &document, &Attribution::default());
+        let inventory = entitlements::build(
+            members.clone(),
+            &document,
+            &Attribution::default(),
+            Vec::new(),
+        );
         let summary = entitlements::summarize(&inventory, 20);
         let encoded = shards::encode(&shards::Published {
             policy: "bench/bench".into(),

@@ -17,7 +17,7 @@ use support::operator::{
 };
 use tailkeeper::api::{AccessGrant, EntitlementsStatus, GrantPhase};
 use tailkeeper::entitlements::AddedBy;
-use tailscale_sim::{SimConfig, SimUser, Simulator};
+use tailscale_sim::{SimConfig, SimDevice, SimUser, Simulator};
 
 const POLICY_FILE: &str = r#"// Kept by hand.
 {
@@ -388,4 +388,150 @@ subjects:
         .await
         .expect("list");
     assert_eq!(shards.items.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posture_attributes_on_devices_are_entitlements_with_who_set_them() {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    sim.add_user(SimUser::member("bob@example.com", "member", "active"));
+    let alice_laptop = sim.add_device(SimDevice {
+        name: "alice-laptop".into(),
+        user: "alice@example.com".into(),
+        ..Default::default()
+    });
+    sim.add_device(SimDevice {
+        name: "bob-phone".into(),
+        user: "bob@example.com".into(),
+        ..Default::default()
+    });
+    sim.set_policy_as_human(POLICY_FILE);
+    let env = Env::new("entitle-posture", sim).await;
+    install_admission_policies(env.cp).await;
+    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
+    // A person sets an attribute on alice's laptop through the API.
+    let set = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v2/device/{alice_laptop}/attributes/custom:tier",
+            env.sim.url()
+        ))
+        .bearer_auth(&key.key)
+        .json(&json!({"value": "gold"}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(set.status().is_success(), "{}", set.status());
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: ts}}
+stringData: {{apiToken: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: corp}}
+spec:
+  apiUrl: {}
+  syncInterval: 1h
+  credentials: {{type: APIToken, secretName: ts}}
+  inventory: {{postureAttributes: true}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: corp}}
+spec:
+  integrationRef: {{name: corp}}
+  directory:
+    people:
+      - {{loginNames: [alice@example.com], orgRole: engineer}}
+      - {{loginNames: [bob@example.com], orgRole: engineer}}
+  roles:
+    - {{orgRole: engineer, tailscaleRoles: [member]}}
+  grantable:
+    postureAttributes:
+      - {{name: jit-prod, key: "custom:jit-prod", value: "true", terms: {{maxDuration: 1h, approvalRequired: false}}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: grant-users}}
+rules:
+  - apiGroups: [tailkeeper.io]
+    resources: [accessgrants]
+    verbs: [get, list, watch, create, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: grant-users}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}}
+subjects:
+  - {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}}
+"#,
+        key.key,
+        env.sim.url()
+    ))
+    .await;
+    let status = entitlements_status(&env, "corp", |e| e.users == 2).await;
+    assert_eq!(status.message, None, "the posture attributes were read");
+
+    let bob = env.cp.client_as("bob").await;
+    let grant: AccessGrant = serde_json::from_value(json!({
+        "apiVersion": "tailkeeper.io/v1alpha1",
+        "kind": "AccessGrant",
+        "metadata": {"name": "bob-jit"},
+        "spec": {"policyRef": {"name": "corp"}, "user": "bob@example.com",
+                 "access": {"postureAttribute": "jit-prod"}, "duration": "1h",
+                 "reason": "incident 4711", "requestedBy": "bob"}
+    }))
+    .expect("grant");
+    Api::<AccessGrant>::namespaced(bob, &env.ns)
+        .create(&PostParams::default(), &grant)
+        .await
+        .expect("bob may request for himself");
+    env.grant_phase("bob-jit", GrantPhase::Active).await;
+    // Setting an attribute is no policy-file write: ask for the sync a webhook would bring.
+    let out = env.kubectl(&[
+        "annotate",
+        "tsi",
+        "corp",
+        "--overwrite",
+        "tailkeeper.io/sync-requested-at=2026-11-30T12:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rows: Vec<Value> = eventually("the posture entitlements", CONVERGE, || async {
+        let out = access(
+            &env,
+            &["--policy", &format!("{}/corp", env.ns), "-o", "json"],
+        );
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        let posture: Vec<Value> = rows
+            .into_iter()
+            .filter(|r| r["kind"] == "posture")
+            .collect();
+        (posture.len() == 2).then_some(posture)
+    })
+    .await;
+    let row = |user: &str| {
+        rows.iter()
+            .find(|r| r["user"] == user)
+            .unwrap_or_else(|| panic!("no posture row for {user}: {rows:?}"))
+    };
+    assert_eq!(
+        row("bob@example.com")["entitlement"],
+        "posture:custom:jit-prod=true"
+    );
+    assert_eq!(row("bob@example.com")["how"], "on device bob-phone");
+    assert_eq!(row("bob@example.com")["addedBy"], "grant bob-jit");
+    assert_eq!(
+        row("alice@example.com")["entitlement"],
+        "posture:custom:tier=gold"
+    );
+    assert_eq!(row("alice@example.com")["addedBy"], "tailscale");
 }

@@ -180,7 +180,7 @@ proptest! {
                 role_granted_by: Vec::new(),
             })
             .collect();
-        let inventory = build(members, &document(&text).expect("operator parses"), &Attribution::default());
+        let inventory = build(members, &document(&text).expect("operator parses"), &Attribution::default(), Vec::new());
         let resolver = Resolver::new(&inventory);
 
         let mut total = 0;
@@ -198,6 +198,8 @@ proptest! {
                     .find(|e| e.id == holding.entitlement)
                     .expect("holdings name inventory entitlements");
                 match entitlement.kind {
+                    // No posture attributes in these tailnets.
+                    Kind::Posture => prop_assert!(false, "no posture was given"),
                     Kind::Role => roles.push(entitlement.id.clone()),
                     Kind::Group => { groups.insert(entitlement.id.clone()); }
                     Kind::Grant | Kind::Acl | Kind::Ssh => {

@@ -89,6 +89,21 @@ pub struct TailscaleIntegrationSpec {
     /// point a Tailscale webhook at `<endpoint>/tailscale/<namespace>/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+
+    /// What each sync reads beyond users and the policy file, for the entitlements inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventorySpec>,
+}
+
+/// Optional parts of the entitlements inventory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventorySpec {
+    /// Read every device's custom posture attributes at each sync, so they appear as
+    /// entitlements (`posture:custom:<key>=<value>`) held by the devices' owners. Costs one
+    /// request per device (16 at a time) and needs the `devices:posture_attributes` scope.
+    #[serde(default)]
+    pub posture_attributes: bool,
 }
 
 /// Tailscale webhooks for an integration.

@@ -421,7 +421,8 @@ pub struct AccessPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementsStatus {
     /// Why there is no current inventory (for example, the credential may not read the policy
-    /// file); absent when there is one.
+    /// file), or which part is missing (posture attributes it may not read); absent when the
+    /// inventory is current and whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Tailscale users in the inventory.

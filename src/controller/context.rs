@@ -62,6 +62,9 @@ pub struct Inventory {
     pub devices: Option<i64>,
     /// The policy file as read at the sync (HuJSON), or why it could not be read.
     pub policy_file: Result<Arc<String>, String>,
+    /// Custom posture attributes on users' devices: `None` when not asked for
+    /// (`spec.inventory.postureAttributes`), else what was read or why it could not be.
+    pub posture: Option<Result<Arc<Vec<crate::entitlements::DevicePosture>>, String>>,
     pub revision: String,
     pub synced_at: Timestamp,
 }

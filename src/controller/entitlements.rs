@@ -91,7 +91,12 @@ pub async fn publish(
         &integration.name_any(),
         super::ledger::owner_id(integration),
     );
-    let built = entitlements::build(members, &document, &attribution);
+    let (posture, posture_note) = match &inventory.posture {
+        Some(Ok(p)) => ((**p).clone(), None),
+        Some(Err(why)) => (Vec::new(), Some(why.clone())),
+        None => (Vec::new(), None),
+    };
+    let built = entitlements::build(members, &document, &attribution, posture);
     let summary = entitlements::summarize(&built, SUMMARY_LIMIT);
     export_metrics(ctx, &(ns.clone(), name.clone()), &built);
     let published = Published {
@@ -126,7 +131,8 @@ pub async fn publish(
         Some(Time(Timestamp::now()))
     };
     Some(EntitlementsStatus {
-        message: None,
+        // The inventory is current; a part that could not be read is said here.
+        message: posture_note,
         users: summary.users as i64,
         entitlements: summary.entitlements as i64,
         holdings: summary.holdings as i64,
@@ -165,6 +171,11 @@ fn attribution(
         for hold in &ledger.spec.holds {
             if let Some(role) = &hold.role {
                 attribution.add_role(&hold.login, role, &hold.grant);
+            }
+            if let Some(posture) = &hold.posture {
+                for device in &posture.devices {
+                    attribution.add_posture(device, &posture.key, &hold.grant);
+                }
             }
             if let Some(entries) = &hold.entries {
                 for member in &entries.members {

@@ -162,10 +162,23 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
         .await
         .map_err(SyncError::Tailscale)?;
     // Device counts are informative: a credential without the devices scope still syncs users.
-    let devices = match client.list_devices().await {
-        Ok(d) => Some(d.len() as i64),
+    let device_list = match client.list_devices().await {
+        Ok(d) => Some(d),
         Err(e) if e.is_forbidden() => None,
         Err(e) => return Err(SyncError::Tailscale(e)),
+    };
+    let devices = device_list.as_ref().map(|d| d.len() as i64);
+    let wants_posture = obj
+        .spec
+        .inventory
+        .as_ref()
+        .is_some_and(|i| i.posture_attributes);
+    let posture = match (wants_posture, device_list) {
+        (false, _) => None,
+        (true, None) => Some(Err(
+            "posture attributes need the device list (the devices:core:read scope)".to_string(),
+        )),
+        (true, Some(list)) => Some(read_posture(&client, list).await.map(Arc::new)),
     };
     // The policy file feeds the entitlements inventory; a credential that may not read it
     // still syncs users, and the policies say why their inventory is missing.
@@ -192,6 +205,7 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
             users,
             devices,
             policy_file,
+            posture,
             synced_at: Timestamp::now(),
         },
         credential: CredentialStatus {
@@ -200,6 +214,52 @@ async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncE
             expires_at: expires_at.map(Time),
         },
     })
+}
+
+/// How many posture-attribute reads run at once.
+const POSTURE_READS: usize = 16;
+
+/// The custom posture attributes of every user's device (tagged devices belong to no user).
+async fn read_posture(
+    client: &tailscale::Client,
+    devices: Vec<tailscale::Device>,
+) -> Result<Vec<crate::entitlements::DevicePosture>, String> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let owned: Vec<tailscale::Device> =
+        devices.into_iter().filter(|d| !d.user.is_empty()).collect();
+    let per_device: Vec<Vec<crate::entitlements::DevicePosture>> = stream::iter(owned)
+        .map(|device| async move {
+            // The id grants set attributes by (see the ledger), so attributions match.
+            let id = if device.id.is_empty() { &device.node_id } else { &device.id };
+            let read = client.get_posture_attributes(id).await.map_err(|e| {
+                if e.is_forbidden() {
+                    format!("posture attributes are not included: the credential may not read them (it needs the devices:posture_attributes scope): {e}")
+                } else {
+                    format!("posture attributes are not included: {e}")
+                }
+            })?;
+            Ok::<_, String>(
+                read.attributes
+                    .into_iter()
+                    .filter(|(key, _)| key.starts_with("custom:"))
+                    .map(|(key, value)| crate::entitlements::DevicePosture {
+                        login: device.user.clone(),
+                        device_id: id.clone(),
+                        device: device.name.clone(),
+                        key,
+                        value: match value {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        },
+                        granted_by: Vec::new(),
+                    })
+                    .collect(),
+            )
+        })
+        .buffer_unordered(POSTURE_READS)
+        .try_collect()
+        .await?;
+    Ok(per_device.into_iter().flatten().collect())
 }
 
 /// Raise or clear `CredentialsExpiring`; returns when to look again so the warning appears on
@@ -422,6 +482,7 @@ mod tests {
             ],
             devices: Some(4),
             policy_file: Err("not read".into()),
+            posture: None,
             revision: "r".into(),
             synced_at: Timestamp::UNIX_EPOCH,
         };

@@ -19,6 +19,10 @@
 //! rule but give no user anything. When several entries cover a user, the most direct one is
 //! reported (login, then group, then autogroup, then wildcard, in that order of `src`).
 //!
+//! A custom posture attribute (`custom:key` = value) on a user's device is an entitlement too
+//! (policy-file postures decide what it unlocks): held by the device's owner **on the device**,
+//! added by the grants whose ledgers record setting it there, else set in Tailscale.
+//!
 //! Who added an entitlement: a group member or rule without a Tailkeeper marker was added by a
 //! person; one with this installation's marker by the grants its ledgers record (by name). A
 //! user's role was set in Tailscale unless an active role grant holds it. A holding through a
@@ -118,6 +122,23 @@ pub struct GroupEntry {
     pub members: Vec<GroupMember>,
 }
 
+/// A custom posture attribute on a device, as read from Tailscale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicePosture {
+    /// The device owner's login.
+    pub login: String,
+    pub device_id: String,
+    pub device: String,
+    /// For example `custom:jit-prod`.
+    pub key: String,
+    /// The value as text (`true`, `gold`, `3`).
+    pub value: String,
+    /// The grants that set it there (empty: set in Tailscale).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_by: Vec<String>,
+}
+
 /// The kinds of entitlement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
@@ -126,6 +147,7 @@ pub enum Kind {
     Grant,
     Acl,
     Ssh,
+    Posture,
 }
 
 impl Kind {
@@ -136,6 +158,7 @@ impl Kind {
             Kind::Grant => "grant",
             Kind::Acl => "acl",
             Kind::Ssh => "ssh",
+            Kind::Posture => "posture",
         }
     }
 }
@@ -172,6 +195,9 @@ pub struct Inventory {
     pub groups: Vec<GroupEntry>,
     /// Sorted by id.
     pub entitlements: Vec<Entitlement>,
+    /// Custom posture attributes on users' devices (when the integration reads them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub posture: Vec<DevicePosture>,
 }
 
 /// What this installation's grants hold, from their ledgers: who added what.
@@ -185,6 +211,8 @@ pub struct Attribution {
     pub rules: BTreeMap<String, Vec<String>>,
     /// (login, role) → grant names.
     pub roles: BTreeMap<(String, String), Vec<String>>,
+    /// (device id, posture key) → grant names.
+    pub posture: BTreeMap<(String, String), Vec<String>>,
 }
 
 impl Attribution {
@@ -199,6 +227,15 @@ impl Attribution {
         push_unique(
             self.members
                 .entry((group.to_string(), login.to_string()))
+                .or_default(),
+            grant,
+        );
+    }
+
+    pub fn add_posture(&mut self, device_id: &str, key: &str, grant: &str) {
+        push_unique(
+            self.posture
+                .entry((device_id.to_string(), key.to_string()))
                 .or_default(),
             grant,
         );
@@ -311,7 +348,12 @@ fn describe(section: Section, rule: &Json) -> String {
 
 /// Builds the inventory of a tailnet from its users, its policy file and what this
 /// installation's grants hold.
-pub fn build(users: Vec<Member>, document: &Document, attribution: &Attribution) -> Inventory {
+pub fn build(
+    users: Vec<Member>,
+    document: &Document,
+    attribution: &Attribution,
+    posture: Vec<DevicePosture>,
+) -> Inventory {
     let mut users = users;
     users.sort_by(|a, b| a.login.cmp(&b.login));
     users.dedup_by(|a, b| a.login == b.login);
@@ -412,18 +454,48 @@ pub fn build(users: Vec<Member>, document: &Document, attribution: &Attribution)
         }
     }
     entitlements.extend(rules.into_values());
+    let mut posture = posture;
+    for attribute in &mut posture {
+        attribute.granted_by = attribution
+            .posture
+            .get(&(attribute.device_id.clone(), attribute.key.clone()))
+            .cloned()
+            .unwrap_or_default();
+    }
+    posture.sort_by(|a, b| (&a.login, &a.device, &a.key).cmp(&(&b.login, &b.device, &b.key)));
+    let attributes: BTreeSet<(String, String)> = posture
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    for (key, value) in attributes {
+        entitlements.push(Entitlement {
+            id: posture_id(&key, &value),
+            kind: Kind::Posture,
+            description: format!("device posture {key} = {value}"),
+            locations: Vec::new(),
+            src: Vec::new(),
+            added_by: AddedBy::Tailscale,
+            holders: 0,
+        });
+    }
     entitlements.sort_by(|a, b| a.id.cmp(&b.id));
 
     let mut inventory = Inventory {
         users,
         groups,
         entitlements,
+        posture,
     };
     let counts = Resolver::new(&inventory).holder_counts();
     for (entitlement, count) in inventory.entitlements.iter_mut().zip(counts) {
         entitlement.holders = count;
     }
     inventory
+}
+
+/// The id of the posture entitlement `key` = `value`.
+fn posture_id(key: &str, value: &str) -> String {
+    format!("posture:{key}={value}")
 }
 
 /// How a user holds an entitlement.
@@ -435,6 +507,8 @@ pub enum Via {
     Group(String),
     Autogroup(String),
     Wildcard(String),
+    /// A posture attribute on their device (by name).
+    Device(String),
 }
 
 impl std::fmt::Display for Via {
@@ -444,6 +518,7 @@ impl std::fmt::Display for Via {
             Via::Group(g) => write!(f, "via {g}"),
             Via::Autogroup(g) => write!(f, "via {g}"),
             Via::Wildcard(w) => write!(f, "wildcard {w}"),
+            Via::Device(d) => write!(f, "on device {d}"),
         }
     }
 }
@@ -466,6 +541,8 @@ pub struct Resolver<'a> {
     user_index: HashMap<&'a str, usize>,
     /// group → (user index, who added the membership).
     members: HashMap<&'a str, Vec<(usize, &'a AddedBy)>>,
+    /// posture entitlement id → (user index, the attribute on their first device with it).
+    posture: HashMap<String, Vec<(usize, &'a DevicePosture)>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -487,10 +564,22 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        let mut posture: HashMap<String, Vec<(usize, &DevicePosture)>> = HashMap::new();
+        for attribute in &inventory.posture {
+            if let Some(&i) = user_index.get(attribute.login.as_str()) {
+                let list = posture
+                    .entry(posture_id(&attribute.key, &attribute.value))
+                    .or_default();
+                if !list.iter().any(|(j, _)| *j == i) {
+                    list.push((i, attribute));
+                }
+            }
+        }
         Resolver {
             inventory,
             user_index,
             members,
+            posture,
         }
     }
 
@@ -551,6 +640,22 @@ impl<'a> Resolver<'a> {
                     .iter()
                     .find(|(i, _)| *i == user)?;
                 (Via::Direct, (*added_by).clone())
+            }
+            Kind::Posture => {
+                let (_, attribute) = self
+                    .posture
+                    .get(entitlement.id.as_str())?
+                    .iter()
+                    .find(|(i, _)| *i == user)?;
+                let added_by = if attribute.granted_by.is_empty() {
+                    AddedBy::Tailscale
+                } else {
+                    AddedBy::Tailkeeper {
+                        owner: None,
+                        grants: attribute.granted_by.clone(),
+                    }
+                };
+                (Via::Device(attribute.device.clone()), added_by)
             }
             Kind::Grant | Kind::Acl | Kind::Ssh => {
                 let (via, membership) = self.rule_via(&entitlement.src, user)?;
@@ -633,6 +738,7 @@ impl<'a> Resolver<'a> {
                         .count()
                 }
                 Kind::Group => self.members.get(e.id.as_str()).map_or(0, Vec::len),
+                Kind::Posture => self.posture.get(e.id.as_str()).map_or(0, Vec::len),
                 Kind::Grant | Kind::Acl | Kind::Ssh => {
                     let mut union = vec![0u64; words];
                     for entry in &e.src {

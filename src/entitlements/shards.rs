@@ -142,6 +142,7 @@ mod tests {
                         holders: i,
                     })
                     .collect(),
+                posture: Vec::new(),
             },
         }
     }

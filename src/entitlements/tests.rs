@@ -40,6 +40,25 @@ const POLICY: &str = r#"{
   ],
 }"#;
 
+/// bob's laptop has a posture attribute a grant set; carol's desktop one a person set.
+fn posture() -> Vec<DevicePosture> {
+    let attribute = |login: &str, id: &str, device: &str, value: &str| DevicePosture {
+        login: login.into(),
+        device_id: id.into(),
+        device: device.into(),
+        key: "custom:jit-prod".into(),
+        value: value.into(),
+        granted_by: Vec::new(),
+    };
+    vec![
+        attribute("bob@example.com", "d1", "bob-laptop", "true"),
+        attribute("bob@example.com", "d2", "bob-phone", "true"),
+        attribute("carol@example.com", "d3", "carol-desktop", "true"),
+        attribute("guest@other.org", "d4", "guest-pc", "false"),
+        attribute("ghost@example.com", "d5", "ghost-pc", "true"),
+    ]
+}
+
 fn inventory() -> Inventory {
     let mut attribution = Attribution {
         owner: Some("east".into()),
@@ -51,7 +70,13 @@ fn inventory() -> Inventory {
         "dave-ssh",
     );
     attribution.add_role("alice@example.com", "admin", "alice-admin");
-    build(users(), &document(POLICY).expect("parses"), &attribution)
+    attribution.add_posture("d1", "custom:jit-prod", "bob-jit");
+    build(
+        users(),
+        &document(POLICY).expect("parses"),
+        &attribution,
+        posture(),
+    )
 }
 
 fn ids(holdings: &[Holding]) -> Vec<String> {
@@ -121,6 +146,7 @@ fn ids_are_stable_across_reordering_and_edits_elsewhere() {
         users(),
         &document(&edited).expect("parses"),
         &Attribution::default(),
+        posture(),
     );
     for e in before.entitlements.iter().filter(|e| e.kind != Kind::Group) {
         assert!(
@@ -217,7 +243,12 @@ fn another_installations_entries_are_tailkeepers_without_naming_our_grants() {
         owner: Some("west".into()),
         ..Default::default()
     };
-    let inv = build(users(), &document(POLICY).expect("parses"), &attribution);
+    let inv = build(
+        users(),
+        &document(POLICY).expect("parses"),
+        &attribution,
+        Vec::new(),
+    );
     let dave = entitlement(&inv, "dave@example.com");
     assert_eq!(
         dave.added_by,
@@ -296,7 +327,9 @@ fn holdings_render_as_a_table_csv_and_json() {
     for line in table.lines().skip(1) {
         let cell = &line[column..];
         assert!(
-            cell.starts_with("group:") || cell.starts_with("grant:") || cell.starts_with("role:"),
+            ["group:", "grant:", "role:", "posture:"]
+                .iter()
+                .any(|prefix| cell.starts_with(prefix)),
             "{line}"
         );
     }
@@ -334,4 +367,35 @@ fn holdings_render_as_a_table_csv_and_json() {
     let empty: Vec<serde_json::Value> =
         serde_json::from_str(&rendered(Format::Json, "nobody@example.com")).expect("json");
     assert!(empty.is_empty());
+}
+
+#[test]
+fn posture_attributes_on_a_users_devices_are_entitlements_of_the_user() {
+    let inv = inventory();
+    let count = |id: &str| {
+        inv.entitlements
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.holders)
+    };
+    // bob (two devices) counts once; ghost is no user of the tailnet.
+    assert_eq!(count("posture:custom:jit-prod=true"), Some(2));
+    assert_eq!(count("posture:custom:jit-prod=false"), Some(1));
+    let resolver = Resolver::new(&inv);
+    let holding = |login: &str| {
+        resolver
+            .of_user(login)
+            .into_iter()
+            .find(|h| h.kind == Kind::Posture)
+            .map(|h| (h.via.to_string(), h.added_by.to_string()))
+    };
+    assert_eq!(
+        holding("bob@example.com"),
+        Some(("on device bob-laptop".into(), "grant bob-jit".into()))
+    );
+    assert_eq!(
+        holding("carol@example.com"),
+        Some(("on device carol-desktop".into(), "tailscale".into()))
+    );
+    assert_eq!(holding("alice@example.com"), None);
 }
