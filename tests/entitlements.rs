@@ -74,6 +74,82 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("utf-8")
 }
 
+/// The `ts` Secret with a new API token, then [`corp_with_key`].
+async fn corp(env: &Env, integration_extra: &str, grantable: &str) {
+    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
+    corp_with_key(env, &key.key, integration_extra, grantable).await;
+}
+
+/// Integration and policy `corp` (alice and bob, engineers; syncs once an hour), with
+/// `integration_extra` appended to the integration's spec and `grantable` as the policy's
+/// grantable items; anyone authenticated may request grants.
+async fn corp_with_key(env: &Env, token: &str, integration_extra: &str, grantable: &str) {
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: ts}}
+stringData: {{apiToken: {token}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: corp}}
+spec:
+  apiUrl: {}
+  syncInterval: 1h
+  credentials: {{type: APIToken, secretName: ts}}{integration_extra}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: corp}}
+spec:
+  integrationRef: {{name: corp}}
+  directory:
+    people:
+      - {{loginNames: [alice@example.com], displayName: Alice, orgRole: engineer}}
+      - {{loginNames: [bob@example.com], displayName: Bob, orgRole: engineer}}
+  roles:
+    - {{orgRole: engineer, tailscaleRoles: [member]}}
+  grantable: {grantable}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: grant-users}}
+rules:
+  - apiGroups: [tailkeeper.io]
+    resources: [accessgrants]
+    verbs: [get, list, watch, create, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: grant-users}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}}
+subjects:
+  - {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}}
+"#,
+        env.sim.url()
+    ))
+    .await;
+}
+
+/// bob requests `access` for himself for `duration`, as grant `name`.
+async fn bob_requests(env: &Env, name: &str, access: Value, duration: &str) {
+    let bob = env.cp.client_as("bob").await;
+    let grant: AccessGrant = serde_json::from_value(json!({
+        "apiVersion": "tailkeeper.io/v1alpha1",
+        "kind": "AccessGrant",
+        "metadata": {"name": name},
+        "spec": {"policyRef": {"name": "corp"}, "user": "bob@example.com",
+                 "access": access, "duration": duration,
+                 "reason": "incident 4711", "requestedBy": "bob"}
+    }))
+    .expect("grant");
+    Api::<AccessGrant>::namespaced(bob, &env.ns)
+        .create(&PostParams::default(), &grant)
+        .await
+        .expect("bob may request for himself");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inventory_is_published_follows_a_console_edit_and_exports_as_table_csv_and_json() {
     let env = offboarding_with_webhooks("entitle", &["policyUpdate", "userRoleUpdated"]).await;
@@ -238,73 +314,13 @@ async fn a_grant_shows_as_what_added_its_entry_and_leaves_the_inventory_when_it_
     sim.set_policy_as_human(POLICY_FILE);
     let env = Env::new("entitle-grant", sim).await;
     install_admission_policies(env.cp).await;
-    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
     // An hour between syncs: the inventory follows the operator's own writes, not a timer.
-    env.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: ts}}
-stringData: {{apiToken: {}}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: corp}}
-spec:
-  apiUrl: {}
-  syncInterval: 1h
-  credentials: {{type: APIToken, secretName: ts}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: AccessPolicy
-metadata: {{name: corp}}
-spec:
-  integrationRef: {{name: corp}}
-  directory:
-    people:
-      - {{loginNames: [alice@example.com], displayName: Alice, orgRole: engineer}}
-      - {{loginNames: [bob@example.com], displayName: Bob, orgRole: engineer}}
-  roles:
-    - {{orgRole: engineer, tailscaleRoles: [member]}}
-  grantable:
-    groups:
-      - {{name: "group:prod", terms: {{maxDuration: 1h, approvalRequired: false}}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: grant-users}}
-rules:
-  - apiGroups: [tailkeeper.io]
-    resources: [accessgrants]
-    verbs: [get, list, watch, create, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: grant-users}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}}
-subjects:
-  - {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}}
-"#,
-        key.key,
-        env.sim.url()
-    ))
-    .await;
+    let grantable =
+        r#"{groups: [{name: "group:prod", terms: {maxDuration: 1h, approvalRequired: false}}]}"#;
+    corp(&env, "", grantable).await;
     entitlements_status(&env, "corp", |e| holders(e, "group:prod") == Some(1)).await;
 
-    let bob = env.cp.client_as("bob").await;
-    let grant: AccessGrant = serde_json::from_value(json!({
-        "apiVersion": "tailkeeper.io/v1alpha1",
-        "kind": "AccessGrant",
-        "metadata": {"name": "bob-prod"},
-        "spec": {"policyRef": {"name": "corp"}, "user": "bob@example.com",
-                 "access": {"group": "group:prod"}, "duration": "6s",
-                 "reason": "incident 4711", "requestedBy": "bob"}
-    }))
-    .expect("grant");
-    Api::<AccessGrant>::namespaced(bob, &env.ns)
-        .create(&PostParams::default(), &grant)
-        .await
-        .expect("bob may request for himself");
+    bob_requests(&env, "bob-prod", json!({"group": "group:prod"}), "6s").await;
     env.grant_phase("bob-prod", GrantPhase::Active).await;
 
     let published = eventually("bob's grant in the inventory", CONVERGE, || async {
@@ -423,73 +439,24 @@ async fn posture_attributes_on_devices_are_entitlements_with_who_set_them() {
         .await
         .expect("sent");
     assert!(set.status().is_success(), "{}", set.status());
-    env.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: ts}}
-stringData: {{apiToken: {}}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: corp}}
-spec:
-  apiUrl: {}
-  syncInterval: 1h
-  credentials: {{type: APIToken, secretName: ts}}
-  inventory: {{postureAttributes: true}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: AccessPolicy
-metadata: {{name: corp}}
-spec:
-  integrationRef: {{name: corp}}
-  directory:
-    people:
-      - {{loginNames: [alice@example.com], orgRole: engineer}}
-      - {{loginNames: [bob@example.com], orgRole: engineer}}
-  roles:
-    - {{orgRole: engineer, tailscaleRoles: [member]}}
-  grantable:
-    postureAttributes:
-      - {{name: jit-prod, key: "custom:jit-prod", value: "true", terms: {{maxDuration: 1h, approvalRequired: false}}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: grant-users}}
-rules:
-  - apiGroups: [tailkeeper.io]
-    resources: [accessgrants]
-    verbs: [get, list, watch, create, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: grant-users}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}}
-subjects:
-  - {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}}
-"#,
-        key.key,
-        env.sim.url()
-    ))
+    let grantable = r#"{postureAttributes: [{name: jit-prod, key: "custom:jit-prod", value: "true", terms: {maxDuration: 1h, approvalRequired: false}}]}"#;
+    corp_with_key(
+        &env,
+        &key.key,
+        "\n  inventory: {postureAttributes: true}",
+        grantable,
+    )
     .await;
     let status = entitlements_status(&env, "corp", |e| e.users == 2).await;
     assert_eq!(status.message, None, "the posture attributes were read");
 
-    let bob = env.cp.client_as("bob").await;
-    let grant: AccessGrant = serde_json::from_value(json!({
-        "apiVersion": "tailkeeper.io/v1alpha1",
-        "kind": "AccessGrant",
-        "metadata": {"name": "bob-jit"},
-        "spec": {"policyRef": {"name": "corp"}, "user": "bob@example.com",
-                 "access": {"postureAttribute": "jit-prod"}, "duration": "1h",
-                 "reason": "incident 4711", "requestedBy": "bob"}
-    }))
-    .expect("grant");
-    Api::<AccessGrant>::namespaced(bob, &env.ns)
-        .create(&PostParams::default(), &grant)
-        .await
-        .expect("bob may request for himself");
+    bob_requests(
+        &env,
+        "bob-jit",
+        json!({"postureAttribute": "jit-prod"}),
+        "1h",
+    )
+    .await;
     env.grant_phase("bob-jit", GrantPhase::Active).await;
     // Setting an attribute is no policy-file write: ask for the sync a webhook would bring.
     let out = env.kubectl(&[

@@ -2084,11 +2084,11 @@ async fn a_standing_grant_is_active_without_an_expiry_until_it_is_deleted() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_grants_standing_or_timed_end_when_their_person_is_offboarded() {
-    let env = setup("offboarded", POLICY_FILE).await;
+/// alice's standing grant `standing` and mallory's hour-long `timed` one, both of group:prod,
+/// once both are Active.
+async fn standing_and_timed_in_prod(env: &Env) {
     request(
-        &env,
+        env,
         "alice",
         standing(
             "standing",
@@ -2100,7 +2100,7 @@ async fn active_grants_standing_or_timed_end_when_their_person_is_offboarded() {
     .await
     .unwrap();
     request(
-        &env,
+        env,
         "mallory",
         grant(
             "timed",
@@ -2114,6 +2114,12 @@ async fn active_grants_standing_or_timed_end_when_their_person_is_offboarded() {
     .unwrap();
     env.grant_phase("standing", GrantPhase::Active).await;
     env.grant_phase("timed", GrantPhase::Active).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_grants_standing_or_timed_end_when_their_person_is_offboarded() {
+    let env = setup("offboarded", POLICY_FILE).await;
+    standing_and_timed_in_prod(&env).await;
     let members = group_members(&policy_text(&env), "group:prod");
     assert!(
         members.contains(&"alice@example.com".into())
@@ -2307,33 +2313,7 @@ async fn nobody_borrows_the_git_ops_identity_and_other_service_accounts_get_no_g
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standing_grant_ends_with_its_policy_while_a_timed_one_runs_to_its_expiry() {
     let env = setup("standingpolicy", POLICY_FILE).await;
-    request(
-        &env,
-        "alice",
-        standing(
-            "standing",
-            "alice@example.com",
-            json!({"group": "group:prod"}),
-            "alice",
-        ),
-    )
-    .await
-    .unwrap();
-    request(
-        &env,
-        "mallory",
-        grant(
-            "timed",
-            "mallory@example.com",
-            json!({"group": "group:prod"}),
-            "1h",
-            "mallory",
-        ),
-    )
-    .await
-    .unwrap();
-    env.grant_phase("standing", GrantPhase::Active).await;
-    env.grant_phase("timed", GrantPhase::Active).await;
+    standing_and_timed_in_prod(&env).await;
 
     // Without its policy nothing could tell that alice left: the standing grant ends now.
     env.policies()

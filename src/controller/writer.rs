@@ -418,16 +418,7 @@ impl WriterTask {
             batch.into_iter().partition(|r| r.verify);
         let verify = !verify.is_empty();
         // A grant found drifted is not put back: its reconciler ends it (and then drops it).
-        let (refused, batch): (Vec<Request>, Vec<Request>) = batch
-            .into_iter()
-            .partition(|r| r.want.is_some() && lock(&self.drifted).contains_key(&r.grant));
-        for r in refused {
-            let detail = lock(&self.drifted)
-                .get(&r.grant)
-                .cloned()
-                .unwrap_or_default();
-            let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
-        }
+        let batch = self.refuse_drifted(batch);
         for r in batch.iter().filter(|r| r.want.is_none()) {
             lock(&self.drifted).remove(&r.grant);
         }
@@ -468,17 +459,7 @@ impl WriterTask {
                     w.remove(&key);
                 }
             }
-            let (refused, kept): (Vec<Request>, Vec<Request>) = pending
-                .into_iter()
-                .partition(|r| r.want.is_some() && lock(&self.drifted).contains_key(&r.grant));
-            for r in refused {
-                let detail = lock(&self.drifted)
-                    .get(&r.grant)
-                    .cloned()
-                    .unwrap_or_default();
-                let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
-            }
-            pending = kept;
+            pending = self.refuse_drifted(pending);
             let legacy = match policy_file::uses_legacy_acls(&file.text) {
                 Ok(l) => l,
                 Err(e) => {
@@ -616,6 +597,20 @@ impl WriterTask {
                 }
             }
         }
+    }
+
+    /// Answer the requests that want entries of a drifted grant with what a person removed;
+    /// return the others.
+    fn refuse_drifted(&self, requests: Vec<Request>) -> Vec<Request> {
+        let drifted = lock(&self.drifted);
+        let (refused, kept): (Vec<Request>, Vec<Request>) = requests
+            .into_iter()
+            .partition(|r| r.want.is_some() && drifted.contains_key(&r.grant));
+        for r in refused {
+            let detail = drifted.get(&r.grant).cloned().unwrap_or_default();
+            let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
+        }
+        kept
     }
 
     /// Every grant of `next` is in the file now (placed since `now`, unless earlier).
