@@ -2037,3 +2037,142 @@ fn dockerignore_keeps_the_context_small_but_complete() {
         }
     }
 }
+
+/// The shell and YAML blocks of the README's "Install in a cluster" section, in order.
+fn readme_install_blocks() -> Vec<(String, String)> {
+    let readme = fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Install in a cluster")
+        .expect("the install section");
+    let end = start + readme[start..].find("\n## ").expect("the next section");
+    let mut blocks = Vec::new();
+    let mut lines = readme[start..end].lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```").filter(|l| !l.is_empty()) {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            blocks.push((lang.to_string(), body.join("\n") + "\n"));
+        }
+    }
+    blocks
+}
+
+/// The README's install steps, run as written on a fresh cluster: its shell blocks verbatim
+/// (bash, with the tools on PATH), its YAML with only the placeholders filled in and `apiUrl`
+/// pointed at the simulator (the one change a reader would not make). No kubelet runs here, so
+/// the operator the chart installs runs beside the cluster, as the chart's ServiceAccount and
+/// with the Deployment's arguments. (Two workers: the shell steps block one while the simulator
+/// answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_install_steps_work_as_written() {
+    let cp = ControlPlane::start_without_crds()
+        .await
+        .expect("a control plane of this test's own");
+    let blocks = readme_install_blocks();
+    let shell: Vec<&String> = blocks
+        .iter()
+        .filter(|(lang, _)| lang == "sh")
+        .map(|(_, body)| body)
+        .collect();
+    let yaml = blocks
+        .iter()
+        .find(|(lang, _)| lang == "yaml")
+        .map(|(_, body)| body.clone())
+        .expect("the YAML block");
+    assert!(shell.len() >= 4, "{blocks:?}");
+
+    // The reader's working directory: the repository's crds/ and charts/, and their export.
+    let dir = scratch("readme");
+    for entry in ["crds", "charts"] {
+        std::os::unix::fs::symlink(repo().join(entry), dir.join(entry)).expect("symlink");
+    }
+    fs::write(
+        dir.join("hr-export.csv"),
+        "loginName,displayName,orgRole,status\nalice@example.com,Alice,engineer,active\nbob@example.com,Bob,it,active\n",
+    )
+    .expect("export");
+    let path = format!(
+        "{}:{}",
+        tools().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sh = |script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", "-c", script])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env("KUBECONFIG", cp.kubeconfig_path());
+        for (key, value) in helm().get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        run_ok(&mut cmd)
+    };
+
+    // 1. CRDs and the chart.
+    let out = sh(shell[0]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+
+    // The operator the chart installed, as its ServiceAccount would run it.
+    let sim = tailscale_sim::Simulator::start(tailscale_sim::SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(tailscale_sim::SimUser::member(
+        "alice@example.com",
+        "member",
+        "active",
+    ));
+    sim.add_user(tailscale_sim::SimUser::member(
+        "bob@example.com",
+        "it-admin",
+        "active",
+    ));
+    let oauth = sim.create_oauth_client(&["users:read", "policy_file:read"]);
+    let kubeconfig = cp.impersonating_kubeconfig(
+        "system:serviceaccount:tailkeeper-system:tailkeeper",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:tailkeeper-system",
+        ],
+    );
+    let operator = support::operator::Operator::start_cluster_wide(
+        &kubeconfig,
+        "tailkeeper-system",
+        &["--allow-api-host", "127.0.0.1"],
+    );
+    operator.wait_ready().await;
+
+    // 2. The namespace and the directory.
+    sh(shell[1]);
+    // 3. The YAML, placeholders filled in.
+    let yaml = yaml
+        .replace("<OAuth client id>", &oauth.id)
+        .replace("<OAuth client secret>", &oauth.secret)
+        .replace(
+            "spec:\n  credentials:",
+            &format!("spec:\n  apiUrl: {}\n  credentials:", sim.url()),
+        );
+    assert!(
+        yaml.contains("apiUrl"),
+        "the integration's spec is where the README has it"
+    );
+    let mut apply = Command::new(tools().join("kubectl"));
+    apply
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", cp.kubeconfig_path());
+    let out = run_with_stdin(&mut apply, &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 4. Waiting for Ready, then the checks.
+    let out = sh(shell[2]);
+    assert!(
+        out.contains("UserIdentified") && out.contains("checksPassing"),
+        "{out}"
+    );
+    // 5. Sync now.
+    let out = sh(shell[3]);
+    assert!(out.contains("condition met"), "{out}");
+}

@@ -55,6 +55,19 @@ impl Operator {
 
     /// [`Operator::start`] with more command-line arguments.
     pub fn start_with(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Operator {
+        let mut all = vec!["--watch-namespace", namespace];
+        all.extend_from_slice(args);
+        Self::spawn(kubeconfig, namespace, &all)
+    }
+
+    /// An operator watching every namespace, as a cluster-wide install runs it; its Lease is
+    /// in `namespace`.
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn start_cluster_wide(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Operator {
+        Self::spawn(kubeconfig, namespace, args)
+    }
+
+    fn spawn(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Operator {
         let identity = claim_identity(namespace);
         let port = free_port();
         let webhook_port = free_port();
@@ -62,7 +75,7 @@ impl Operator {
         let out = std::fs::File::create(&log).expect("operator log file");
         let err = out.try_clone().expect("log handle");
         let child = Command::new(env!("CARGO_BIN_EXE_tailkeeper"))
-            .args(["run", "--watch-namespace", namespace, "--listen"])
+            .args(["run", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
             .arg("--webhook-listen")
