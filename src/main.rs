@@ -69,6 +69,13 @@ struct RunArgs {
     /// off when unset. Integrations opt in with spec.webhook.
     #[arg(long, env = "TAILKEEPER_WEBHOOK_LISTEN")]
     webhook_listen: Option<SocketAddr>,
+    /// Where the other replicas reach this one's webhook endpoint (for example
+    /// `http://10.1.2.3:8081`; by default the pod's IP from `POD_IP`, which the chart sets, and
+    /// the webhook port). A standby passes each
+    /// delivery it receives on to the leader's; without it, deliveries reaching a standby get
+    /// 503 and are retried by Tailscale.
+    #[arg(long, env = "TAILKEEPER_WEBHOOK_ADVERTISE_URL")]
+    webhook_advertise_url: Option<String>,
     /// Log format.
     #[arg(long, env = "TAILKEEPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -292,6 +299,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.watch_namespace,
         listen: args.listen,
         webhook_listen: args.webhook_listen,
+        webhook_advertise: args.webhook_advertise_url.or_else(|| {
+            // In a pod (the chart sets POD_IP): this pod's address and the webhook port.
+            let ip: std::net::IpAddr = std::env::var("POD_IP").ok()?.parse().ok()?;
+            let port = args.webhook_listen?.port();
+            Some(format!("http://{}", SocketAddr::new(ip, port)))
+        }),
         settings,
         leader_election,
     };

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::json;
-use support::operator::{eventually, offboarding_with_webhooks, set_credentials, Env, CONVERGE};
+use support::operator::{
+    eventually, offboarding_with_webhooks, offboarding_with_webhooks_at, set_credentials, Env,
+    CONVERGE,
+};
 use tailkeeper::webhook::sign;
 use tailscale_sim::{SimConfig, SimUser, Simulator};
 
@@ -233,4 +236,43 @@ async fn a_change_in_tailscale_reaches_the_checks_through_the_webhook_tailscale_
         .metrics()
         .await
         .contains("outcome=\"Accepted\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_reaches_a_standby_is_passed_on_to_the_leader() {
+    // Two replicas behind one Service: Tailscale's delivery lands on the standby.
+    let (env, standby) =
+        offboarding_with_webhooks_at("webhookstandby", &["userSuspended"], true).await;
+    let standby = standby.expect("a standby");
+    let bob = env.sim.user_by_login("bob@example.com").unwrap();
+    env.sim.add_user(SimUser {
+        status: "suspended".into(),
+        ..bob
+    });
+    // The leader checked and accepted it, and synced long before the hour-long interval.
+    env.check(
+        "corp",
+        "OffboardedAccessRemoved",
+        tailkeeper::api::CheckResultValue::Pass,
+    )
+    .await;
+    assert!(env
+        .operator
+        .metrics()
+        .await
+        .contains("outcome=\"Accepted\""));
+    let deliveries = env.sim.webhook_deliveries();
+    assert!(
+        deliveries.iter().any(|d| d.delivered()),
+        "the standby answered 2xx: {deliveries:?}"
+    );
+    // A forged delivery sent to the standby is refused by the leader's checks, as ever.
+    let forged = reqwest::Client::new()
+        .post(standby.webhook_url(&env.ns, "corp"))
+        .header("Tailscale-Webhook-Signature", "t=1,v1=00")
+        .body("[]")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(forged.status().as_u16(), 401, "{:?}", forged.text().await);
 }

@@ -82,6 +82,9 @@ pub struct RunConfig {
     pub listen: SocketAddr,
     /// Address of the Tailscale webhook endpoint, when it is on.
     pub webhook_listen: Option<SocketAddr>,
+    /// Where other replicas reach this one's webhook endpoint (`http://<pod IP>:<port>`): the
+    /// leader announces it on its Lease, and standbys pass deliveries on to it.
+    pub webhook_advertise: Option<String>,
     pub settings: Settings,
     /// Hold this Lease before starting the controllers; `None` runs them at once (one replica
     /// only, e.g. local runs).
@@ -132,8 +135,35 @@ pub async fn run(
     let leadership = match config.leader_election.clone() {
         Some(election) => {
             health.set_standby();
-            match leader::acquire(lease_client, election, shutdown.clone()).await? {
-                Some(leadership) => Some(leadership),
+            // While standing by, the webhook port passes deliveries on to the leader, so a
+            // Service in front of every replica loses none.
+            let (standing_down, stood_down) = tokio::sync::oneshot::channel::<()>();
+            let forwarder = config.webhook_listen.map(|addr| {
+                tokio::spawn(webhook::forward(
+                    addr,
+                    Api::namespaced(lease_client.clone(), &election.namespace),
+                    election.lease_name.clone(),
+                    async move {
+                        let _ = stood_down.await;
+                    },
+                ))
+            });
+            let acquired =
+                leader::acquire(lease_client.clone(), election.clone(), shutdown.clone()).await;
+            let _ = standing_down.send(());
+            if let Some(forwarder) = forwarder {
+                // The port is free again once it has finished (in-flight deliveries included).
+                if let Ok(Err(e)) = forwarder.await {
+                    warn!(error = %e, "the standby webhook forwarder failed");
+                }
+            }
+            match acquired? {
+                Some(leadership) => {
+                    if let Some(url) = &config.webhook_advertise {
+                        announce_webhook_endpoint(&lease_client, &election, url).await;
+                    }
+                    Some(leadership)
+                }
                 None => {
                     health.set_ready(false);
                     return stop(server).await;
@@ -422,7 +452,7 @@ pub async fn run(
         })
     };
 
-    // The webhook endpoint runs while this replica leads (a standby has nothing to sync).
+    // The webhook endpoint checks deliveries while this replica leads (standbys pass theirs on).
     let webhooks = config.webhook_listen.map(|addr| {
         let receiver = Arc::new(webhook::Receiver::new(
             ctx.clone(),
@@ -543,6 +573,30 @@ fn referencing(
         .filter(|p| p.namespace().as_deref() == Some(namespace) && refers(p))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
+}
+
+/// Say on the Lease where this leader's webhook endpoint is, for standbys to pass deliveries on.
+/// A failure only costs deliveries that reach a standby a retry.
+async fn announce_webhook_endpoint(
+    client: &kube::Client,
+    election: &leader::LeaderElection,
+    url: &str,
+) {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &election.namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        webhook::ENDPOINT_ANNOTATION: format!("{}={url}", election.identity)
+    }}});
+    if let Err(e) = leases
+        .patch(
+            &election.lease_name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(error = %e, "cannot announce the webhook endpoint on the Lease; standbys answer 503 meanwhile");
+    }
 }
 
 /// Integration changes that matter to policies: the inventory revision and the Ready status.

@@ -199,3 +199,151 @@ fn waiting_grants(
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
 }
+
+/// The Lease annotation where the leader says where its webhook endpoint is:
+/// `<identity>=<url>` (the identity, so a stale entry of a former leader is never used).
+pub const ENDPOINT_ANNOTATION: &str = "tailkeeper.io/webhook-endpoint";
+/// How long a standby waits for the leader to answer a forwarded delivery.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The leader's webhook endpoint as its Lease announces it: the annotation's URL when it names
+/// the Lease's current holder.
+pub fn leader_endpoint(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<String> {
+    let holder = lease.spec.as_ref()?.holder_identity.as_deref()?;
+    let announced = lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ENDPOINT_ANNOTATION)?;
+    let (identity, url) = announced.split_once('=')?;
+    (identity == holder && !holder.is_empty() && url.starts_with("http"))
+        .then(|| url.trim_end_matches('/').to_string())
+}
+
+/// What a standby needs to pass deliveries on.
+struct Forwarder {
+    leases: kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    lease_name: String,
+    http: reqwest::Client,
+}
+
+/// Serve the webhook port on a standby until `shutdown`: every delivery goes, untouched, to the
+/// leader, which checks it (a standby has nothing to sync). With no leader announced, 503: the
+/// sender retries.
+pub async fn forward(
+    addr: SocketAddr,
+    leases: kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    lease_name: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for webhooks: {e}"))?;
+    info!(%addr, "standby: passing Tailscale webhooks on to the leader");
+    let http = reqwest::Client::builder()
+        .timeout(FORWARD_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let forwarder = Arc::new(Forwarder {
+        leases,
+        lease_name,
+        http,
+    });
+    let app = Router::new()
+        .route("/tailscale/{namespace}/{name}", post(pass_on))
+        .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES))
+        .with_state(forwarder);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn pass_on(
+    State(forwarder): State<Arc<Forwarder>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let unavailable = |why: String| {
+        debug!(%namespace, integration = %name, %why, "standby cannot pass a webhook on");
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this replica is a standby and {why}; retry"),
+        )
+    };
+    let lease = match forwarder.leases.get_opt(&forwarder.lease_name).await {
+        Ok(lease) => lease,
+        Err(e) => return unavailable(format!("cannot read the leader-election Lease: {e}")),
+    };
+    let Some(endpoint) = lease.as_ref().and_then(leader_endpoint) else {
+        return unavailable("no leader has announced its webhook endpoint".to_string());
+    };
+    let mut request = forwarder
+        .http
+        .post(format!("{endpoint}/tailscale/{namespace}/{name}"))
+        .body(body);
+    for header in [webhook::SIGNATURE_HEADER, "content-type"] {
+        if let Some(value) = headers.get(header) {
+            request = request.header(header, value);
+        }
+    }
+    match request.send().await {
+        Ok(answer_of_leader) => {
+            let status = StatusCode::from_u16(answer_of_leader.status().as_u16())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = answer_of_leader.bytes().await.unwrap_or_default();
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => unavailable(format!("the leader did not answer: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use kube::api::ObjectMeta;
+
+    fn lease(holder: Option<&str>, announced: Option<&str>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                annotations: announced.map(|a| {
+                    [(ENDPOINT_ANNOTATION.to_string(), a.to_string())]
+                        .into_iter()
+                        .collect()
+                }),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_standby_forwards_only_to_the_endpoint_the_current_leader_announced() {
+        assert_eq!(
+            leader_endpoint(&lease(Some("pod-a"), Some("pod-a=http://10.0.0.5:8081/"))),
+            Some("http://10.0.0.5:8081".to_string())
+        );
+        // A former leader's announcement, no holder, no announcement, or no URL: nowhere.
+        assert_eq!(
+            leader_endpoint(&lease(Some("pod-b"), Some("pod-a=http://10.0.0.5:8081"))),
+            None
+        );
+        assert_eq!(
+            leader_endpoint(&lease(None, Some("pod-a=http://10.0.0.5:8081"))),
+            None
+        );
+        assert_eq!(leader_endpoint(&lease(Some("pod-a"), None)), None);
+        assert_eq!(leader_endpoint(&lease(Some("pod-a"), Some("pod-a="))), None);
+        assert_eq!(leader_endpoint(&lease(Some(""), Some("=http://x"))), None);
+    }
+}

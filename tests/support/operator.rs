@@ -80,6 +80,8 @@ impl Operator {
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
             .arg("--webhook-listen")
             .arg(format!("127.0.0.1:{webhook_port}"))
+            .arg("--webhook-advertise-url")
+            .arg(format!("http://127.0.0.1:{webhook_port}"))
             // The simulator listens on loopback: the one host the tests trust with credentials.
             .args(["--allow-api-host", "127.0.0.1"])
             .args(["--lease-namespace", namespace])
@@ -541,6 +543,16 @@ pub async fn set_credentials(env: &Env, token: &str, webhook_secret: &str) {
 /// integration `corp` that syncs once an hour and receives the webhooks the simulator sends
 /// for `events`. Returns once `OffboardedAccessRemoved` fails (bob's account is active).
 pub async fn offboarding_with_webhooks(prefix: &str, events: &[&str]) -> Env {
+    offboarding_with_webhooks_at(prefix, events, false).await.0
+}
+
+/// [`offboarding_with_webhooks`]; with `standby`, a second operator runs too, standing by, and
+/// Tailscale posts to the standby's endpoint rather than the leader's.
+pub async fn offboarding_with_webhooks_at(
+    prefix: &str,
+    events: &[&str],
+    standby: bool,
+) -> (Env, Option<Operator>) {
     let sim = Simulator::start(tailscale_sim::SimConfig::default())
         .await
         .expect("simulator");
@@ -555,10 +567,19 @@ pub async fn offboarding_with_webhooks(prefix: &str, events: &[&str]) -> Env {
         "active",
     ));
     let env = Env::new(prefix, sim).await;
+    let standby = standby.then(|| Operator::start(&env.kubeconfig, &env.ns));
+    if let Some(standby) = &standby {
+        let serving = standby.wait_serving().await;
+        assert!(
+            serving.contains("standby"),
+            "the second operator stands by: {serving}"
+        );
+    }
+    let receiver = standby.as_ref().unwrap_or(&env.operator);
     // Tailscale is told where to post; it answers with the signing secret.
     let hook = env
         .sim
-        .add_webhook(&env.operator.webhook_url(&env.ns, "corp"), events);
+        .add_webhook(&receiver.webhook_url(&env.ns, "corp"), events);
     let key = env.sim.create_api_key(Duration::from_secs(86400 * 60));
     set_credentials(&env, &key.key, &hook.secret).await;
     env.apply(&format!(
@@ -589,7 +610,7 @@ spec:
     .await;
     env.check("corp", "OffboardedAccessRemoved", CheckResultValue::Fail)
         .await;
-    env
+    (env, standby)
 }
 
 /// What a process has used so far, read from `/proc`.
