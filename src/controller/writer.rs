@@ -256,6 +256,8 @@ impl Writers {
             placed: BTreeMap::new(),
             drifted: self.drifted.clone(),
             drift_notice: self.drift_notice.get().cloned(),
+            last_notice: None,
+            notice_due: None,
         };
         tokio::spawn(task.run(rx));
         let writer = PolicyWriter { tx };
@@ -289,7 +291,13 @@ struct WriterTask {
     placed: BTreeMap<Key, Timestamp>,
     drifted: Arc<Mutex<HashMap<Key, String>>>,
     drift_notice: Option<mpsc::UnboundedSender<Key>>,
+    /// When the integration was last told of a write, and when a held-back notice is due.
+    last_notice: Option<Instant>,
+    notice_due: Option<Instant>,
 }
+
+/// The least time between two write notices to an integration (each costs a sync).
+const NOTICE_INTERVAL: Duration = Duration::from_secs(2);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
@@ -303,15 +311,27 @@ impl WriterTask {
         loop {
             // Wake for the next request, or at the next expiry to take lapsed entries out: a
             // grant's access ends on time even while its reconciler is busy elsewhere.
-            let first = match self.next_wake() {
+            // A write notice held back during a burst is due then too.
+            let wake = match (self.next_wake(), self.notice_due) {
+                (Some(expiry), Some(notice)) => Some(expiry.min(notice)),
+                (expiry, notice) => expiry.or(notice),
+            };
+            let first = match wake {
                 Some(at) => tokio::select! {
                     r = rx.recv() => match r {
                         Some(r) => r,
                         None => return,
                     },
                     _ = tokio::time::sleep_until(at.into()) => {
-                        let ok = self.flush(Vec::new()).await;
-                        self.retry_at = (!ok).then(|| Instant::now() + Duration::from_secs(1));
+                        if self.notice_due.is_some_and(|due| due <= Instant::now()) {
+                            self.notice_due = None;
+                            self.tell_written();
+                        }
+                        if self.next_wake().is_some_and(|at| at <= Instant::now()) {
+                            let ok = self.flush(Vec::new()).await;
+                            self.retry_at =
+                                (!ok).then(|| Instant::now() + Duration::from_secs(1));
+                        }
                         continue;
                     }
                 },
@@ -527,13 +547,7 @@ impl WriterTask {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     info!(integration = %self.integration.1, added = outcome.added.len(), removed = outcome.removed.len(), "policy file written");
                     self.mark_placed(&next, now);
-                    if let Some(notice) = &mut self.written {
-                        // Full or closed: a sync is already on its way, or nobody listens.
-                        let _ = notice.try_send(
-                            kube::runtime::reflector::ObjectRef::new(&self.integration.1)
-                                .within(&self.integration.0),
-                        );
-                    }
+                    self.written_now();
                     self.wanted = Some(next);
                     self.in_sync = true;
                     self.reply_written(pending, resolved, outcome.already_present, true);
@@ -611,6 +625,29 @@ impl WriterTask {
             let _ = r.reply.send(Err(WriteError::RemovedInTailscale(detail)));
         }
         kept
+    }
+
+    /// After a write: tell the integration (it syncs, so its inventory follows), at most once
+    /// per [`NOTICE_INTERVAL`]; writes in between are told at the end of it, together.
+    fn written_now(&mut self) {
+        let now = Instant::now();
+        match self.last_notice {
+            Some(last) if now < last + NOTICE_INTERVAL => {
+                self.notice_due.get_or_insert(last + NOTICE_INTERVAL);
+            }
+            _ => self.tell_written(),
+        }
+    }
+
+    fn tell_written(&mut self) {
+        self.last_notice = Some(Instant::now());
+        if let Some(notice) = &mut self.written {
+            // Full or closed: a sync is already on its way, or nobody listens.
+            let _ = notice.try_send(
+                kube::runtime::reflector::ObjectRef::new(&self.integration.1)
+                    .within(&self.integration.0),
+            );
+        }
     }
 
     /// Every grant of `next` is in the file now (placed since `now`, unless earlier).
