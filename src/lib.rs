@@ -2,8 +2,8 @@
 //!
 //! The crate is layered so that the module tree mirrors the architecture:
 //! - [`api`]: the custom resource types (what users write and what status says);
-//! - [`compliance`], [`duration`], [`entitlements`], [`grants`], [`policy_file`] and [`webhook`]: pure logic, no
-//!   I/O, unit-tested directly;
+//! - [`compliance`], [`duration`], [`entitlements`], [`grants`], [`notifications`],
+//!   [`policy_file`] and [`webhook`]: pure logic, no I/O, unit-tested directly;
 //! - [`tailscale`]: the one HTTP path to Tailscale;
 //! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together;
 //! - [`access`]: the client side of `tailkeeper access` (reads a published inventory).
@@ -16,6 +16,7 @@ pub mod duration;
 pub mod entitlements;
 pub mod grants;
 pub mod metrics;
+pub mod notifications;
 pub mod policy_file;
 pub mod server;
 pub mod tailscale;

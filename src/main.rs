@@ -95,6 +95,31 @@ struct RunArgs {
         default_value = "api.tailscale.com"
     )]
     allowed_api_hosts: Vec<String>,
+    /// Hosts notifications may be posted to over plain http (repeatable; `host` or
+    /// `host:port`; for tests and local receivers). Every other receiver must be https.
+    #[arg(
+        long = "allow-notification-http-host",
+        env = "TAILKEEPER_NOTIFICATION_HTTP_HOSTS",
+        value_delimiter = ','
+    )]
+    notification_http_hosts: Vec<String>,
+    /// Attempts per notification (retries on 408, 429, 5xx, timeouts and connection errors).
+    #[arg(long, env = "TAILKEEPER_NOTIFICATION_ATTEMPTS", default_value_t = 10)]
+    notification_attempts: u32,
+    /// Timeout of one notification attempt, in seconds.
+    #[arg(
+        long,
+        env = "TAILKEEPER_NOTIFICATION_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    notification_timeout_secs: u64,
+    /// How long a notification may keep being retried, in seconds, before it gives up.
+    #[arg(
+        long,
+        env = "TAILKEEPER_NOTIFICATION_GIVE_UP_SECS",
+        default_value_t = 600
+    )]
+    notification_give_up_secs: u64,
     /// The name prefix of the admission policies that prove who approved a grant (the chart's
     /// full name). Grants that need approval activate only while they are installed.
     #[arg(
@@ -276,6 +301,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);
+    let notifications = &mut settings.notifications;
+    notifications.plain_http_hosts = args
+        .notification_http_hosts
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    notifications.retry.max_attempts = args.notification_attempts.max(1);
+    notifications.retry.give_up_after = Duration::from_secs(args.notification_give_up_secs);
+    notifications.request_timeout = Duration::from_secs(args.notification_timeout_secs.max(1));
     let timings = Timings::new(
         args.lease_duration_secs,
         args.lease_renew_grace_secs,

@@ -39,6 +39,16 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// The receiver (`spec.notifications[].name`).
+    pub notification: String,
+    /// `Delivered`, or why not (`Refused`, `Failed`, `Misconfigured`, `Dropped`).
+    pub outcome: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -64,6 +74,8 @@ pub struct Metrics {
     pub enforcement_refused: Family<PolicyLabels, Gauge>,
     /// Users holding each entitlement.
     pub entitlement_holders: Family<EntitlementLabels, Gauge>,
+    /// Notifications by receiver and outcome.
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +114,7 @@ impl Default for Metrics {
         let revocations_overdue = Gauge::default();
         let enforcement_refused = Family::<PolicyLabels, Gauge>::default();
         let entitlement_holders = Family::<EntitlementLabels, Gauge>::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -167,6 +180,11 @@ impl Default for Metrics {
             "Users holding an entitlement (a role, a group, or a grants, acls or ssh entry)",
             entitlement_holders.clone(),
         );
+        registry.register(
+            "notifications",
+            "Notifications of grants by policy, receiver and outcome (Delivered, Refused, Failed, Misconfigured, Dropped)",
+            notifications.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -182,6 +200,7 @@ impl Default for Metrics {
             revocations_overdue,
             enforcement_refused,
             entitlement_holders,
+            notifications,
         }
     }
 }

@@ -415,6 +415,62 @@ fn bad_specs() -> Vec<Bad> {
             expect: &["key must be a custom posture attribute such as custom:jit-prod"],
         },
         Bad {
+            name: "notification-name-not-a-label",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: SRE_Slack, secretRef: {name: s}, format: Slack}]}",
+            field: "spec.notifications[0].name",
+            expect: &["name must be a lower-case DNS label such as approvers or sre-slack"],
+        },
+        Bad {
+            name: "notification-names-repeat",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, secretRef: {name: a}, format: Slack}, {name: sre, secretRef: {name: b}, format: Generic}]}",
+            field: "spec.notifications",
+            expect: &["notification names must be unique in the policy"],
+        },
+        Bad {
+            name: "notification-format-unknown",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, secretRef: {name: s}, format: Teams}]}",
+            field: "spec.notifications[0].format",
+            expect: &[r#"Unsupported value: "Teams""#, r#""Slack", "Generic""#],
+        },
+        Bad {
+            name: "notification-event-unknown",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, secretRef: {name: s}, format: Slack, events: [GrantRequested]}]}",
+            field: "spec.notifications[0].events[0]",
+            expect: &[r#"Unsupported value: "GrantRequested""#, r#""GrantAwaitingApproval", "GrantDecided", "GrantEnded""#],
+        },
+        Bad {
+            name: "notification-events-repeat",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, secretRef: {name: s}, format: Slack, events: [GrantEnded, GrantEnded]}]}",
+            field: "spec.notifications[0].events",
+            expect: &["events must not repeat an event"],
+        },
+        Bad {
+            name: "notification-events-empty",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, secretRef: {name: s}, format: Slack, events: []}]}",
+            field: "spec.notifications[0].events",
+            expect: &["should have at least 1 items"],
+        },
+        Bad {
+            name: "notification-without-secret",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: sre, format: Slack}]}",
+            field: "spec.notifications[0].secretRef",
+            expect: &["Required value"],
+        },
+        Bad {
+            name: "notifications-more-than-ten",
+            kind: Policy,
+            spec: "{integrationRef: {name: corp}, notifications: [{name: a, secretRef: {name: s}, format: Slack}, {name: b, secretRef: {name: s}, format: Slack}, {name: c, secretRef: {name: s}, format: Slack}, {name: d, secretRef: {name: s}, format: Slack}, {name: e, secretRef: {name: s}, format: Slack}, {name: f, secretRef: {name: s}, format: Slack}, {name: g, secretRef: {name: s}, format: Slack}, {name: h, secretRef: {name: s}, format: Slack}, {name: i, secretRef: {name: s}, format: Slack}, {name: j, secretRef: {name: s}, format: Slack}, {name: k, secretRef: {name: s}, format: Slack}]}",
+            field: "spec.notifications",
+            expect: &["must have at most 10 items"],
+        },
+        Bad {
             name: "grantRetention-too-short",
             kind: Policy,
             spec: "{integrationRef: {name: corp}, grantRetention: 500ms}",
@@ -1038,11 +1094,23 @@ grantable:
 enforcement: {mode: Enforce, maxAffectedPercent: 0}
 evaluationInterval: 30s
 grantRetention: 720h
+notifications:
+  - {name: approvers, secretRef: {name: sre-slack}, format: Slack, events: [GrantAwaitingApproval]}
+  - {name: audit, secretRef: {name: audit-hook}, format: Generic}
 "#,
             ),
         )
         .await;
     let spec = &full["spec"];
+    assert_eq!(
+        spec["notifications"][1]["events"],
+        json!(["GrantAwaitingApproval", "GrantDecided", "GrantEnded"]),
+        "a receiver hears of every event by default"
+    );
+    assert_eq!(
+        spec["notifications"][0]["events"],
+        json!(["GrantAwaitingApproval"])
+    );
     assert_eq!(spec["directory"]["people"][1]["status"], "Offboarded");
     assert_eq!(
         spec["directory"]["people"][0]["status"], "Active",

@@ -6,6 +6,7 @@ mod conditions;
 mod grant;
 mod integration;
 mod ledger;
+mod notification;
 mod policy;
 mod reference;
 
@@ -13,6 +14,7 @@ pub use conditions::{find_condition, ConditionStatus, Conditions, KState};
 pub use grant::*;
 pub use integration::*;
 pub use ledger::*;
+pub use notification::*;
 pub use policy::*;
 pub use reference::markdown as reference_markdown;
 

@@ -86,6 +86,13 @@ pub struct AccessPolicySpec {
     )]
     #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))").message("grantRetention must be at least 1s"))]
     pub grant_retention: Option<String>,
+
+    /// Where people hear about this policy's grants (at most 10 receivers): approvers of grants
+    /// awaiting approval, requesters of decisions and of access ending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m.name == n.name))").message("notification names must be unique in the policy"))]
+    pub notifications: Vec<super::Notification>,
 }
 
 /// The people directory: inline entries and/or ConfigMaps.

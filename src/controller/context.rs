@@ -38,6 +38,8 @@ pub struct Settings {
     pub allowed_api_hosts: Vec<String>,
     /// The name prefix of the admission policies that prove approvals (the chart's full name).
     pub admission_policy_prefix: String,
+    /// How notifications are delivered.
+    pub notifications: super::notify::NotificationSettings,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             batch_window: BatchWindow::default(),
             allowed_api_hosts: vec![DEFAULT_API_HOST.to_string()],
             admission_policy_prefix: "tailkeeper".to_string(),
+            notifications: Default::default(),
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct Inventory {
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
+    /// Who publishes Events (for [`Context::publish_apart`]).
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// The policy writers, one per tailnet.
@@ -98,6 +103,8 @@ pub struct Context {
     pub reports: super::reports::Published,
     /// The entitlements whose holder counts are exported, per policy.
     pub exported_entitlements: super::entitlements::Exported,
+    /// Notifications waiting for the sender.
+    pub notifier: super::notify::Notifier,
 }
 
 impl Context {
@@ -106,8 +113,10 @@ impl Context {
             controller: "tailkeeper".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let notifier = super::notify::Notifier::new(settings.notifications.queue);
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             metrics,
             writers: Writers::new(settings.batch_window),
@@ -124,6 +133,7 @@ impl Context {
             webhook_secrets: RwLock::default(),
             reports: Default::default(),
             exported_entitlements: Default::default(),
+            notifier,
         }
     }
 
@@ -393,16 +403,48 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
+        let event = event(type_, reason, action, note, None);
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(object = %obj.meta().name.clone().unwrap_or_default(), reason, error = %e, "cannot publish event");
         }
+    }
+
+    /// [`Context::publish`], as an Event of its own, never counted into an earlier one of the
+    /// same reason on the same object (whose message would then be the only one shown): for
+    /// failures whose each message matters, such as each notification given up. `related`
+    /// names the object it is about, besides the one it is on.
+    pub async fn publish_apart<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = event(type_, reason, action, note, related);
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(object = %obj.meta().name.clone().unwrap_or_default(), reason, error = %e, "cannot publish event");
+        }
+    }
+}
+
+fn event(
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
+        secondary: related,
     }
 }
 

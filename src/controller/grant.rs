@@ -22,6 +22,7 @@ use tracing::{info, instrument, warn};
 use super::admission;
 use super::context::{key_of, Context, Key};
 use super::ledger::{self, Failure, NotStarted, Reach, Request, Started};
+use super::notify;
 use super::status::apply_status;
 use super::writer::Want;
 use super::Error;
@@ -870,7 +871,10 @@ async fn write_with(
     status.conditions = conditions.into_vec();
     let api: Api<AccessGrant> =
         Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
-    apply_status(&api, grant, grant.status.as_ref(), &status).await
+    apply_status(&api, grant, grant.status.as_ref(), &status).await?;
+    // People hear of the new phase; this only queues (a sender of its own posts).
+    notify::grant_changed(ctx, grant, previous.phase, &status);
+    Ok(())
 }
 
 /// The condition (and Event) raised when a person changed, during the grant, what it had set

@@ -11,6 +11,7 @@ mod integration;
 pub mod leader;
 mod ledger;
 mod memory;
+mod notify;
 mod policy;
 mod reports;
 mod status;
@@ -18,6 +19,7 @@ mod webhook;
 mod writer;
 
 pub use context::{Context, Settings, FIELD_MANAGER};
+pub use notify::NotificationSettings;
 pub use policy::MAX_FAILING_USERS;
 
 use std::future::Future;
@@ -439,6 +441,9 @@ pub async fn run(
 
     let trimmer = tokio::spawn(memory::trim_periodically());
 
+    // Notifications go out from a task of their own: a reconcile only queues them.
+    let notifications = tokio::spawn(notify::send(ctx.clone()));
+
     // Revocations overdue: holds still recorded well past their expiry (Tailscale refusing, a
     // Secret gone), for an alert that does not wait for them to end.
     let overdue = {
@@ -496,6 +501,7 @@ pub async fn run(
     drift_task.abort();
     overdue.abort();
     trimmer.abort();
+    notifications.abort();
     if let Some(webhooks) = webhooks {
         webhooks.abort();
     }

@@ -363,12 +363,22 @@ impl Env {
         sim: Simulator,
         values: impl FnOnce(&str) -> Vec<String>,
     ) -> Env {
+        Self::with_chart_values_and_args(prefix, sim, values, &[]).await
+    }
+
+    /// [`Env::with_chart_values`], the operator started with more command-line arguments.
+    pub async fn with_chart_values_and_args(
+        prefix: &str,
+        sim: Simulator,
+        values: impl FnOnce(&str) -> Vec<String>,
+        args: &[&str],
+    ) -> Env {
         let cp = ControlPlane::shared().await;
         let ns = cp.create_namespace(prefix).await;
         let values = values(&ns);
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
         let kubeconfig = chart_identity_with(cp, &ns, &values).await;
-        let operator = Operator::start(&kubeconfig, &ns);
+        let operator = Operator::start_with(&kubeconfig, &ns, args);
         operator.wait_ready().await;
         Env {
             client: cp.admin_client().await,
