@@ -214,6 +214,12 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
                 .into())
         }
         Step::Revoke { phase, cause } => {
+            // "Active but nothing held" is also what a cache that has not yet seen this
+            // grant's own final status looks like (its ledger hold already ended): ask the API
+            // server before ending it again, or the record of how it ended is overwritten.
+            if cause == Revocation::Unproven && ended_meanwhile(grant, ctx).await? {
+                return Ok(Action::await_change().into());
+            }
             revoke(grant, ctx, holder, policy.as_ref(), phase, cause).await
         }
         Step::Retain { until } => Ok(requeue_at(until).into()),
@@ -226,6 +232,23 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         }
         Step::Done => Ok(Action::await_change().into()),
     }
+}
+
+/// Whether the API server already shows `grant` in a final phase (its cached copy is older).
+async fn ended_meanwhile(grant: &AccessGrant, ctx: &Context) -> Result<bool, GrantError> {
+    let fresh =
+        Api::<AccessGrant>::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default())
+            .get_opt(&grant.name_any())
+            .await?;
+    Ok(fresh
+        .filter(|g| g.uid() == grant.uid())
+        .and_then(|g| g.status.and_then(|s| s.phase))
+        .is_some_and(|p| {
+            matches!(
+                p,
+                GrantPhase::Expired | GrantPhase::Revoked | GrantPhase::Denied | GrantPhase::Failed
+            )
+        }))
 }
 
 /// Apply the access until `expires` (`None`: standing) and record how it was approved.
