@@ -6,7 +6,8 @@
 //!   [`policy_file`] and [`webhook`]: pure logic, no I/O, unit-tested directly;
 //! - [`tailscale`]: the one HTTP path to Tailscale;
 //! - [`controller`], [`server`], [`telemetry`]: the Kubernetes runtime that wires them together;
-//! - [`access`]: the client side of `tailkeeper access` (reads a published inventory).
+//! - [`access`] and [`kubectl`]: the client side, for people: `tailkeeper access` and the
+//!   `kubectl tailkeeper` plugin (request, approve, deny, see grants and who holds what).
 
 pub mod access;
 pub mod api;
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod duration;
 pub mod entitlements;
 pub mod grants;
+pub mod kubectl;
 pub mod metrics;
 pub mod notifications;
 pub mod policy_file;

@@ -33,28 +33,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct AccessArgs {
-    /// The AccessPolicy, as NAMESPACE/NAME (or NAME with --namespace).
-    #[arg(long)]
-    policy: String,
+    #[command(flatten)]
+    query: tailkeeper::access::Query,
     /// The namespace of the policy when --policy has none (default: the kubeconfig's).
     #[arg(long, short = 'n')]
     namespace: Option<String>,
-    /// Only what this Tailscale login holds.
-    #[arg(long, conflicts_with = "entitlement")]
-    user: Option<String>,
-    /// Only who holds this entitlement (its id: role:admin, group:prod, grant:3f2a9c0d41be).
-    #[arg(long)]
-    entitlement: Option<String>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
-    output: OutputFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    Table,
-    Csv,
-    Json,
 }
 
 #[derive(clap::Args)]
@@ -226,55 +209,21 @@ fn main() -> ExitCode {
 }
 
 async fn access(args: AccessArgs) -> anyhow::Result<()> {
-    use tailkeeper::entitlements::{render, Format, Resolver};
     let config = kube::Config::infer()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig): {e}"))?;
-    let (namespace, name) = match args.policy.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => (
-            args.namespace
-                .clone()
-                .unwrap_or_else(|| config.default_namespace.clone()),
-            args.policy.clone(),
-        ),
-    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config)
         .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))?;
-    let (published, stale) = tailkeeper::access::read(&client, &namespace, &name).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stale = tailkeeper::access::export(&client, &namespace, &args.query, &mut out).await?;
     if let Some(message) = stale {
         eprintln!("warning: {message}; showing the inventory last published");
     }
-    let inventory = &published.inventory;
-    let resolver = Resolver::new(inventory);
-    let holdings: Vec<_> = match (&args.user, &args.entitlement) {
-        (Some(login), _) => {
-            if !inventory.users.iter().any(|u| &u.login == login) {
-                anyhow::bail!(
-                    "{login} is not a user of the tailnet of AccessPolicy {namespace}/{name} (logins are matched exactly)"
-                );
-            }
-            resolver.of_user(login)
-        }
-        (None, Some(id)) => {
-            if !inventory.entitlements.iter().any(|e| &e.id == id) {
-                anyhow::bail!(
-                    "no entitlement {id} in AccessPolicy {namespace}/{name}: see `tailkeeper access --policy {namespace}/{name}` for every id"
-                );
-            }
-            resolver.holders(id)
-        }
-        (None, None) => resolver.all().collect(),
-    };
-    let format = match args.output {
-        OutputFormat::Table => Format::Table,
-        OutputFormat::Csv => Format::Csv,
-        OutputFormat::Json => Format::Json,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    render(inventory, holdings.into_iter(), format, &mut out)?;
-    std::io::Write::flush(&mut out)?;
     Ok(())
 }
 

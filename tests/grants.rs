@@ -465,6 +465,7 @@ async fn approval_is_enforced_by_the_cluster() {
     let mut pre = grant("pre", "alice@example.com", oncall.clone(), "1h", "alice");
     pre.spec.approval = Some(tailkeeper::api::Approval {
         approved_by: "alice".into(),
+        decision: tailkeeper::api::Decision::Approved,
         comment: None,
         grant_uid: Some("uid-1".into()),
         group: None,
@@ -536,6 +537,137 @@ async fn approval_is_enforced_by_the_cluster() {
     assert!(
         err.to_string().contains("approval is immutable once set"),
         "{err}"
+    );
+}
+
+/// Deny as `as_user`, naming `denied_by` and the group the denial is given through.
+async fn deny_through(
+    env: &Env,
+    as_user: &str,
+    name: &str,
+    denied_by: &str,
+    group: Option<&str>,
+    comment: &str,
+) -> Result<AccessGrant, kube::Error> {
+    let client: Client = env.cp.client_as(as_user).await;
+    let uid = Api::<AccessGrant>::namespaced(env.client.clone(), &env.ns)
+        .get(name)
+        .await?
+        .metadata
+        .uid;
+    let patch = json!({"spec": {"approval": {"approvedBy": denied_by, "decision": "Denied",
+        "grantUID": uid, "group": group, "comment": comment}}});
+    Api::<AccessGrant>::namespaced(client, &env.ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_is_proven_like_an_approval_and_ends_the_grant() {
+    let env = setup("denial", POLICY_FILE).await;
+    let oncall = json!({"group": "group:oncall"});
+    request(
+        &env,
+        "alice",
+        grant("g", "alice@example.com", oncall.clone(), "1h", "alice"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("g", GrantPhase::AwaitingApproval).await;
+
+    // Nobody denies their own request (they delete it), nor in another's name, nor without
+    // being an approver, nor through a group they are not in.
+    refused(
+        deny_through(&env, "alice", "g", "alice", None, "never mind").await,
+        "no self-denial",
+        "you cannot deny your own grant: to withdraw the request, delete it",
+    );
+    refused(
+        deny_through(&env, "mallory", "g", "mallory", None, "no").await,
+        "mallory is no approver",
+        "mallory is not an approver of this access in AccessPolicy jit",
+    );
+    refused(
+        deny_through(&env, "carol", "g", "bob", Some("approvers"), "no").await,
+        "approvedBy is the one who denies",
+        "approvedBy must be your own user name: set it to carol",
+    );
+    refused(
+        deny_through(&env, "carol", "g", "carol", None, "no").await,
+        "a group approver names the group",
+        "set spec.approval.group to it (approvers)",
+    );
+    refused(
+        deny_through(&env, "carol", "g", "carol", Some("sre"), "no").await,
+        "only a group she is in",
+        "carol is not in sre",
+    );
+    // A grant cannot be created already denied either.
+    let mut pre = grant("pre", "alice@example.com", oncall.clone(), "1h", "alice");
+    pre.spec.approval = Some(tailkeeper::api::Approval {
+        approved_by: "carol".into(),
+        decision: tailkeeper::api::Decision::Denied,
+        comment: None,
+        grant_uid: Some("uid-1".into()),
+        group: Some("approvers".into()),
+    });
+    refused(
+        request(&env, "alice", pre).await,
+        "no pre-decided grants",
+        "cannot be created already approved (or denied)",
+    );
+
+    deny_through(
+        &env,
+        "carol",
+        "g",
+        "carol",
+        Some("approvers"),
+        "not during the freeze",
+    )
+    .await
+    .expect("carol is in group approvers");
+    let denied = env.grant_phase("g", GrantPhase::Denied).await;
+    let ready = condition(&denied, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "DeniedByApprover");
+    assert!(
+        ready
+            .message
+            .starts_with("denied by carol through approver group approvers: not during the freeze"),
+        "{}",
+        ready.message
+    );
+    assert!(condition(&denied, "Approved").is_none());
+    assert!(!env.events("DeniedByApprover").await.is_empty());
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+    // Decided once: nobody turns a denial into an approval.
+    refused(
+        approve_through(&env, "bob", "g", "bob", Some("approvers")).await,
+        "the decision is immutable",
+        "approval is immutable once set",
+    );
+
+    // A denial admission cannot tell is bob's own (he denies access for bob@example.com
+    // requested by alice) never counts as an approver's: the grant ends Denied for that.
+    request(
+        &env,
+        "alice",
+        grant("for-bob", "bob@example.com", oncall, "1h", "alice"),
+    )
+    .await
+    .unwrap();
+    env.grant_phase("for-bob", GrantPhase::AwaitingApproval)
+        .await;
+    deny_through(&env, "bob", "for-bob", "bob", Some("approvers"), "mine")
+        .await
+        .expect("admission alone cannot tell");
+    let uncounted = env.grant_phase("for-bob", GrantPhase::Denied).await;
+    let ready = condition(&uncounted, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "Denied");
+    assert!(
+        ready.message.contains("bob denied access for themselves"),
+        "{}",
+        ready.message
     );
 }
 

@@ -601,6 +601,13 @@ fn bad_specs() -> Vec<Bad> {
             expect: &["should be at least 1 chars long"],
         },
         Bad {
+            name: "grant-decision-unknown",
+            kind: Grant,
+            spec: "{policyRef: {name: corp}, user: alice@example.com, access: {role: admin}, duration: 2h, reason: incident, approval: {approvedBy: bob, decision: Maybe}}",
+            field: "spec.approval.decision",
+            expect: &["Unsupported value", "\"Approved\"", "\"Denied\""],
+        },
+        Bad {
             name: "grant-policyRef-name-empty",
             kind: Grant,
             spec: "{policyRef: {name: ''}, user: alice@example.com, access: {role: admin}, duration: 2h, reason: incident}",
@@ -828,6 +835,10 @@ async fn immutable_fields_cannot_be_changed() {
         ),
         (
             json!({ "approval": { "comment": "changed" } }),
+            "approval is immutable once set",
+        ),
+        (
+            json!({ "approval": { "decision": "Denied" } }),
             "approval is immutable once set",
         ),
         (
@@ -1179,7 +1190,10 @@ notifications:
          approval: {approvedBy: bob, comment: approved in the incident channel}}",
     );
     let full = env.create_ok(Kind::Grant, "full", full_spec.clone()).await;
-    assert_eq!(full["spec"], full_spec);
+    // A decision that does not say otherwise is an approval.
+    let mut stored = full_spec.clone();
+    stored["approval"]["decision"] = json!("Approved");
+    assert_eq!(full["spec"], stored);
     let typed: AccessGrant = serde_json::from_value(full).expect("the Rust type reads it back");
     assert_eq!(typed.spec.approval.expect("approval").approved_by, "bob");
 

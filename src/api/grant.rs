@@ -74,7 +74,9 @@ pub struct AccessGrantSpec {
     #[schemars(length(min = 1, max = 253))]
     pub requested_by: Option<String>,
 
-    /// The approval, set by an approver listed in the AccessPolicy (never the requester).
+    /// An approver's decision, set by an approver listed in the AccessPolicy (never the
+    /// requester): an approval, or a denial (`decision: Denied`), proven alike by the cluster.
+    /// Immutable once set: a grant is decided once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
 }
@@ -108,29 +110,64 @@ pub struct GrantAccess {
     pub posture_attribute: Option<String>,
 }
 
-/// An approval of a grant.
+/// An approver's decision on a grant: an approval or a denial, both proven by the cluster in the
+/// same way (who decides, through which group, about which grant).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
-    /// The approving Kubernetes user.
+    /// The approver who decided (approved or denied): their own Kubernetes user name.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
-    /// The UID of the grant approved (`metadata.uid`): an approval covers exactly the object
-    /// that was reviewed, never another created later under the same name. Required to approve.
+    /// `Approved` (the default) lets the grant activate; `Denied` ends it as Denied (reason
+    /// `DeniedByApprover`) before it ever does. A decision counts only on a grant not yet
+    /// active: to end an Active grant, delete it.
+    #[serde(default)]
+    pub decision: Decision,
+    /// The UID of the grant decided (`metadata.uid`): a decision covers exactly the object
+    /// that was reviewed, never another created later under the same name. Required.
     #[serde(default, rename = "grantUID", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub grant_uid: Option<String>,
-    /// The approver group the approval is given through, when the approver is not listed by
+    /// The approver group the decision is given through, when the approver is not listed by
     /// name in the policy's `approvers.users`: the API server checks that the approver is in it
-    /// as they approve, and Tailkeeper that it is still an approver group of this access (and,
-    /// when the directory lists the approver's Kubernetes groups, one of them) when it activates.
+    /// as they decide, and Tailkeeper that it is still an approver group of this access (and,
+    /// when the directory lists the approver's Kubernetes groups, one of them) when it acts on
+    /// the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub group: Option<String>,
-    /// An optional comment.
+    /// An optional comment (for a denial: why, shown in the grant's status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub comment: Option<String>,
+}
+
+/// What an approver decided about a grant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Decision {
+    /// The grant may activate.
+    #[default]
+    Approved,
+    /// The grant ends as Denied and never activates.
+    Denied,
+}
+
+impl Decision {
+    /// The decision as a past-tense verb, for messages: `approved`, `denied`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Denied => "denied",
+        }
+    }
+
+    /// The decision as a noun, for messages: `approval`, `denial`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Decision::Approved => "approval",
+            Decision::Denied => "denial",
+        }
+    }
 }
 
 /// The lifecycle phase of a grant.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{resolve, ApprovedBy, PlannedAccess, Resolution};
-use crate::api::{AccessGrantSpec, AccessPolicySpec, GrantPhase};
+use crate::api::{AccessGrantSpec, AccessPolicySpec, Decision, GrantPhase};
 use crate::compliance::{Directory, EmploymentStatus};
 use crate::duration;
 
@@ -39,13 +39,14 @@ pub struct GrantState<'a> {
     /// Whether the cluster proves requesters and approvals in the grant's namespace (else why
     /// not).
     pub approvals: Result<(), String>,
-    /// The approval was written before the admission policies that prove approvals existed.
+    /// The approval (or denial) was written before the admission policies that prove approvals
+    /// existed.
     pub approved_unproven: bool,
     /// The grant (and so its `requestedBy`, which is set only at creation) was created before
     /// the admission policies that prove requesters existed.
     pub requested_unproven: bool,
-    /// The approval was written before the grant's AccessPolicy (as it is now) was created:
-    /// nothing judged the approver against it.
+    /// The approval (or denial) was written before the grant's AccessPolicy (as it is now) was
+    /// created: nothing judged the approver against it.
     pub approved_before_policy: bool,
     /// Who the approving identity (the approver, or a GitOps requester) is in the policy's
     /// directory.
@@ -145,6 +146,9 @@ pub enum Reason {
     Active,
     AwaitingApproval,
     Denied,
+    /// An approver the policy lists denied the grant (`approval.decision: Denied`), proven as
+    /// an approval is.
+    DeniedByApprover,
     /// A grant without a duration for an item whose terms do not say `standing`.
     StandingNotAllowed,
     PolicyNotFound,
@@ -167,6 +171,7 @@ impl Reason {
             Reason::Active => "Active",
             Reason::AwaitingApproval => "AwaitingApproval",
             Reason::Denied => "Denied",
+            Reason::DeniedByApprover => "DeniedByApprover",
             Reason::StandingNotAllowed => "StandingNotAllowed",
             Reason::PolicyNotFound => "PolicyNotFound",
             Reason::DirectoryUnavailable => "DirectoryUnavailable",
@@ -386,23 +391,31 @@ pub fn decide(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timest
                     ),
                     stalled: false,
                 },
-                Resolution::Approved { .. }
+                Resolution::Approved { .. } | Resolution::DeniedByApprover { .. }
                     if grant
                         .spec
                         .approval
                         .as_ref()
                         .is_some_and(|a| a.grant_uid.as_deref() != Some(grant.uid)) =>
                 {
-                    deny(format!(
-                        "the approval does not name this grant (UID {}): an approval covers exactly the grant that was reviewed; approve again with spec.approval.grantUID set to it",
-                        grant.uid
-                    ))
+                    deny(match decision(grant) {
+                        Decision::Approved => format!(
+                            "the approval does not name this grant (UID {}): an approval covers exactly the grant that was reviewed; approve again with spec.approval.grantUID set to it",
+                            grant.uid
+                        ),
+                        Decision::Denied => format!(
+                            "the denial does not name this grant (UID {}): a denial covers exactly the grant that was reviewed, so it does not count; {}",
+                            grant.uid,
+                            anew(Decision::Denied)
+                        ),
+                    })
                 }
                 Resolution::Approved {
                     access,
                     duration,
                     by,
                 } => activation(grant, policy, access, duration, by),
+                Resolution::DeniedByApprover { by, comment } => denial(grant, &by, comment),
             }
         }
     }
@@ -446,9 +459,97 @@ fn active(grant: &GrantState, policy: Option<&AccessPolicySpec>, now: Timestamp)
     }
 }
 
+/// The decision the grant's approver gave (an approval when there is none).
+fn decision(grant: &GrantState) -> Decision {
+    grant
+        .spec
+        .approval
+        .as_ref()
+        .map_or(Decision::Approved, |a| a.decision)
+}
+
+/// What to do about a decision that does not count.
+fn anew(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Approved => "request a new grant and have it approved",
+        Decision::Denied => {
+            "the grant cannot be decided again: request a new grant if the access is still needed"
+        }
+    }
+}
+
+/// The step to take instead when the word that decides a grant does not count (yet): an
+/// approver's decision (approval or denial alike) or a GitOps requester's counts only if the
+/// directory does not object to the person behind it, and only where the cluster proves who
+/// gave it, given while it did. Denied for good, or wait for the proof; `None` when it counts.
+fn not_counted(grant: &GrantState, by: &ApprovedBy, decision: Decision) -> Option<Step> {
+    if !by.needs_proof() {
+        return None;
+    }
+    if let Some(message) = approver_refused(grant, by, decision) {
+        return Some(deny(message));
+    }
+    let noun = decision.noun();
+    match by {
+        ApprovedBy::Approver { .. } if grant.approved_before_policy => {
+            return Some(deny(format!(
+                "the {noun} was given before AccessPolicy {} existed, so nothing checked the approver against it; it never counts: {}",
+                grant.spec.policy_ref.name,
+                anew(decision)
+            )));
+        }
+        ApprovedBy::Approver { .. } if grant.approved_unproven => {
+            return Some(deny(format!(
+                "the {noun} was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: {}",
+                anew(decision)
+            )));
+        }
+        ApprovedBy::GitOps { requester } if grant.requested_unproven => {
+            return Some(deny(format!(
+                "the grant names {requester} as its requester but was created while the cluster could not prove who created it (its admission policies were not in force), so it is not approved in GitOps; it never counts: have the GitOps tool create a new grant"
+            )));
+        }
+        _ => {}
+    }
+    if let Err(why) = &grant.approvals {
+        return Some(Step::Wait {
+            phase: GrantPhase::AwaitingApproval,
+            reason: Reason::ApprovalUnverified,
+            message: why.clone(),
+            stalled: true,
+        });
+    }
+    None
+}
+
+/// A grant an approver denied: once the denial is proven as an approval would be, the grant
+/// ends Denied (`DeniedByApprover`), naming the approver and their comment.
+fn denial(grant: &GrantState, by: &ApprovedBy, comment: Option<String>) -> Step {
+    if let Some(step) = not_counted(grant, by, Decision::Denied) {
+        return step;
+    }
+    let who = match by {
+        ApprovedBy::Approver {
+            name,
+            group: Some(group),
+        } => format!("{name} through approver group {group}"),
+        ApprovedBy::Approver { name, group: None } => name.clone(),
+        other => other.identity().unwrap_or("an approver").to_string(),
+    };
+    let comment = match comment.as_deref().map(str::trim) {
+        Some(c) if !c.is_empty() => format!(": {c}"),
+        _ => " (no comment)".to_string(),
+    };
+    Step::Deny {
+        reason: Reason::DeniedByApprover,
+        message: format!(
+            "denied by {who}{comment}; request a new grant if the access is still needed"
+        ),
+    }
+}
+
 /// The last word on a grant the policy allows (approved, or needing no approval): an approval
-/// (or a GitOps requester) counts only if the directory does not object to the person behind
-/// it, and only where the cluster proves who gave it, given while it did.
+/// (or a GitOps requester) counts only if [`not_counted`] has nothing against it.
 fn activation(
     grant: &GrantState,
     policy: &AccessPolicySpec,
@@ -456,35 +557,8 @@ fn activation(
     duration: Option<Duration>,
     approved_by: ApprovedBy,
 ) -> Step {
-    if approved_by.needs_proof() {
-        if let Some(message) = approver_refused(grant, &approved_by) {
-            return deny(message);
-        }
-        match &approved_by {
-            ApprovedBy::Approver { .. } if grant.approved_before_policy => {
-                return deny(format!(
-                    "the approval was given before AccessPolicy {} existed, so nothing checked the approver against it; it never counts: request a new grant and have it approved",
-                    grant.spec.policy_ref.name
-                ));
-            }
-            ApprovedBy::Approver { .. } if grant.approved_unproven => {
-                return deny("the approval was given while the cluster could not prove who gave it (its admission policies were not in force); it never counts: request a new grant and have it approved");
-            }
-            ApprovedBy::GitOps { requester } if grant.requested_unproven => {
-                return deny(format!(
-                    "the grant names {requester} as its requester but was created while the cluster could not prove who created it (its admission policies were not in force), so it is not approved in GitOps; it never counts: have the GitOps tool create a new grant"
-                ));
-            }
-            _ => {}
-        }
-        if let Err(why) = &grant.approvals {
-            return Step::Wait {
-                phase: GrantPhase::AwaitingApproval,
-                reason: Reason::ApprovalUnverified,
-                message: why.clone(),
-                stalled: true,
-            };
-        }
+    if let Some(step) = not_counted(grant, &approved_by, Decision::Approved) {
+        return step;
     }
     if is_exempt(policy, &grant.spec.user) && matches!(access, PlannedAccess::Role { .. }) {
         return deny(format!(
@@ -499,27 +573,35 @@ fn activation(
     }
 }
 
-/// Why the directory refuses the approving identity, if it does.
-fn approver_refused(grant: &GrantState, approved_by: &ApprovedBy) -> Option<String> {
+/// Why the directory refuses the identity whose word decides the grant, if it does.
+fn approver_refused(
+    grant: &GrantState,
+    approved_by: &ApprovedBy,
+    decision: Decision,
+) -> Option<String> {
     let by = approved_by.identity()?;
     let as_what = match approved_by {
         ApprovedBy::GitOps { .. } => "requested (as the GitOps identity that stands for a review)",
-        _ => "approved",
+        _ => decision.verb(),
+    };
+    let redo = match decision {
+        Decision::Approved => "another approver must approve a new grant",
+        Decision::Denied => anew(Decision::Denied),
     };
     match &grant.approver {
         Approver::NotInDirectory => None,
         Approver::Beneficiary => Some(format!(
-            "{by} {as_what} access for themselves: the directory maps them to {}; another approver must approve a new grant",
+            "{by} {as_what} access for themselves: the directory maps them to {}; {redo}",
             grant.spec.user
         )),
         Approver::Offboarded => Some(format!(
-            "{by} belongs to a person marked offboarded in the directory: people who have left approve nothing; another approver must approve a new grant"
+            "{by} belongs to a person marked offboarded in the directory: people who have left approve or deny nothing; {redo}"
         )),
         Approver::Person { groups } => match approved_by {
             ApprovedBy::Approver {
                 group: Some(group), ..
             } if !groups.is_empty() && !groups.contains(group) => Some(format!(
-                "{by} approved through group {group}, but the directory does not list {group} among their Kubernetes groups ({}); another approver must approve a new grant",
+                "{by} {as_what} through group {group}, but the directory does not list {group} among their Kubernetes groups ({}); {redo}",
                 groups.join(", ")
             )),
             _ => None,
@@ -597,6 +679,7 @@ mod tests {
     fn approval(by: &str, uid: Option<&str>, group: Option<&str>) -> Option<crate::api::Approval> {
         Some(crate::api::Approval {
             approved_by: by.into(),
+            decision: crate::api::Decision::Approved,
             grant_uid: uid.map(str::to_string),
             group: group.map(str::to_string),
             comment: None,
@@ -928,6 +1011,136 @@ mod tests {
         assert!(matches!(
             decide(&g, Some(&policy(None)), at(0)),
             Step::Activate { .. }
+        ));
+    }
+
+    fn denial(
+        by: &str,
+        uid: Option<&str>,
+        group: Option<&str>,
+        comment: Option<&str>,
+    ) -> Option<crate::api::Approval> {
+        approval(by, uid, group).map(|a| crate::api::Approval {
+            decision: Decision::Denied,
+            comment: comment.map(str::to_string),
+            ..a
+        })
+    }
+
+    #[test]
+    fn an_approvers_denial_ends_the_grant_denied_naming_them_and_their_comment() {
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        s.approval = denial("bob", Some("uid-1"), None, Some("not during the freeze"));
+        let g = state(&s, Some(GrantPhase::AwaitingApproval));
+        match decide(&g, Some(&policy(None)), at(0)) {
+            Step::Deny {
+                reason: Reason::DeniedByApprover,
+                message,
+            } => assert!(
+                message.starts_with("denied by bob: not during the freeze"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Reason::DeniedByApprover.as_str(), "DeniedByApprover");
+        // Through an approver group, without a comment: the message says both.
+        let mut p = policy(None);
+        p.grantable.roles[0].terms.approvers = crate::api::Approvers {
+            users: vec![],
+            groups: vec!["sre".into()],
+        };
+        s.approval = denial("carol", Some("uid-1"), Some("sre"), None);
+        let g = state(&s, Some(GrantPhase::AwaitingApproval));
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Deny { reason: Reason::DeniedByApprover, message }
+                if message.starts_with("denied by carol through approver group sre (no comment)")
+        ));
+    }
+
+    #[test]
+    fn a_denial_counts_only_where_an_approval_by_the_same_person_would() {
+        let p = policy(None);
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        // Each of these would keep an approval from counting; a denial given so is no
+        // approver's denial either: the grant ends Denied, never DeniedByApprover.
+        let not_an_approvers =
+            |s: &AccessGrantSpec, edit: &dyn Fn(&mut GrantState), needle: &str| {
+                let mut g = state(s, Some(GrantPhase::AwaitingApproval));
+                edit(&mut g);
+                match decide(&g, Some(&p), at(0)) {
+                    Step::Deny {
+                        reason: Reason::Denied,
+                        message,
+                    } => assert!(message.contains(needle), "{needle}: {message}"),
+                    other => panic!("{needle}: {other:?}"),
+                }
+            };
+        s.approval = denial("alice", Some("uid-1"), None, None);
+        not_an_approvers(&s, &|_| {}, "alice denied their own grant");
+        s.approval = denial("mallory", Some("uid-1"), None, None);
+        not_an_approvers(&s, &|_| {}, "the denial names no approver group");
+        s.approval = denial("mallory", Some("uid-1"), Some("sre"), None);
+        not_an_approvers(&s, &|_| {}, "mallory denied through group sre");
+        s.approval = denial("system:serviceaccount:team:bot", Some("uid-1"), None, None);
+        not_an_approvers(&s, &|_| {}, "a ServiceAccount approves or denies only");
+        s.approval = denial("bob", Some("uid-of-an-earlier-grant"), None, None);
+        not_an_approvers(&s, &|_| {}, "the denial does not name this grant");
+        s.approval = denial("bob", Some("uid-1"), None, None);
+        not_an_approvers(
+            &s,
+            &|g| g.approver = Approver::Beneficiary,
+            "bob denied access for themselves",
+        );
+        not_an_approvers(
+            &s,
+            &|g| g.approver = Approver::Offboarded,
+            "people who have left approve or deny nothing",
+        );
+        not_an_approvers(
+            &s,
+            &|g| g.approved_unproven = true,
+            "the denial was given while the cluster could not prove who gave it",
+        );
+        not_an_approvers(
+            &s,
+            &|g| g.approved_before_policy = true,
+            "the denial was given before AccessPolicy p existed",
+        );
+        // While the cluster cannot prove who decided, a denial waits as an approval does.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.approvals = Err("ValidatingAdmissionPolicy tk-grant-identity is not installed".into());
+        assert!(matches!(
+            decide(&g, Some(&p), at(0)),
+            Step::Wait {
+                phase: GrantPhase::AwaitingApproval,
+                reason: Reason::ApprovalUnverified,
+                stalled: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_denial_never_ends_an_active_grant_and_the_policy_speaks_first() {
+        let mut s = spec("alice@example.com", json!({"role": "admin"}));
+        s.approval = denial("bob", Some("uid-1"), None, Some("too late"));
+        let mut g = state(&s, Some(GrantPhase::Active));
+        g.held = true;
+        g.expires_at = Some(at(100));
+        assert_eq!(
+            decide(&g, Some(&policy(None)), at(0)),
+            Step::Hold {
+                until: Some(at(100))
+            }
+        );
+        // A grant the policy does not allow is denied for that, whoever denied it too.
+        let mut over = spec("alice@example.com", json!({"role": "admin"}));
+        over.duration = Some("5h".into());
+        over.approval = denial("bob", Some("uid-1"), None, None);
+        assert!(matches!(
+            decide(&state(&over, None), Some(&policy(None)), at(0)),
+            Step::Deny { reason: Reason::Denied, message } if message.contains("exceeds the maximum")
         ));
     }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api::{
-    AccessGrantSpec, AccessPolicySpec, Approval, GrantAccess, GrantTerms, RuleTemplate, SshAction,
-    SshRuleTemplate, TailscaleRole,
+    AccessGrantSpec, AccessPolicySpec, Approval, Decision, GrantAccess, GrantTerms, RuleTemplate,
+    SshAction, SshRuleTemplate, TailscaleRole,
 };
 use crate::duration;
 use lifecycle::Reason;
@@ -132,6 +132,13 @@ pub enum Resolution {
         duration: Option<Duration>,
         /// How: every way but `NotRequired` counts only if the cluster proves it.
         by: ApprovedBy,
+    },
+    /// Allowed by the policy, and an approver it lists denied it (`approval.decision: Denied`).
+    /// Like an approval, it counts only if the cluster proves it.
+    DeniedByApprover {
+        /// The approver (always [`ApprovedBy::Approver`]), judged as an approver is.
+        by: ApprovedBy,
+        comment: Option<String>,
     },
 }
 
@@ -327,18 +334,26 @@ pub fn resolve(policy: &AccessPolicySpec, grant: &AccessGrantSpec) -> Resolution
             duration,
             approvers: describe_approvers(terms),
         },
-        (Some(approval), _) => match check_approver(terms, approval, grant.requested_by.as_deref())
-        {
-            Ok(()) => Resolution::Approved {
-                access,
-                duration,
-                by: ApprovedBy::Approver {
-                    name: approval.approved_by.clone(),
-                    group: approval.group.clone(),
+        (Some(approval), _) => {
+            if let Err(message) = check_approver(terms, approval, grant.requested_by.as_deref()) {
+                return Resolution::denied(message);
+            }
+            let by = ApprovedBy::Approver {
+                name: approval.approved_by.clone(),
+                group: approval.group.clone(),
+            };
+            match approval.decision {
+                Decision::Approved => Resolution::Approved {
+                    access,
+                    duration,
+                    by,
                 },
-            },
-            Err(message) => Resolution::denied(message),
-        },
+                Decision::Denied => Resolution::DeniedByApprover {
+                    by,
+                    comment: approval.comment.clone(),
+                },
+            }
+        }
     }
 }
 
@@ -382,29 +397,36 @@ fn timed(
     Ok(Some(wanted))
 }
 
-/// The operator's own check of an approval, against the policy as it is now. The chart's
-/// ValidatingAdmissionPolicies are the primary guard (they see the approver's real identity and
-/// groups as they approve, and prove `approval.group`); this re-checks at every activation
-/// attempt what the policy says today: self-approval is refused, a ServiceAccount approves only
-/// when named, and an approver counts only if listed by name in `approvers.users` or through
-/// the approver group the approval names.
+/// The operator's own check of an approver's decision (approval or denial alike), against the
+/// policy as it is now. The chart's ValidatingAdmissionPolicies are the primary guard (they see
+/// the approver's real identity and groups as they decide, and prove `approval.group`); this
+/// re-checks at every attempt what the policy says today: deciding one's own grant is refused,
+/// a ServiceAccount decides only when named, and an approver counts only if listed by name in
+/// `approvers.users` or through the approver group the decision names. A decision that does not
+/// count ends the grant as Denied (it cannot be decided again), never as `DeniedByApprover`.
 fn check_approver(
     terms: &GrantTerms,
     approval: &Approval,
     requested_by: Option<&str>,
 ) -> Result<(), String> {
     let approved_by = approval.approved_by.as_str();
+    let (verb, noun) = (approval.decision.verb(), approval.decision.noun());
     if requested_by == Some(approved_by) {
-        return Err(format!(
-            "{approved_by} approved their own grant; another approver must approve it"
-        ));
+        return Err(match approval.decision {
+            Decision::Approved => format!(
+                "{approved_by} approved their own grant; another approver must approve it"
+            ),
+            Decision::Denied => format!(
+                "{approved_by} denied their own grant, which is no approver's denial; to withdraw a request, delete the grant"
+            ),
+        });
     }
     let approvers = &terms.approvers;
     let named = approvers.users.iter().any(|u| u == approved_by);
-    // A ServiceAccount is anyone who can mint its token: it approves only when named.
+    // A ServiceAccount is anyone who can mint its token: it decides only when named.
     if approved_by.starts_with(SERVICE_ACCOUNT_PREFIX) && !named {
         return Err(format!(
-            "{approved_by} is a ServiceAccount; a ServiceAccount approves only when the policy lists it by name in approvers.users"
+            "{approved_by} is a ServiceAccount; a ServiceAccount approves or denies only when the policy lists it by name in approvers.users"
         ));
     }
     if named {
@@ -413,11 +435,11 @@ fn check_approver(
     match &approval.group {
         Some(group) if approvers.groups.iter().any(|g| g == group) => Ok(()),
         Some(group) => Err(format!(
-            "{approved_by} approved through group {group}, which is not an approver of this access (approvers: {}); an approver must approve a new grant",
+            "{approved_by} {verb} through group {group}, which is not an approver of this access (approvers: {}); an approver must decide a new grant",
             describe_approvers(terms)
         )),
         None => Err(format!(
-            "{approved_by} is not listed in approvers.users and the approval names no approver group (spec.approval.group); approvers: {}",
+            "{approved_by} is not listed in approvers.users and the {noun} names no approver group (spec.approval.group); approvers: {}",
             describe_approvers(terms)
         )),
     }
@@ -622,6 +644,7 @@ mod tests {
     fn approval(by: &str, group: Option<&str>) -> Option<Approval> {
         Some(Approval {
             approved_by: by.into(),
+            decision: crate::api::Decision::Approved,
             grant_uid: Some("uid-1".into()),
             group: group.map(str::to_string),
             comment: None,
@@ -651,6 +674,47 @@ mod tests {
         assert!(matches!(
             resolve(&policy(), &grant(group("group:staging"), "8h")),
             Resolution::Approved { .. }
+        ));
+    }
+
+    #[test]
+    fn a_denial_is_judged_by_the_rules_of_approvals() {
+        let mut g = grant(group("group:prod"), "1h");
+        let denied_by = |by: &str| {
+            approval(by, None).map(|a| Approval {
+                decision: Decision::Denied,
+                comment: Some("not now".into()),
+                ..a
+            })
+        };
+        g.approval = denied_by("bob");
+        assert_eq!(
+            resolve(&policy(), &g),
+            Resolution::DeniedByApprover {
+                by: ApprovedBy::Approver {
+                    name: "bob".into(),
+                    group: None
+                },
+                comment: Some("not now".into()),
+            }
+        );
+        g.approval = denied_by("mallory");
+        assert!(
+            matches!(resolve(&policy(), &g), Resolution::Denied { reason: Reason::Denied, message } if message.contains("the denial names no approver group"))
+        );
+        g.approval = denied_by("alice");
+        assert!(
+            matches!(resolve(&policy(), &g), Resolution::Denied { reason: Reason::Denied, message } if message.contains("alice denied their own grant") && message.contains("delete the grant"))
+        );
+        // An item that needs no approval has nothing for a denial to decide.
+        let mut free = grant(group("group:staging"), "8h");
+        free.approval = denied_by("bob");
+        assert!(matches!(
+            resolve(&policy(), &free),
+            Resolution::Approved {
+                by: ApprovedBy::NotRequired,
+                ..
+            }
         ));
     }
 
@@ -701,7 +765,7 @@ mod tests {
         // A ServiceAccount approves only when listed by name, whatever groups it is in.
         r.approval = approval("system:serviceaccount:team:bot", Some("sre"));
         assert!(
-            matches!(resolve(&policy(), &r), Resolution::Denied { message: m, .. } if m.contains("ServiceAccount approves only when the policy lists it by name"))
+            matches!(resolve(&policy(), &r), Resolution::Denied { message: m, .. } if m.contains("ServiceAccount approves or denies only when the policy lists it by name"))
         );
     }
 
