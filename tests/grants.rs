@@ -10,7 +10,10 @@ use jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
-use support::operator::{eventually, install_admission_policies, Env, Operator, CONVERGE};
+use support::operator::{
+    eventually, install_admission_policies, token_integration, Env, Operator, CONVERGE,
+    GRANT_USERS_RBAC,
+};
 use tailkeeper::api::{AccessGrant, ChangeKind, GrantPhase};
 use tailscale_sim::{SimConfig, SimDevice, SimUser, Simulator};
 
@@ -74,25 +77,6 @@ spec:
 /// The GitOps identity POLICY lists (`grantable.gitOpsRequesters`).
 const GITOPS: &str = "system:serviceaccount:argocd:argocd-application-controller";
 
-/// RBAC for the test users: anyone authenticated may create, approve and delete grants here;
-/// the admission policies, not RBAC, decide who may approve.
-const USERS_RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: grant-users}
-rules:
-  - apiGroups: [tailkeeper.io]
-    resources: [accessgrants]
-    verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: grant-users}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}
-subjects:
-  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
-"#;
-
 async fn tailnet(policy_file: &str) -> Simulator {
     let sim = Simulator::start(SimConfig::default())
         .await
@@ -113,27 +97,9 @@ async fn setup(prefix: &str, policy_file: &str) -> Env {
     let sim = tailnet(policy_file).await;
     let env = Env::new(prefix, sim).await;
     install_admission_policies(env.cp).await;
-    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
     env.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: tailnet-token}}
-stringData: {{apiToken: {}}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: tailnet}}
-spec:
-  apiUrl: {}
-  credentials: {{type: APIToken, secretName: tailnet-token}}
----
-{POLICY}
----
-{USERS_RBAC}
-"#,
-        key.key,
-        env.sim.url()
+        "{}\n---\n{POLICY}\n---\n{GRANT_USERS_RBAC}",
+        token_integration(&env)
     ))
     .await;
     env.integration_condition("tailnet", "Ready", "True").await;
@@ -1550,7 +1516,7 @@ spec:
 ---
 {POLICY}
 ---
-{USERS_RBAC}
+{GRANT_USERS_RBAC}
 "#,
         oauth.id,
         oauth.secret,

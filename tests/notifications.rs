@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,7 +19,9 @@ use jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
-use support::operator::{eventually, install_admission_policies, Env, CONVERGE};
+use support::operator::{
+    eventually, install_admission_policies, token_integration, Env, CONVERGE, GRANT_USERS_RBAC,
+};
 use tailkeeper::api::{AccessGrant, GrantPhase};
 use tailkeeper::notifications::sign;
 use tailscale_sim::{SimConfig, SimUser, Simulator};
@@ -184,25 +185,6 @@ const POLICY_FILE: &str = r#"{
 }
 "#;
 
-/// RBAC for the test users: anyone authenticated may create, approve and delete grants here;
-/// the admission policies decide who may approve.
-const USERS_RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: grant-users}
-rules:
-  - apiGroups: [tailkeeper.io]
-    resources: [accessgrants]
-    verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: grant-users}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}
-subjects:
-  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
-"#;
-
 /// A tailnet of alice and bob; policy `jit` with `group:prod` (no approval) and `group:oncall`
 /// (approved by group `approvers`), telling approvers in Slack and requesters through a Generic
 /// receiver, plus `extra` receivers. The operator may read the Secrets of the integration and of
@@ -234,13 +216,9 @@ async fn setup(prefix: &str, receiver: &Receiver, extra: &str) -> Env {
     )
     .await;
     install_admission_policies(env.cp).await;
-    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
     env.apply(&format!(
         r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: tailnet-token}}
-stringData: {{apiToken: {token}}}
+{integration}
 ---
 apiVersion: v1
 kind: Secret
@@ -251,13 +229,6 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: requesters-hook}}
 stringData: {{url: "{generic}", secret: {SIGNING_SECRET}}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: tailnet}}
-spec:
-  apiUrl: {api}
-  credentials: {{type: APIToken, secretName: tailnet-token}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
 kind: AccessPolicy
@@ -280,12 +251,11 @@ spec:
     - {{name: requesters, secretRef: {{name: requesters-hook}}, format: Generic, events: [GrantDecided, GrantEnded]}}
 {extra}
 ---
-{USERS_RBAC}
+{GRANT_USERS_RBAC}
 "#,
-        token = key.key,
+        integration = token_integration(&env),
         slack = receiver.url(&format!("slack/{SLACK_TOKEN}")),
         generic = receiver.url("generic"),
-        api = env.sim.url(),
     ))
     .await;
     env.integration_condition("tailnet", "Ready", "True").await;

@@ -8,10 +8,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
-use support::operator::{eventually, install_admission_policies, render_chart, Env, CONVERGE};
+use support::operator::{
+    eventually, install_admission_policies, render_chart, token_integration, Env, CONVERGE,
+};
 use tailkeeper::api::{find_condition, AccessGrant, GrantPhase};
 use tailscale_sim::{SimConfig, SimUser, Simulator};
 
@@ -109,27 +110,9 @@ async fn setup(prefix: &str) -> (Env, People) {
         .apply_yaml(&roles, None)
         .await
         .expect("persona roles apply");
-    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
     env.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: tailnet-token}}
-stringData: {{apiToken: {}}}
----
-apiVersion: tailkeeper.io/v1alpha1
-kind: TailscaleIntegration
-metadata: {{name: tailnet}}
-spec:
-  apiUrl: {}
-  credentials: {{type: APIToken, secretName: tailnet-token}}
----
-{POLICY}
----
-{PEOPLE_RBAC}
-"#,
-        key.key,
-        env.sim.url()
+        "{}\n---\n{POLICY}\n---\n{PEOPLE_RBAC}",
+        token_integration(&env)
     ))
     .await;
     env.integration_condition("tailnet", "Ready", "True").await;

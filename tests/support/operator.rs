@@ -658,3 +658,47 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
         cpu: Duration::from_millis(ticks * 10),
     })
 }
+
+/// RBAC for the test users: anyone authenticated may create, approve and delete grants in the
+/// namespace; the admission policies, not RBAC, decide who may approve.
+#[allow(dead_code)] // used by some test binaries only
+pub const GRANT_USERS_RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: grant-users}
+rules:
+  - apiGroups: [tailkeeper.io]
+    resources: [accessgrants]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: grant-users}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: grant-users}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
+"#;
+
+/// YAML for the TailscaleIntegration `tailnet` of this test's simulator, reading a new API
+/// token from the Secret `tailnet-token` (both included), to apply with the rest of a setup.
+#[allow(dead_code)] // used by some test binaries only
+pub fn token_integration(env: &Env) -> String {
+    let key = env.sim.create_api_key(Duration::from_secs(30 * 86400));
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: tailnet-token}}
+stringData: {{apiToken: {}}}
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: TailscaleIntegration
+metadata: {{name: tailnet}}
+spec:
+  apiUrl: {}
+  credentials: {{type: APIToken, secretName: tailnet-token}}
+"#,
+        key.key,
+        env.sim.url()
+    )
+}
