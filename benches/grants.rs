@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use support::operator::{eventually, Env};
+use support::operator::{eventually, process_usage, Env};
 use tailkeeper::api::{AccessGrant, GrantPhase};
 use tailscale_sim::{SimConfig, SimUser, Simulator};
 
@@ -73,26 +73,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// The operator's resident memory (current and peak), read from /proc.
-fn operator_memory(ns: &str) -> Option<(u64, u64)> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("tailkeeper") && cmdline.contains(ns) && cmdline.contains("run") {
-            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            return Some((field("VmRSS:")?, field("VmHWM:")?));
-        }
-    }
-    None
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -349,27 +329,32 @@ spec:
         BURST,
         "every member is in the file"
     );
-    let memory = operator_memory(&env.ns);
+    let pid = env.operator.pid().expect("the operator runs");
+    let memory = process_usage(pid);
     println!(
         "burst of {BURST} grants: created in {:.1} s, all Active after {:.1} s, {writes} policy-file writes ({reads} reads)",
         created.as_secs_f64(),
         all_active.as_secs_f64()
     );
-    if let Some((rss, peak)) = memory {
+    if let Some(m) = memory {
         println!(
-            "operator memory right after the burst, holding {BURST} active grants and a {INVENTORY}-user inventory: RSS {} MiB, peak {} MiB",
-            rss / 1024,
-            peak / 1024
+            "operator memory right after the burst, holding {BURST} active grants and a {INVENTORY}-user inventory: RSS {} MiB (heap and other anonymous {} MiB, binary {} MiB), peak {} MiB",
+            m.rss_kib / 1024,
+            m.anon_kib / 1024,
+            m.file_kib / 1024,
+            m.peak_kib / 1024
         );
     }
     println!("tailscale calls during the burst: {:?}", env.sim.calls());
     // Steady state: the same grants held, the burst's garbage handed back.
     tokio::time::sleep(SETTLE).await;
-    if let Some((rss, _)) = operator_memory(&env.ns) {
+    if let Some(m) = process_usage(pid) {
         println!(
-            "operator memory {} s later, still holding them: RSS {} MiB",
+            "operator memory {} s later, still holding them: RSS {} MiB (heap and other anonymous {} MiB, binary {} MiB)",
             SETTLE.as_secs(),
-            rss / 1024
+            m.rss_kib / 1024,
+            m.anon_kib / 1024,
+            m.file_kib / 1024
         );
     }
 }

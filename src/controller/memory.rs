@@ -8,8 +8,15 @@ use std::time::Duration;
 /// How often free memory is handed back.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Hand free heap memory back to the system, every [`TRIM_INTERVAL`], forever.
+/// Blocks at least this large get pages of their own, handed back as soon as they are freed.
+pub const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// Hand free heap memory back to the system, every [`TRIM_INTERVAL`], forever. Large blocks
+/// (a sync's 10,000 users as JSON, an inventory's shards) are mapped apart from the heap from
+/// the start: glibc would otherwise raise its threshold after the first one is freed and carve
+/// the next ones out of the arenas, where what stays alive between them pins the pages.
 pub async fn trim_periodically() {
+    tune();
     loop {
         tokio::time::sleep(TRIM_INTERVAL).await;
         trim();
@@ -24,5 +31,17 @@ fn trim() {
     }
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune() {
+    // SAFETY: mallopt only changes glibc's allocation policy; it is thread-safe. A fixed
+    // threshold also turns off glibc's dynamic raising of it.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune() {}

@@ -631,6 +631,10 @@ pub struct ProcessUsage {
     pub rss_kib: u64,
     /// Peak resident memory, KiB.
     pub peak_kib: u64,
+    /// Of the resident memory: the heap and other anonymous pages, and the binary's own pages
+    /// (file-backed), KiB.
+    pub anon_kib: u64,
+    pub file_kib: u64,
     /// CPU time, user and system.
     pub cpu: Duration,
 }
@@ -655,6 +659,8 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
     Some(ProcessUsage {
         rss_kib: field("VmRSS:")?,
         peak_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
         cpu: Duration::from_millis(ticks * 10),
     })
 }
