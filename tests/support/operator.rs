@@ -74,7 +74,17 @@ impl Operator {
         let log = std::env::temp_dir().join(format!("tailkeeper-operator-{namespace}-{port}.log"));
         let out = std::fs::File::create(&log).expect("operator log file");
         let err = out.try_clone().expect("log handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_tailkeeper"))
+        // A profiler to run the operator under, e.g. `TAILKEEPER_TEST_WRAPPER=heaptrack cargo
+        // bench --bench grants` (see BENCHMARKS.md).
+        let mut command = match std::env::var("TAILKEEPER_TEST_WRAPPER") {
+            Ok(w) => {
+                let mut c = Command::new(w);
+                c.arg(env!("CARGO_BIN_EXE_tailkeeper"));
+                c
+            }
+            Err(_) => Command::new(env!("CARGO_BIN_EXE_tailkeeper")),
+        };
+        let child = command
             .args(["run", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--request-timeout-secs", "5", "--max-attempts", "3"])
