@@ -32,7 +32,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self as runtime_controller, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -379,6 +379,7 @@ pub async fn run(
         }
     });
     let grant_controller = Controller::for_stream(grants, grant_store.clone())
+        .with_config(runtime_controller::Config::default().concurrency(GRANT_CONCURRENCY))
         .reconcile_on(grant_rechecks)
         .watches_stream(policy_changes, move |p: AccessPolicy| {
             let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
@@ -604,6 +605,12 @@ async fn announce_webhook_endpoint(
         warn!(error = %e, "cannot announce the webhook endpoint on the Lease; standbys answer 503 meanwhile");
     }
 }
+
+/// Grants reconciled at once. Each holds a connection to the API server while it works, and
+/// the client keeps connections open long after a burst: unbounded, a burst of a thousand
+/// grants left hundreds of idle connections (and their buffers) behind. The policy writer
+/// folds what arrives together, so this costs a burst little time.
+const GRANT_CONCURRENCY: u16 = 128;
 
 /// Integration changes that matter to policies: the inventory revision and the Ready status.
 fn inventory_or_connection(i: &TailscaleIntegration) -> Option<u64> {
