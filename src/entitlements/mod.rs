@@ -716,10 +716,19 @@ impl<'a> Resolver<'a> {
                 .entry(entry)
                 .or_insert_with(|| {
                     let mut bits = vec![0u64; words];
-                    for user in 0..n {
-                        if self.covers(entry, user).is_some() {
-                            bits[user / 64] |= 1 << (user % 64);
-                        }
+                    // A group covers exactly its members: no need to ask of every user.
+                    let users: Vec<usize> = if entry.starts_with("group:") {
+                        self.members
+                            .get(entry)
+                            .map(|list| list.iter().map(|(user, _)| *user).collect())
+                            .unwrap_or_default()
+                    } else {
+                        (0..n)
+                            .filter(|&user| self.covers(entry, user).is_some())
+                            .collect()
+                    };
+                    for user in users {
+                        bits[user / 64] |= 1 << (user % 64);
                     }
                     bits
                 })
