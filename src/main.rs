@@ -232,7 +232,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot connect to Kubernetes (kubeconfig or in-cluster config): {e}")
     })?;
     let connect = |config: kube::Config| {
-        kube::Client::try_from(config)
+        tailkeeper::controller::kube_client::build(config)
             .map_err(|e| anyhow::anyhow!("cannot build the Kubernetes client: {e}"))
     };
     let client = connect(kube_config.clone())?;

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
+
+use super::events::Recorder;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
@@ -74,9 +76,7 @@ pub struct Inventory {
 
 pub struct Context {
     pub client: kube::Client,
-    pub recorder: Recorder,
-    /// Who publishes Events (for [`Context::publish_apart`]).
-    reporter: Reporter,
+    recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// The policy writers, one per tailnet.
@@ -115,8 +115,7 @@ impl Context {
         };
         let notifier = super::notify::Notifier::new(settings.notifications.queue);
         Self {
-            recorder: Recorder::new(client.clone(), reporter.clone()),
-            reporter,
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             writers: Writers::new(settings.batch_window),
@@ -425,8 +424,11 @@ impl Context {
         K: Resource<DynamicType = ()>,
     {
         let event = event(type_, reason, action, note, related);
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = self
+            .recorder
+            .publish_apart(&event, &obj.object_ref(&()))
+            .await
+        {
             warn!(object = %obj.meta().name.clone().unwrap_or_default(), reason, error = %e, "cannot publish event");
         }
     }
