@@ -9,6 +9,7 @@ mod ledger;
 mod notification;
 mod policy;
 mod reference;
+mod review;
 
 pub use conditions::{find_condition, ConditionStatus, Conditions, KState};
 pub use grant::*;
@@ -17,6 +18,7 @@ pub use ledger::*;
 pub use notification::*;
 pub use policy::*;
 pub use reference::markdown as reference_markdown;
+pub use review::*;
 
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
@@ -47,6 +49,8 @@ pub fn crds(
         AccessPolicy::crd(),
         AccessGrant::crd(),
         GrantLedger::crd(),
+        AccessReview::crd(),
+        AccessReviewDecision::crd(),
     ]
 }
 
