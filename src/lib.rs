@@ -20,6 +20,7 @@ pub mod kubectl;
 pub mod metrics;
 pub mod notifications;
 pub mod policy_file;
+pub mod records;
 pub mod reviews;
 pub mod server;
 pub mod tailscale;

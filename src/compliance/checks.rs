@@ -528,6 +528,7 @@ mod tests {
             status: EmploymentStatus::Active,
             kubernetes_users: Vec::new(),
             kubernetes_groups: Vec::new(),
+            manager: None,
         }
     }
 

@@ -16,12 +16,13 @@
 //! `-`, so `loginName`, `Login Name` and `login_name` are the same column:
 //! - `login`, `loginName`, `loginNames` or `email`: one or more login names, separated by `;`,
 //!   `,` or whitespace within a cell; several such columns may be given and are combined;
-//! - `displayName` or `name`; `orgRole` or `role`; `status`;
+//! - `displayName` or `name`; `orgRole` or `role`; `status`; `manager` (a login name of the
+//!   person's manager);
 //! - other columns are ignored (directory exports carry many); blank rows are skipped.
 //!
 //! **JSON** and **YAML**: a list of people, or an object with a `people` list. Each person has
-//! `loginNames` (a list) and/or `loginName` (one string), and optionally `displayName`, `orgRole`
-//! and `status`. Other fields are ignored, as in CSV.
+//! `loginNames` (a list) and/or `loginName` (one string), and optionally `displayName`, `orgRole`,
+//! `status` and `manager`. Other fields are ignored, as in CSV.
 //!
 //! **Status** in files is read leniently, ignoring case: `active`, or `offboarded`; `terminated`,
 //! `inactive` and `left` also mean offboarded, because that is what HR exports say for people who
@@ -65,6 +66,10 @@ pub struct Person {
     /// even while the identity provider still reports it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kubernetes_groups: Vec<String>,
+    /// A login name of the person's manager (another person in the directory), who reviews
+    /// this person's access in access reviews with `reviewers.managers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
 }
 
 /// Employment status of a person. Offboarded people must have no unsuspended Tailscale account.
@@ -352,6 +357,7 @@ fn normalise(person: Person) -> Result<Person, String> {
         status: person.status,
         kubernetes_users: distinct_names(person.kubernetes_users),
         kubernetes_groups: distinct_names(person.kubernetes_groups),
+        manager: non_blank(person.manager),
     })
 }
 
@@ -451,6 +457,7 @@ struct Columns {
     status: Option<(usize, String)>,
     kubernetes_users: Option<(usize, String)>,
     kubernetes_groups: Option<(usize, String)>,
+    manager: Option<(usize, String)>,
 }
 
 impl Columns {
@@ -475,6 +482,9 @@ impl Columns {
                 }
                 "kubernetesgroups" | "kubernetesgroup" | "k8sgroups" => {
                     (&mut columns.kubernetes_groups, "the Kubernetes groups")
+                }
+                "manager" | "manageremail" | "managerlogin" | "managerloginname" => {
+                    (&mut columns.manager, "the manager")
                 }
                 _ => continue,
             };
@@ -541,6 +551,7 @@ fn parse_csv(text: &str) -> Result<Vec<Person>, DirectoryError> {
             kubernetes_groups: cell(&columns.kubernetes_groups)
                 .map(|c| c.split(';').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            manager: cell(&columns.manager),
         };
         people.push(normalise(person).map_err(|problem| DirectoryError::entry(place, problem))?);
     }
@@ -582,6 +593,8 @@ struct PersonRecord {
     kubernetes_users: Option<Vec<String>>,
     #[serde(default)]
     kubernetes_groups: Option<Vec<String>>,
+    #[serde(default)]
+    manager: Option<String>,
 }
 
 fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryError> {
@@ -631,6 +644,7 @@ fn parse_document(document: serde_json::Value) -> Result<Vec<Person>, DirectoryE
                 status,
                 kubernetes_users: record.kubernetes_users.unwrap_or_default(),
                 kubernetes_groups: record.kubernetes_groups.unwrap_or_default(),
+                manager: record.manager,
             };
             normalise(person).map_err(|problem| DirectoryError::entry(place, problem))
         })
@@ -649,6 +663,7 @@ mod tests {
             status: EmploymentStatus::Active,
             kubernetes_users: Vec::new(),
             kubernetes_groups: Vec::new(),
+            manager: None,
         }
     }
 
@@ -814,6 +829,7 @@ mod tests {
                 status: EmploymentStatus::Offboarded,
                 kubernetes_users: Vec::new(),
                 kubernetes_groups: Vec::new(),
+                manager: None,
             }]
         );
     }

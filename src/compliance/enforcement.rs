@@ -308,6 +308,7 @@ mod tests {
             },
             kubernetes_users: Vec::new(),
             kubernetes_groups: Vec::new(),
+            manager: None,
         }
     }
 

@@ -180,6 +180,9 @@ pub struct Entitlement {
     /// The rule's `src` entries; empty for roles and groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src: Vec<String>,
+    /// The rule's `dst` entries; empty for roles and groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<String>,
     /// Who added the rule; for roles and groups, see the holdings.
     pub added_by: AddedBy,
     /// How many users hold it.
@@ -346,6 +349,40 @@ fn describe(section: Section, rule: &Json) -> String {
     }
 }
 
+/// The kind and id of a rule of `section` whose canonical JSON is `canonical_text`.
+fn rule_id(section: Section, canonical_text: &str) -> (Kind, String) {
+    let digest = Sha256::digest(canonical_text.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let kind = match section {
+        Section::Grants => Kind::Grant,
+        Section::Acls => Kind::Acl,
+        Section::Ssh => Kind::Ssh,
+    };
+    let id = format!("{}:{hex}", kind.as_str());
+    (kind, id)
+}
+
+/// Where the entitlement `id` is written in `document` now (`grants[3]`, `groups["group:x"]`):
+/// rules are found by their content, wherever edits since moved them. Empty for roles,
+/// posture attributes and what the file no longer holds.
+pub fn locations_of(document: &Document, id: &str) -> Vec<String> {
+    if id.starts_with("group:") {
+        return document
+            .groups
+            .iter()
+            .filter(|g| g.name == id)
+            .take(1)
+            .map(|g| format!("groups[\"{}\"]", g.name))
+            .collect();
+    }
+    document
+        .rules
+        .iter()
+        .filter(|rule| rule_id(rule.section, &canonical(&rule.json)).1 == id)
+        .map(|rule| format!("{}[{}]", rule.section.name(), rule.index))
+        .collect()
+}
+
 /// Builds the inventory of a tailnet from its users, its policy file and what this
 /// installation's grants hold.
 pub fn build(
@@ -390,14 +427,7 @@ pub fn build(
     let mut rules: BTreeMap<String, Entitlement> = BTreeMap::new();
     for rule in &document.rules {
         let canonical_text = canonical(&rule.json);
-        let digest = Sha256::digest(canonical_text.as_bytes());
-        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        let kind = match rule.section {
-            Section::Grants => Kind::Grant,
-            Section::Acls => Kind::Acl,
-            Section::Ssh => Kind::Ssh,
-        };
-        let id = format!("{}:{hex}", kind.as_str());
+        let (kind, id) = rule_id(rule.section, &canonical_text);
         let location = format!("{}[{}]", rule.section.name(), rule.index);
         let added_by = attribution.added_by(&rule.author, attribution.rules.get(&canonical_text));
         match rules.get_mut(&id) {
@@ -418,6 +448,7 @@ pub fn build(
                         description: describe(rule.section, &rule.json),
                         locations: vec![location],
                         src: strings(rule.json.get("src")),
+                        dst: strings(rule.json.get("dst")),
                         added_by,
                         holders: 0,
                     },
@@ -435,6 +466,7 @@ pub fn build(
             description: format!("Tailscale role {role}"),
             locations: Vec::new(),
             src: Vec::new(),
+            dst: Vec::new(),
             added_by: AddedBy::Tailscale,
             holders: 0,
         });
@@ -448,6 +480,7 @@ pub fn build(
                 description: format!("member of {}", group.name),
                 locations: vec![format!("groups[\"{}\"]", group.name)],
                 src: Vec::new(),
+                dst: Vec::new(),
                 added_by: AddedBy::Person,
                 holders: 0,
             });
@@ -474,6 +507,7 @@ pub fn build(
             description: format!("device posture {key} = {value}"),
             locations: Vec::new(),
             src: Vec::new(),
+            dst: Vec::new(),
             added_by: AddedBy::Tailscale,
             holders: 0,
         });

@@ -55,16 +55,21 @@ pub enum DecodeError {
     TooMany(usize),
     #[error("the shards do not inflate: {0}")]
     Inflate(String),
-    #[error("the inventory inflates to more than {MAX_INFLATED_BYTES} bytes")]
+    #[error("the record inflates to more than {MAX_INFLATED_BYTES} bytes")]
     TooLarge,
     #[error("the shards' digest is {found}, not {expected}: they are from different versions")]
     Digest { expected: String, found: String },
-    #[error("the inventory is not valid JSON: {0}")]
+    #[error("the record is not valid JSON: {0}")]
     Json(String),
 }
 
 pub fn encode(published: &Published) -> Result<Encoded, String> {
-    let json = serde_json::to_vec(published).map_err(|e| e.to_string())?;
+    encode_json(published)
+}
+
+/// Encodes any record the same way (access reviews keep their items and evidence so).
+pub fn encode_json<T: Serialize>(value: &T) -> Result<Encoded, String> {
+    let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let digest = hex::encode(Sha256::digest(&json));
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(&json).map_err(|e| e.to_string())?;
@@ -85,6 +90,15 @@ pub fn encode(published: &Published) -> Result<Encoded, String> {
 
 /// Reassembles shards given in order and checks them against `digest`.
 pub fn decode(shards: &[&[u8]], digest: &str) -> Result<Published, DecodeError> {
+    decode_json(shards, digest)
+}
+
+/// Reassembles shards of any record encoded by [`encode_json`] and checks them against
+/// `digest`.
+pub fn decode_json<T: serde::de::DeserializeOwned>(
+    shards: &[&[u8]],
+    digest: &str,
+) -> Result<T, DecodeError> {
     if shards.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -138,6 +152,7 @@ mod tests {
                         description: format!("group:g{i} → tag:t{i} (tcp:{i})"),
                         locations: vec![format!("grants[{i}]")],
                         src: vec![format!("group:g{i}"), format!("user{i:05}@example.com")],
+                        dst: Vec::new(),
                         added_by: AddedBy::Person,
                         holders: i,
                     })

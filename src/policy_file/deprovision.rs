@@ -101,6 +101,36 @@ pub enum KeptReason {
 /// Removes the direct entries of the person with these `logins` from `text` (rules in the module
 /// documentation). Deprovisioning the result again removes nothing.
 pub fn deprovision(text: &str, logins: &BTreeSet<String>) -> Result<Deprovision, PolicyFileError> {
+    run(text, logins, None)
+}
+
+/// [`deprovision`], but only of the entries within `locations` (`groups["group:prod"]`,
+/// `grants[3]`; section names ignoring case): what revoking one entitlement of a person takes.
+/// Tests naming the person are left (Tailscale refuses the file if one of them then fails,
+/// which is reported, never worked around).
+pub fn deprovision_within(
+    text: &str,
+    logins: &BTreeSet<String>,
+    locations: &[String],
+) -> Result<Deprovision, PolicyFileError> {
+    run(text, logins, Some(locations))
+}
+
+/// Whether `location` is `prefix` or inside it (`grants[3].src[1]` is inside `grants[3]`).
+fn within(location: &str, prefix: &str) -> bool {
+    location.len() >= prefix.len()
+        && location.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        && matches!(
+            location.as_bytes().get(prefix.len()),
+            None | Some(b'[') | Some(b'.')
+        )
+}
+
+fn run(
+    text: &str,
+    logins: &BTreeSet<String>,
+    only: Option<&[String]>,
+) -> Result<Deprovision, PolicyFileError> {
     let root_value = scan::parse(text)?;
     let root = root_object(&root_value)?;
     let mut survey = Survey {
@@ -135,6 +165,11 @@ pub fn deprovision(text: &str, logins: &BTreeSet<String>) -> Result<Deprovision,
         mut kept,
         ..
     } = survey;
+    if let Some(prefixes) = only {
+        let inside = |location: &str| prefixes.iter().any(|p| within(location, p));
+        removed.retain(|entry| inside(&entry.location));
+        kept.retain(|(entry, _)| inside(&entry.location));
+    }
 
     // From the end of the file backwards: a removal only deletes bytes after the end of every
     // item before it, so each remaining item is still where the survey found it.

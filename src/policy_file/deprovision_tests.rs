@@ -1328,3 +1328,48 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn revoking_one_entitlement_removes_only_the_entries_within_it() {
+    // One group membership: the other groups, rules, tag owners and tests naming alice stay.
+    let out = deprovision_within(POLICY, &alice(), &["groups[\"group:prod\"]".to_string()])
+        .expect("parses");
+    assert_eq!(out.removed.len(), 1, "{:?}", out.removed);
+    assert_eq!(out.removed[0].text, "\"alice@example.com\"");
+    assert_eq!(
+        out.text,
+        POLICY.replacen("\t\t\t\"alice@example.com\",\n", "", 1),
+        "exactly that line goes"
+    );
+    // One rule, named with the section's case as the inventory writes it: the whole rule goes
+    // when alice was its only source; the second rule keeps its other source.
+    let first = deprovision_within(POLICY, &alice(), &["grants[0]".to_string()]).unwrap();
+    assert_eq!(first.removed.len(), 1);
+    assert!(first.removed[0]
+        .text
+        .starts_with("{\"src\": [\"alice@example.com\"]"));
+    assert!(first
+        .text
+        .contains("\"group:eng\",\n\t\t\t\t\"alice@example.com\", // temporary"));
+    assert!(
+        first
+            .text
+            .contains("{\"src\": \"alice@example.com\", \"accept\""),
+        "tests stay"
+    );
+    let second = deprovision_within(POLICY, &alice(), &["GRANTS[1]".to_string()]).unwrap();
+    assert_eq!(second.removed.len(), 1);
+    assert_eq!(second.removed[0].text, "\"alice@example.com\"");
+    assert!(second
+        .text
+        .contains("{\"src\": [\"alice@example.com\"], \"dst\": [\"tag:db\"]"));
+    // A prefix is a whole location: grants[1] does not reach into grants[10] or grants[1x].
+    assert!(!super::within("grants[10]", "grants[1"));
+    assert!(super::within("grants[1].src[2]", "grants[1]"));
+    assert!(!super::within("grants[10].src[0]", "grants[1]"));
+    // Nothing within: nothing changes.
+    let none =
+        deprovision_within(POLICY, &alice(), &["groups[\"group:absent\"]".to_string()]).unwrap();
+    assert!(none.removed.is_empty());
+    assert_eq!(none.text, POLICY);
+}

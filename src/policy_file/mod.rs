@@ -47,7 +47,9 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-pub use deprovision::{deprovision, Deprovision, Kept, KeptReason, Removed, RemovedKind};
+pub use deprovision::{
+    deprovision, deprovision_within, Deprovision, Kept, KeptReason, Removed, RemovedKind,
+};
 
 use std::collections::{BTreeSet, HashSet};
 

@@ -1,8 +1,9 @@
 //! Access reviews (campaigns), pure: which holdings a campaign covers and who reviews each
-//! ([`snapshot`]), which decisions count ([`decide`]), what revoking an item takes
-//! ([`revocation`]), where a campaign stands ([`progress`]) and its evidence record
-//! ([`evidence`]). The controller loads, calls these and writes.
+//! ([`campaign::snapshot`]), which decisions count ([`campaign::decide`]), what revoking an
+//! item takes ([`campaign::revocation`]), where a campaign stands ([`campaign::phase`]) and
+//! its evidence record ([`evidence`]). The controller loads, calls these and writes.
 
+pub mod campaign;
 pub mod evidence;
 
 use jiff::Timestamp;
