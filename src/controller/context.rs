@@ -88,6 +88,8 @@ pub struct Context {
     stores: std::sync::OnceLock<(Store<AccessPolicy>, Store<TailscaleIntegration>)>,
     /// The caches of grants and ledgers (the sweeper reads both).
     grant_stores: std::sync::OnceLock<(Store<AccessGrant>, Store<GrantLedger>)>,
+    /// The cache of access-review decisions.
+    review_decisions: std::sync::OnceLock<Store<crate::api::AccessReviewDecision>>,
     /// Asks the grant controller to look at a grant now (set once it runs).
     grant_rechecks: std::sync::OnceLock<futures::channel::mpsc::Sender<ObjectRef<AccessGrant>>>,
     /// One lock per integration's ledger.
@@ -125,6 +127,7 @@ impl Context {
             stores: std::sync::OnceLock::new(),
             grant_stores: std::sync::OnceLock::new(),
             grant_rechecks: std::sync::OnceLock::new(),
+            review_decisions: std::sync::OnceLock::new(),
             ledger_locks: Default::default(),
             admission: RwLock::new(Err("not read yet".into())),
             tailscale: RwLock::default(),
@@ -199,6 +202,24 @@ impl Context {
             .get()?
             .0
             .get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn set_review_decisions(&self, store: Store<crate::api::AccessReviewDecision>) {
+        let _ = self.review_decisions.set(store);
+    }
+
+    /// The access-review decisions of a namespace, from the cache.
+    pub fn review_decisions_in(&self, ns: &str) -> Vec<Arc<crate::api::AccessReviewDecision>> {
+        self.review_decisions
+            .get()
+            .map(|store| {
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace().as_deref() == Some(ns))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The ledgers of a namespace, from the cache.
@@ -279,6 +300,18 @@ impl Context {
     pub fn approvals_verified(&self, namespace: &str) -> Result<Option<Timestamp>, String> {
         match self.admission.read() {
             Ok(installed) => crate::grants::admission::approvals_verified(
+                &self.settings.admission_policy_prefix,
+                &installed,
+                namespace,
+            ),
+            Err(_) => Err("the admission policy cache is unusable".into()),
+        }
+    }
+
+    /// Whether the cluster proves who decided on access-review items in `namespace`.
+    pub fn review_decisions_verified(&self, namespace: &str) -> Result<Option<Timestamp>, String> {
+        match self.admission.read() {
+            Ok(installed) => crate::grants::admission::review_decisions_verified(
                 &self.settings.admission_policy_prefix,
                 &installed,
                 namespace,

@@ -16,6 +16,7 @@ mod memory;
 mod notify;
 mod policy;
 mod reports;
+mod review;
 mod status;
 mod webhook;
 mod writer;
@@ -41,8 +42,8 @@ use kube::ResourceExt;
 use tracing::{error, info, warn};
 
 use crate::api::{
-    find_condition, AccessGrant, AccessPolicy, GrantLedger, GrantPhase, TailscaleIntegration,
-    SYNC_REQUEST_ANNOTATION,
+    find_condition, AccessGrant, AccessPolicy, AccessReview, AccessReviewDecision, GrantLedger,
+    GrantPhase, TailscaleIntegration, SYNC_REQUEST_ANNOTATION,
 };
 use crate::metrics::{ControllerLabels, ErrorLabels, Metrics};
 use crate::server::{self, Health};
@@ -414,6 +415,45 @@ pub async fn run(
             }
         });
 
+    // Access reviews: their spec, their decisions (each names its campaign), and timers for
+    // the due time and recurrence.
+    let (decision_store, decision_writer) = reflector::store::<AccessReviewDecision>();
+    ctx.set_review_decisions(decision_store.clone());
+    let decisions = watcher(
+        api::<AccessReviewDecision>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|d| d.managed_fields_mut().clear())
+    .reflect(decision_writer)
+    .applied_objects();
+    let reviews = watcher(
+        api::<AccessReview>(&client, &config.namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|r| r.managed_fields_mut().clear());
+    let (review_store, review_writer) = reflector::store::<AccessReview>();
+    let reviews = reviews
+        .reflect(review_writer)
+        .applied_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let review_controller = Controller::for_stream(reviews, review_store.clone())
+        .watches_stream(decisions, |d: AccessReviewDecision| {
+            Some(ObjectRef::new(&d.spec.review_ref.name).within(&d.namespace().unwrap_or_default()))
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| timed("review", ctx.clone(), review::reconcile(obj, ctx)),
+            error_policy::<AccessReview>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "review reconcile failed");
+            }
+        });
+
     // Ready once every cache holds the cluster's state. Polled rather than awaited: a store's
     // readiness signal wakes only its latest waiter, and the controllers wait on it too.
     let readiness = {
@@ -484,7 +524,8 @@ pub async fn run(
             integration_controller,
             policy_controller,
             grant_controller,
-            ledger_controller
+            ledger_controller,
+            review_controller
         );
     };
     let lost = match &leadership {

@@ -49,12 +49,41 @@ pub fn approvals_verified(
     installed: &Installed,
     namespace: &str,
 ) -> Result<Option<jiff::Timestamp>, String> {
-    let (policies, bindings) = installed.as_ref().map_err(|why| {
-        format!("the operator cannot read the admission policies that prove approvals ({why})")
-    })?;
+    verified(prefix, installed, namespace, &APPROVAL_POLICIES).map_err(|missing| {
+        format!(
+            "approvals cannot be proven, so grants that need one do not activate: {missing}; install the chart with admissionPolicy.enabled=true (Kubernetes 1.30+)"
+        )
+    })
+}
+
+/// The admission policies (by name suffix) that prove who decided on access-review items.
+pub const REVIEW_POLICIES: [&str; 2] = ["review-identity", "review-reviewers"];
+
+/// Like [`approvals_verified`], for access-review decisions.
+pub fn review_decisions_verified(
+    prefix: &str,
+    installed: &Installed,
+    namespace: &str,
+) -> Result<Option<jiff::Timestamp>, String> {
+    verified(prefix, installed, namespace, &REVIEW_POLICIES).map_err(|missing| {
+        format!(
+            "review decisions cannot be proven, so none is taken: {missing}; install the chart with admissionPolicy.enabled=true (Kubernetes 1.30+)"
+        )
+    })
+}
+
+fn verified(
+    prefix: &str,
+    installed: &Installed,
+    namespace: &str,
+    suffixes: &[&str],
+) -> Result<Option<jiff::Timestamp>, String> {
+    let (policies, bindings) = installed
+        .as_ref()
+        .map_err(|why| format!("the operator cannot read the admission policies ({why})"))?;
     let mut missing = Vec::new();
     let mut since: Option<jiff::Timestamp> = None;
-    for suffix in APPROVAL_POLICIES {
+    for &suffix in suffixes {
         let name = format!("{prefix}-{suffix}");
         match policies.iter().find(|p| p.name == name) {
             None => missing.push(format!("ValidatingAdmissionPolicy {name} is not installed")),
@@ -82,10 +111,7 @@ pub fn approvals_verified(
     if missing.is_empty() {
         Ok(since)
     } else {
-        Err(format!(
-            "approvals cannot be proven, so grants that need one do not activate: {}; install the chart with admissionPolicy.enabled=true (Kubernetes 1.30+)",
-            missing.join("; ")
-        ))
+        Err(missing.join("; "))
     }
 }
 

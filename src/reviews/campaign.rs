@@ -415,3 +415,44 @@ pub fn revocation(item: &Item) -> Revocation {
         ),
     }
 }
+
+/// What revoking one item did to the policy file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRevocation {
+    pub text: String,
+    pub removed: Vec<super::RemovedText>,
+    /// Entries within the entitlement naming the user that Tailkeeper keeps (a grant's).
+    pub kept: Vec<super::RemovedText>,
+}
+
+/// Removes `login`'s direct entries within `entitlement` (a group or a rule, found by its
+/// content in `text` as it is now) and nothing else, byte for byte.
+pub fn revoke_in_file(
+    text: &str,
+    login: &str,
+    entitlement: &str,
+) -> Result<FileRevocation, crate::policy_file::PolicyFileError> {
+    let document = crate::policy_file::document(text)?;
+    let locations = crate::entitlements::locations_of(&document, entitlement);
+    let logins = BTreeSet::from([login.to_string()]);
+    let out = crate::policy_file::deprovision_within(text, &logins, &locations)?;
+    Ok(FileRevocation {
+        text: out.text,
+        removed: out
+            .removed
+            .into_iter()
+            .map(|r| super::RemovedText {
+                location: r.location,
+                text: r.text,
+            })
+            .collect(),
+        kept: out
+            .kept
+            .into_iter()
+            .map(|k| super::RemovedText {
+                location: k.location,
+                text: k.text,
+            })
+            .collect(),
+    })
+}

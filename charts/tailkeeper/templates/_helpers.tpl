@@ -97,6 +97,17 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessgrants"]
   verbs: ["patch", "update"]
+# Access reviews: read campaigns and reviewers' decisions, record what became of them, and
+# start the next campaign of a recurring one. Never a reviewer's decision itself.
+- apiGroups: ["tailkeeper.io"]
+  resources: ["accessreviews", "accessreviewdecisions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["tailkeeper.io"]
+  resources: ["accessreviews/status", "accessreviewdecisions/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["tailkeeper.io"]
+  resources: ["accessreviews"]
+  verbs: ["create"]
 # The four checks as OpenReports Reports (when that CRD is installed), one per AccessPolicy.
 - apiGroups: ["openreports.io"]
   resources: ["reports"]
