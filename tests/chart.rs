@@ -252,6 +252,19 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["grantledgers"],
         &["get", "list", "watch", "create", "update", "delete"],
     );
+    // Access reviews: campaigns and decisions read, their status written, and the next
+    // campaign of a recurring one created.
+    add(
+        "tailkeeper.io",
+        &["accessreviews", "accessreviewdecisions"],
+        &["get", "list", "watch"],
+    );
+    add(
+        "tailkeeper.io",
+        &["accessreviews/status", "accessreviewdecisions/status"],
+        &["get", "patch", "update"],
+    );
+    add("tailkeeper.io", &["accessreviews"], &["create"]);
     add("openreports.io", &["reports"], &["get", "create", "patch"]);
     add(
         "",

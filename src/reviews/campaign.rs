@@ -219,6 +219,15 @@ pub fn decide(items: &mut [Item], submitted: &Submitted<'_>, directory: &Directo
             continue;
         };
         let item = &mut items[i];
+        if item
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.record.as_deref() == Some(submitted.name))
+        {
+            // Taken before (a restart between recording the items and the decision's status).
+            taken.accepted += 1;
+            continue;
+        }
         let assigned = item.reviewers.contains(&as_user)
             || as_group
                 .as_ref()
@@ -238,14 +247,14 @@ pub fn decide(items: &mut [Item], submitted: &Submitted<'_>, directory: &Directo
             .any(|l| l.eq_ignore_ascii_case(&item.user))
         {
             Some("your own access: another reviewer must decide it".into())
-        } else if let Some(d) = &item.decision {
-            Some(format!(
-                "already decided ({} by {})",
-                d.decision.as_str(),
-                if d.by.is_empty() { "default" } else { &d.by }
-            ))
         } else {
-            None
+            item.decision.as_ref().map(|d| {
+                format!(
+                    "already decided ({} by {})",
+                    d.decision.as_str(),
+                    if d.by.is_empty() { "default" } else { &d.by }
+                )
+            })
         };
         match why {
             Some(why) => taken.refused.push((id.clone(), why)),
