@@ -1150,4 +1150,24 @@ mod tests {
             serde_json::json!({"loginNames": ["a@x"], "status": "Active"})
         );
     }
+
+    #[test]
+    fn a_persons_manager_is_read_from_every_format() {
+        let csv = "email,manager\nerin@example.com, carol@example.com \nfrank@example.com,\n";
+        let yaml = "- {loginName: erin@example.com, manager: carol@example.com}\n- {loginName: frank@example.com}\n";
+        let json = r#"[{"loginName": "erin@example.com", "manager": "carol@example.com"}, {"loginName": "frank@example.com", "manager": " "}]"#;
+        for (format, text) in [
+            (DirectoryFormat::Csv, csv),
+            (DirectoryFormat::Yaml, yaml),
+            (DirectoryFormat::Json, json),
+        ] {
+            let people = parse_people(format, text).expect("parses");
+            assert_eq!(
+                people[0].manager.as_deref(),
+                Some("carol@example.com"),
+                "{format:?}"
+            );
+            assert_eq!(people[1].manager, None, "blank is none: {format:?}");
+        }
+    }
 }

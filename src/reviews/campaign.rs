@@ -465,3 +465,529 @@ pub fn revoke_in_file(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Recurrence, ReviewScope, Reviewers};
+    use crate::compliance::{parse_people, DirectoryFormat};
+    use crate::entitlements::{build, Attribution, Member};
+    use crate::policy_file::document;
+
+    const FILE: &str = r#"{
+  "groups": {
+    "group:prod": ["erin@example.com", "alice@example.com"],
+    "group:eng": ["frank@example.com"],
+  },
+  "grants": [
+    {"src": ["group:prod"], "dst": ["tag:prod"], "ip": ["*"]},
+    {"src": ["frank@example.com"], "dst": ["tag:db:5432"], "ip": ["tcp:5432"]},
+    {"src": ["autogroup:member"], "dst": ["tag:wiki"], "ip": ["443"]},
+  ],
+  "ssh": [
+    {"action": "check", "src": ["alice@example.com"], "dst": ["tag:prod"], "users": ["root"]},
+  ],
+}"#;
+
+    fn inventory() -> Inventory {
+        let member = |login: &str, role: &str| Member {
+            login: login.into(),
+            role: role.into(),
+            status: "active".into(),
+            user_type: "member".into(),
+            person: None,
+            role_granted_by: Vec::new(),
+        };
+        build(
+            vec![
+                member("alice@example.com", "admin"),
+                member("bob@example.com", "it-admin"),
+                member("erin@example.com", "member"),
+                member("frank@example.com", "member"),
+            ],
+            &document(FILE).expect("parses"),
+            &Attribution::default(),
+            Vec::new(),
+        )
+    }
+
+    fn directory() -> Directory {
+        let people = parse_people(
+            DirectoryFormat::Yaml,
+            "
+- {loginName: alice@example.com, kubernetesUsers: [alice], kubernetesGroups: [leads]}
+- {loginName: bob@example.com, kubernetesUsers: [bob]}
+- {loginName: carol@example.com, kubernetesUsers: [carol]}
+- {loginName: erin@example.com, manager: carol@example.com}
+- {loginName: frank@example.com, manager: nobody@example.com}
+- {loginName: gone@example.com, kubernetesUsers: [gone], status: offboarded}
+",
+        )
+        .expect("directory");
+        Directory::build([("inline", people)]).expect("directory")
+    }
+
+    fn spec(scope: ReviewScope, reviewers: Reviewers) -> AccessReviewSpec {
+        AccessReviewSpec {
+            policy_ref: crate::api::LocalRef { name: "p".into() },
+            scope,
+            reviewers,
+            duration: "1h".into(),
+            undecided: UndecidedAction::Keep,
+            recurrence: Some(Recurrence { every_days: 90 }),
+            description: None,
+        }
+    }
+
+    fn users(names: &[&str]) -> Reviewers {
+        Reviewers {
+            users: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn holdings(items: &[Item]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|i| (i.user.clone(), i.entitlement.clone()))
+            .collect()
+    }
+
+    fn submitted<'a>(reviewer: &'a str, items: &'a [String]) -> Submitted<'a> {
+        Submitted {
+            name: "d1",
+            reviewer,
+            group: None,
+            decision: ReviewDecision::Revoke,
+            comment: Some("not needed"),
+            items,
+            at: "2026-11-30T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_scope_selects_roles_groups_destinations_privileged_access_or_everything() {
+        let inv = inventory();
+        let dir = directory();
+        let roles = ReviewScope {
+            roles: vec![TailscaleRole::Admin],
+            ..Default::default()
+        };
+        let items = snapshot(&spec(roles, users(&["bob"])), &inv, Some(&dir)).unwrap();
+        assert_eq!(
+            holdings(&items),
+            [("alice@example.com".into(), "role:admin".into())]
+        );
+        let groups = ReviewScope {
+            groups: vec!["group:prod".into()],
+            ..Default::default()
+        };
+        let items = snapshot(&spec(groups, users(&["bob"])), &inv, Some(&dir)).unwrap();
+        assert_eq!(
+            holdings(&items),
+            [
+                ("alice@example.com".into(), "group:prod".into()),
+                ("erin@example.com".into(), "group:prod".into())
+            ]
+        );
+        // A destination names a rule by its dst; an ACL-style host:port matches its host.
+        let dst = ReviewScope {
+            destinations: vec!["tag:db".into()],
+            ..Default::default()
+        };
+        let items = snapshot(&spec(dst, users(&["bob"])), &inv, Some(&dir)).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].user, "frank@example.com");
+        assert!(items[0].entitlement.starts_with("grant:"));
+        assert!(!destination_matches("tag:dbx:5432", "tag:db"));
+        // Privileged: roles above member and SSH rules.
+        let privileged = ReviewScope {
+            privileged: true,
+            ..Default::default()
+        };
+        let items = snapshot(&spec(privileged, users(&["carol"])), &inv, Some(&dir)).unwrap();
+        let mut got: Vec<(String, Kind)> = items.iter().map(|i| (i.user.clone(), i.kind)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("alice@example.com".into(), Kind::Role),
+                ("alice@example.com".into(), Kind::Ssh),
+                ("bob@example.com".into(), Kind::Role),
+            ]
+        );
+        // Everything: every holding, including through groups and autogroups.
+        let all = ReviewScope {
+            everything: true,
+            ..Default::default()
+        };
+        let items = snapshot(&spec(all, users(&["carol"])), &inv, Some(&dir)).unwrap();
+        let mut erin: Vec<String> = items
+            .iter()
+            .filter(|i| i.user == "erin@example.com")
+            .map(|i| format!("{} {}", i.entitlement.split(':').next().unwrap(), i.via))
+            .collect();
+        erin.sort();
+        assert_eq!(
+            erin,
+            [
+                "grant via autogroup:member",
+                "grant via group:prod",
+                "group direct",
+                "role direct"
+            ]
+        );
+        // Ids are stable and distinct.
+        let again = snapshot(
+            &spec(
+                ReviewScope {
+                    everything: true,
+                    ..Default::default()
+                },
+                users(&["carol"]),
+            ),
+            &inv,
+            Some(&dir),
+        )
+        .unwrap();
+        assert_eq!(items, again);
+        let ids: BTreeSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids.len(), items.len());
+    }
+
+    #[test]
+    fn managers_review_their_peoples_items_when_the_directory_names_them() {
+        let reviewers = Reviewers {
+            managers: true,
+            groups: vec!["leads".into()],
+            ..Default::default()
+        };
+        let scope = ReviewScope {
+            groups: vec!["group:prod".into(), "group:eng".into()],
+            ..Default::default()
+        };
+        let items = snapshot(&spec(scope, reviewers), &inventory(), Some(&directory())).unwrap();
+        let of = |user: &str| items.iter().find(|i| i.user == user).unwrap();
+        assert_eq!(
+            of("erin@example.com").reviewers,
+            ["group:leads", "user:carol"]
+        );
+        assert_eq!(
+            of("erin@example.com").manager.as_deref(),
+            Some("carol@example.com")
+        );
+        // A manager the directory does not know reviews nothing: only the listed group does.
+        assert_eq!(of("frank@example.com").reviewers, ["group:leads"]);
+        assert_eq!(of("frank@example.com").manager, None);
+    }
+
+    #[test]
+    fn only_assigned_reviewers_decide_and_never_on_their_own_access() {
+        let scope = ReviewScope {
+            groups: vec!["group:prod".into()],
+            ..Default::default()
+        };
+        let mut items = snapshot(
+            &spec(scope, users(&["alice", "gone", "zed"])),
+            &inventory(),
+            Some(&directory()),
+        )
+        .unwrap();
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let (alices, erins) = (ids[0].clone(), ids[1].clone());
+        let dir = directory();
+        // Not in the directory, or offboarded: nothing counts.
+        let all = [alices.clone(), erins.clone()];
+        let t = decide(&mut items, &submitted("zed", &all), &dir);
+        assert_eq!(t.accepted, 0);
+        assert!(t
+            .refused
+            .iter()
+            .all(|(_, why)| why.contains("not in the directory")));
+        let t = decide(&mut items, &submitted("gone", &all), &dir);
+        assert!(t.refused.iter().all(|(_, why)| why.contains("offboarded")));
+        // Bob is in the directory but not a reviewer of this campaign.
+        let t = decide(&mut items, &submitted("bob", &all), &dir);
+        assert!(t
+            .refused
+            .iter()
+            .all(|(_, why)| why.contains("not assigned to bob")));
+        // Alice: not her own item; an unknown id is named; repeats count once.
+        let mixed = [
+            alices.clone(),
+            erins.clone(),
+            "i-nope".into(),
+            erins.clone(),
+        ];
+        let t = decide(&mut items, &submitted("alice", &mixed), &dir);
+        assert_eq!(t.accepted, 1);
+        assert_eq!(
+            t.refused,
+            [
+                (
+                    alices.clone(),
+                    "your own access: another reviewer must decide it".to_string()
+                ),
+                (
+                    "i-nope".to_string(),
+                    "not an item of this campaign".to_string()
+                )
+            ]
+        );
+        let d = items[1].decision.clone().expect("decided");
+        assert_eq!(
+            (d.decision, d.by.as_str()),
+            (ReviewDecision::Revoke, "alice")
+        );
+        assert_eq!(d.record.as_deref(), Some("d1"));
+        // The same decision again (a restart) is taken once, not refused.
+        let again = decide(&mut items, &submitted("alice", &[erins.clone()]), &dir);
+        assert_eq!((again.accepted, again.refused.len()), (1, 0));
+        // Another decision on a decided item is refused: the first stands.
+        let mut later = submitted("alice", std::slice::from_ref(&erins));
+        later.name = "d2";
+        later.decision = ReviewDecision::Keep;
+        let t = decide(&mut items, &later, &dir);
+        assert!(t.refused[0]
+            .1
+            .starts_with("already decided (Revoke by alice)"));
+        assert_eq!(
+            items[1].decision.as_ref().unwrap().decision,
+            ReviewDecision::Revoke
+        );
+    }
+
+    #[test]
+    fn a_group_decides_only_when_the_directory_agrees() {
+        let reviewers = Reviewers {
+            groups: vec!["leads".into()],
+            ..Default::default()
+        };
+        let scope = ReviewScope {
+            groups: vec!["group:eng".into()],
+            ..Default::default()
+        };
+        let dir = directory();
+        let mut items = snapshot(&spec(scope, reviewers), &inventory(), Some(&dir)).unwrap();
+        let ids = [items[0].id.clone()];
+        let mut through = submitted("bob", &ids);
+        through.group = Some("leads");
+        // bob's person lists no groups: the identity provider's word (proven at admission)
+        // stands. alice's lists `leads`; carol claims a group... tested through alice below.
+        let t = decide(&mut items.clone(), &through, &dir);
+        assert_eq!(t.accepted, 1);
+        let mut wrong = submitted("alice", &ids);
+        wrong.group = Some("admins");
+        let t = decide(&mut items, &wrong, &dir);
+        assert!(
+            t.refused[0]
+                .1
+                .contains("does not list alice in group admins"),
+            "{t:?}"
+        );
+        let mut right = submitted("alice", &ids);
+        right.group = Some("leads");
+        assert_eq!(decide(&mut items, &right, &dir).accepted, 1);
+    }
+
+    #[test]
+    fn the_due_time_decides_the_rest_and_the_phase_follows() {
+        let scope = ReviewScope {
+            groups: vec!["group:prod".into()],
+            ..Default::default()
+        };
+        let mut items = snapshot(
+            &spec(scope, users(&["bob"])),
+            &inventory(),
+            Some(&directory()),
+        )
+        .unwrap();
+        assert_eq!(phase(&items), ReviewPhase::Open);
+        let ids = [items[0].id.clone()];
+        let mut keep = submitted("bob", &ids);
+        keep.decision = ReviewDecision::Keep;
+        decide(&mut items, &keep, &directory());
+        assert_eq!(phase(&items), ReviewPhase::Open, "one undecided");
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        assert_eq!(close(&mut items, UndecidedAction::Revoke, now), 1);
+        assert_eq!(close(&mut items, UndecidedAction::Revoke, now), 0);
+        assert_eq!(
+            phase(&items),
+            ReviewPhase::Open,
+            "a revocation to carry out"
+        );
+        let c = counts(&items);
+        assert_eq!(
+            (
+                c.items,
+                c.decided,
+                c.kept,
+                c.revoked,
+                c.pending,
+                c.undecided
+            ),
+            (2, 1, 1, 1, 1, 0)
+        );
+        items[1].applied = Some(super::super::Applied {
+            outcome: Outcome::Removed,
+            at: now,
+            removed: Vec::new(),
+            message: String::new(),
+        });
+        assert_eq!(phase(&items), ReviewPhase::Overdue);
+        assert_eq!(counts(&items).applied, 1);
+        let shares = progress(&items, 10);
+        assert_eq!(shares[0].reviewer, "user:bob");
+        assert_eq!((shares[0].assigned, shares[0].decided), (2, 1));
+        // Everything decided by reviewers in time: Completed.
+        let mut all = items.clone();
+        all[1].decision.as_mut().unwrap().by = "bob".into();
+        assert_eq!(phase(&all), ReviewPhase::Completed);
+    }
+
+    use super::super::Outcome;
+
+    #[test]
+    fn revoking_takes_a_role_an_entry_or_a_membership_and_names_what_a_person_must_do() {
+        let all = ReviewScope {
+            everything: true,
+            ..Default::default()
+        };
+        let items = snapshot(
+            &spec(all, users(&["carol"])),
+            &inventory(),
+            Some(&directory()),
+        )
+        .unwrap();
+        let find = |user: &str, prefix: &str, via: &str| {
+            items
+                .iter()
+                .find(|i| {
+                    i.user == user && i.entitlement.starts_with(prefix) && i.via.to_string() == via
+                })
+                .unwrap_or_else(|| panic!("{user} {prefix} {via}: {items:?}"))
+        };
+        assert_eq!(
+            revocation(find("alice@example.com", "role:", "direct")),
+            Revocation::LowerRole {
+                login: "alice@example.com".into(),
+                from: "admin".into()
+            }
+        );
+        assert_eq!(
+            revocation(find("frank@example.com", "grant:", "direct")),
+            Revocation::Entries {
+                login: "frank@example.com".into(),
+                entitlement: find("frank@example.com", "grant:", "direct")
+                    .entitlement
+                    .clone()
+            }
+        );
+        assert_eq!(
+            revocation(find("erin@example.com", "grant:", "via group:prod")),
+            Revocation::Entries {
+                login: "erin@example.com".into(),
+                entitlement: "group:prod".into()
+            }
+        );
+        assert!(matches!(
+            revocation(find("erin@example.com", "grant:", "via autogroup:member")),
+            Revocation::NotApplicable(why) if why.contains("autogroup:member")
+        ));
+        let mut granted = find("erin@example.com", "group:", "direct").clone();
+        granted.added_by = AddedBy::Tailkeeper {
+            owner: Some("x".into()),
+            grants: vec!["team/g1".into()],
+        };
+        assert!(matches!(
+            revocation(&granted),
+            Revocation::NotApplicable(why) if why.contains("held through grant team/g1")
+        ));
+    }
+
+    #[test]
+    fn revoking_in_the_file_removes_the_users_entry_in_that_entitlement_only() {
+        let inv = inventory();
+        let frank_rule = inv
+            .entitlements
+            .iter()
+            .find(|e| e.src == ["frank@example.com"])
+            .unwrap()
+            .id
+            .clone();
+        // The rule moved since the snapshot (a rule was added before it): found by content.
+        let moved = FILE.replace(
+            "  \"grants\": [\n",
+            "  \"grants\": [\n    {\"src\": [\"bob@example.com\"], \"dst\": [\"tag:x\"], \"ip\": [\"*\"]},\n",
+        );
+        let out = revoke_in_file(&moved, "frank@example.com", &frank_rule).unwrap();
+        assert_eq!(out.removed.len(), 1);
+        assert_eq!(out.removed[0].location, "grants[2]");
+        assert!(
+            out.text.contains("\"group:eng\": [\"frank@example.com\"]"),
+            "group stays"
+        );
+        assert_eq!(
+            out.text,
+            moved.replace(
+                "    {\"src\": [\"frank@example.com\"], \"dst\": [\"tag:db:5432\"], \"ip\": [\"tcp:5432\"]},\n",
+                ""
+            )
+        );
+        let out = revoke_in_file(FILE, "erin@example.com", "group:prod").unwrap();
+        assert_eq!(
+            out.text,
+            // The entry and its comma go; the space before the next stays, as in deprovisioning.
+            FILE.replace(
+                "[\"erin@example.com\", \"alice@example.com\"]",
+                "[ \"alice@example.com\"]"
+            )
+        );
+        // Gone meanwhile: nothing to remove.
+        let out = revoke_in_file(FILE, "erin@example.com", "group:eng").unwrap();
+        assert!(out.removed.is_empty());
+        assert_eq!(out.text, FILE);
+    }
+
+    #[test]
+    fn ten_thousand_items_fit_the_records_shards() {
+        let member = |i: usize| Member {
+            login: format!("user{i:05}@example.com"),
+            role: if i % 100 == 0 { "admin" } else { "member" }.into(),
+            status: "active".into(),
+            user_type: "member".into(),
+            person: Some(format!("Person {i}")),
+            role_granted_by: Vec::new(),
+        };
+        let logins: Vec<String> = (0..10_000)
+            .map(|i| format!("\"user{i:05}@example.com\""))
+            .collect();
+        let file = format!(r#"{{"groups": {{"group:all": [{}]}}}}"#, logins.join(","));
+        let inv = build(
+            (0..10_000).map(member).collect(),
+            &document(&file).unwrap(),
+            &Attribution::default(),
+            Vec::new(),
+        );
+        let scope = ReviewScope {
+            groups: vec!["group:all".into()],
+            ..Default::default()
+        };
+        let reviewers = Reviewers {
+            users: vec!["alice".into(), "bob".into()],
+            managers: true,
+            ..Default::default()
+        };
+        let items = snapshot(&spec(scope, reviewers), &inv, Some(&directory())).unwrap();
+        assert_eq!(items.len(), 10_000);
+        let encoded = crate::entitlements::shards::encode_json(&items).unwrap();
+        assert!(encoded
+            .shards
+            .iter()
+            .all(|s| s.len() <= crate::entitlements::shards::SHARD_BYTES));
+        let slices: Vec<&[u8]> = encoded.shards.iter().map(Vec::as_slice).collect();
+        let back: Vec<Item> =
+            crate::entitlements::shards::decode_json(&slices, &encoded.digest).unwrap();
+        assert_eq!(back, items);
+    }
+}
