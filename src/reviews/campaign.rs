@@ -741,7 +741,11 @@ mod tests {
         );
         assert_eq!(d.record.as_deref(), Some("d1"));
         // The same decision again (a restart) is taken once, not refused.
-        let again = decide(&mut items, &submitted("alice", &[erins.clone()]), &dir);
+        let again = decide(
+            &mut items,
+            &submitted("alice", std::slice::from_ref(&erins)),
+            &dir,
+        );
         assert_eq!((again.accepted, again.refused.len()), (1, 0));
         // Another decision on a decided item is refused: the first stands.
         let mut later = submitted("alice", std::slice::from_ref(&erins));
@@ -953,7 +957,12 @@ mod tests {
     fn ten_thousand_items_fit_the_records_shards() {
         let member = |i: usize| Member {
             login: format!("user{i:05}@example.com"),
-            role: if i % 100 == 0 { "admin" } else { "member" }.into(),
+            role: if i.is_multiple_of(100) {
+                "admin"
+            } else {
+                "member"
+            }
+            .into(),
             status: "active".into(),
             user_type: "member".into(),
             person: Some(format!("Person {i}")),
