@@ -546,3 +546,71 @@ async fn a_secret_the_operator_may_not_read_is_reported_naming_the_value_to_add(
     receiver.wait_hits("generic", 1).await;
     assert!(receiver.hits("unlisted").is_empty());
 }
+
+/// An access review's reviewers hear, once each and signed, that it opened (with their share
+/// and the command to review), a reminder three quarters through, and that it is overdue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_hear_that_a_review_opened_a_reminder_and_that_it_is_overdue() {
+    let receiver = Receiver::start(&[]).await;
+    let env = setup(
+        "notify-review",
+        &receiver,
+        "    - {name: reviewers, secretRef: {name: requesters-hook}, format: Generic, events: [ReviewOpened, ReviewReminder, ReviewOverdue]}",
+    )
+    .await;
+    eventually("the entitlements inventory", CONVERGE, || async {
+        env.policies()
+            .get("jit")
+            .await
+            .ok()?
+            .status?
+            .entitlements?
+            .digest
+    })
+    .await;
+    env.apply(
+        r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {name: members}
+spec:
+  policyRef: {name: jit}
+  scope: {roles: [member]}
+  reviewers: {users: [carol]}
+  duration: 8s
+  description: "Who is still a member <!channel>"
+"#,
+    )
+    .await;
+    let hits = receiver.wait_hits("generic", 3).await;
+    let bodies: Vec<Value> = hits.iter().map(assert_signed_and_identified).collect();
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ReviewOpened", "ReviewReminder", "ReviewOverdue"]);
+    let opened = &bodies[0];
+    assert_eq!(opened["review"]["name"], "members");
+    assert_eq!(opened["review"]["items"], 2);
+    assert_eq!(opened["review"]["undecided"], 2);
+    assert_eq!(opened["review"]["undecidedAction"], "Keep");
+    assert_eq!(
+        opened["review"]["description"],
+        "Who is still a member <!channel>"
+    );
+    assert_eq!(
+        opened["reviewers"],
+        json!([{"reviewer": "user:carol", "assigned": 2, "decided": 0}])
+    );
+    assert_eq!(
+        opened["command"],
+        format!("kubectl tailkeeper review -n {} members", env.ns)
+    );
+    assert_eq!(
+        bodies[2]["review"]["undecided"], 2,
+        "both were undecided at the due time"
+    );
+    // Once each: nothing more arrives while the campaign stays over.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(receiver.hits("generic").len(), 3);
+    let review: Api<tailkeeper::api::AccessReview> = Api::namespaced(env.client.clone(), &env.ns);
+    let status = review.get("members").await.unwrap().status.unwrap();
+    assert_eq!(status.notified, ["opened", "reminder", "overdue"]);
+}

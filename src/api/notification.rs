@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::LocalRef;
 
 /// Every event, in the order the default subscribes to them.
-pub const ALL_NOTIFICATION_EVENTS: [NotificationEvent; 3] = [
+pub const ALL_NOTIFICATION_EVENTS: [NotificationEvent; 6] = [
     NotificationEvent::GrantAwaitingApproval,
     NotificationEvent::GrantDecided,
     NotificationEvent::GrantEnded,
+    NotificationEvent::ReviewOpened,
+    NotificationEvent::ReviewReminder,
+    NotificationEvent::ReviewOverdue,
 ];
 
 fn default_events() -> Vec<NotificationEvent> {
@@ -39,9 +42,10 @@ pub struct Notification {
     /// signed with HMAC-SHA256 (header `Tailkeeper-Signature`), for any other receiver.
     pub format: NotificationFormat,
 
-    /// What the receiver hears about (default: all three). `GrantAwaitingApproval` is for
+    /// What the receiver hears about (default: all). `GrantAwaitingApproval` is for
     /// approvers (it says how to approve); `GrantDecided` (activated, denied or failed) and
-    /// `GrantEnded` (expired or revoked) are for requesters.
+    /// `GrantEnded` (expired or revoked) are for requesters; `ReviewOpened`, `ReviewReminder`
+    /// and `ReviewOverdue` are for an access review's reviewers.
     #[serde(default = "default_events")]
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f == e))").message("events must not repeat an event"))]
@@ -57,7 +61,8 @@ pub enum NotificationFormat {
     Generic,
 }
 
-/// Something people are told about. Access reviews will add their own events.
+/// Something people are told about: grants' news for approvers and requesters, access
+/// reviews' for reviewers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum NotificationEvent {
     /// A grant waits for an approver: who asks for what, for how long, why, and how to approve.
@@ -66,6 +71,12 @@ pub enum NotificationEvent {
     GrantDecided,
     /// A grant's access ended: expired, or revoked.
     GrantEnded,
+    /// An access review opened: its reviewers, what they review and by when.
+    ReviewOpened,
+    /// An access review is three quarters through its time with items undecided.
+    ReviewReminder,
+    /// An access review's due time passed with items undecided: they got `spec.undecided`.
+    ReviewOverdue,
 }
 
 impl NotificationEvent {
@@ -75,6 +86,9 @@ impl NotificationEvent {
             NotificationEvent::GrantAwaitingApproval => "GrantAwaitingApproval",
             NotificationEvent::GrantDecided => "GrantDecided",
             NotificationEvent::GrantEnded => "GrantEnded",
+            NotificationEvent::ReviewOpened => "ReviewOpened",
+            NotificationEvent::ReviewReminder => "ReviewReminder",
+            NotificationEvent::ReviewOverdue => "ReviewOverdue",
         }
     }
 }

@@ -71,10 +71,10 @@ impl Default for NotificationSettings {
 struct Job {
     /// The policy whose receiver it is (Events go on it).
     policy: Arc<AccessPolicy>,
-    /// What it is about, `AccessGrant <namespace>/<name>`.
+    /// What it is about, `AccessGrant <namespace>/<name>` or `AccessReview …`.
     subject: String,
-    /// The grant it is about (the Event's related object).
-    grant: k8s_openapi::api::core::v1::ObjectReference,
+    /// The object the notification is about (the Event's related object): a grant, a review.
+    about: k8s_openapi::api::core::v1::ObjectReference,
     delivery: Delivery,
 }
 
@@ -152,18 +152,45 @@ pub fn grant_changed(
     let Some(event) = notifications::grant_event(previous, news) else {
         return;
     };
-    for delivery in notifications::plan(&policy.spec.notifications, &event) {
+    queue(ctx, &policy, &event, grant.object_ref(&()));
+}
+
+/// An access review opened, nears its due time or passed it: queue what its policy's
+/// receivers are to hear of it, once per review and event. Never waits.
+pub fn review_event(
+    ctx: &Context,
+    policy: &Arc<AccessPolicy>,
+    event: &notifications::Event,
+    review: k8s_openapi::api::core::v1::ObjectReference,
+) {
+    if !notifications::subscribed(&policy.spec.notifications, event.kind()) {
+        return;
+    }
+    if !ctx.notifier.first_time(event.key()) {
+        return;
+    }
+    queue(ctx, policy, event, review);
+}
+
+fn queue(
+    ctx: &Context,
+    policy: &Arc<AccessPolicy>,
+    event: &notifications::Event,
+    about: k8s_openapi::api::core::v1::ObjectReference,
+) {
+    let ns = policy.namespace().unwrap_or_default();
+    for delivery in notifications::plan(&policy.spec.notifications, event) {
         let notification = delivery.notification.clone();
         let job = Job {
             policy: policy.clone(),
             subject: event.subject(),
-            grant: grant.object_ref(&()),
+            about: about.clone(),
             delivery,
         };
         if ctx.notifier.queue.try_send(job).is_err() {
             warn!(namespace = %ns, policy = %policy.name_any(), %notification, subject = %event.subject(),
                 "notification queue full: this notification is dropped");
-            count(ctx, &policy, &notification, Outcome::Dropped);
+            count(ctx, policy, &notification, Outcome::Dropped);
         }
     }
 }
@@ -368,7 +395,7 @@ async fn report(ctx: &Context, job: &Job, outcome: Outcome, why: &str) {
         NOTIFICATION_FAILED,
         "Notify",
         message,
-        Some(job.grant.clone()),
+        Some(job.about.clone()),
     )
     .await;
 }

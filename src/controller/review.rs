@@ -17,11 +17,13 @@ use tracing::info;
 
 use super::context::{key_of, Context, FIELD_MANAGER};
 use super::Error;
+use crate::api::NotificationEvent;
 use crate::api::{
     AccessGrant, AccessPolicy, AccessReview, AccessReviewDecision, AccessReviewDecisionStatus,
     AccessReviewStatus, DecisionRecord, EvidenceRef, Refusal, ReviewPhase,
 };
 use crate::entitlements::shards::encode_json;
+use crate::notifications;
 use crate::records::{self, ShardSet, EVIDENCE_KEY, ITEMS_KEY, REVIEW_UID_LABEL};
 use crate::reviews::campaign::{self, Revocation, Submitted};
 use crate::reviews::{Applied, CheckRecord, Evidence, GrantRecord, Item, Outcome};
@@ -168,8 +170,9 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
 
     // The due time.
     let due = status.due_at.as_ref().map(|t| t.0).unwrap_or(now);
+    let mut closed = 0;
     if now >= due {
-        let closed = campaign::close(&mut items, review.spec.undecided, now);
+        closed = campaign::close(&mut items, review.spec.undecided, now);
         if closed > 0 {
             ctx.publish(
                 review.as_ref(),
@@ -210,6 +213,41 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         ),
         (None, p) => format!("the campaign is {}", p.as_str()),
     });
+
+    // Reviewers hear that it opened, a reminder, and that it is overdue: once each.
+    let started = status.started_at.as_ref().map(|t| t.0).unwrap_or(now);
+    let remind_at = started + due.duration_since(started) * 3 / 4;
+    let counts = status.counts.clone().unwrap_or_default();
+    let mut tell = Vec::new();
+    if !status.notified.iter().any(|n| n == "opened") {
+        tell.push(("opened", NotificationEvent::ReviewOpened, counts.undecided));
+    }
+    if phase == ReviewPhase::Open
+        && closed == 0
+        && counts.undecided > 0
+        && now >= remind_at
+        && now < due
+        && !status.notified.iter().any(|n| n == "reminder")
+    {
+        tell.push((
+            "reminder",
+            NotificationEvent::ReviewReminder,
+            counts.undecided,
+        ));
+    }
+    if closed > 0 && !status.notified.iter().any(|n| n == "overdue") {
+        tell.push(("overdue", NotificationEvent::ReviewOverdue, closed as i64));
+    }
+    for (mark, kind, undecided) in tell {
+        let news = review_news(&review, &status, undecided, now);
+        let event = match kind {
+            NotificationEvent::ReviewOpened => notifications::Event::ReviewOpened(news),
+            NotificationEvent::ReviewReminder => notifications::Event::ReviewReminder(news),
+            _ => notifications::Event::ReviewOverdue(news),
+        };
+        super::notify::review_event(&ctx, &policy, &event, review.object_ref(&()));
+        status.notified.push(mark.to_string());
+    }
 
     // Items are recorded before anything refers to them.
     let encoded = encode_json(&items).map_err(|e| Error::Kube(kube::Error::Service(e.into())))?;
@@ -262,6 +300,12 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         .duration_since(now)
         .unsigned_abs()
         .max(Duration::from_secs(1));
+    let until_reminder = if now < remind_at {
+        remind_at.duration_since(now).unsigned_abs()
+    } else {
+        until_due
+    };
+    let until_due = until_due.min(until_reminder.max(Duration::from_secs(1)));
     let next = if unproven_wait {
         WAIT.min(until_due)
     } else if waiting.is_some() {
@@ -272,6 +316,32 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         OPEN_RECHECK.min(until_due)
     };
     Ok(Action::requeue(next))
+}
+
+fn review_news(
+    review: &AccessReview,
+    status: &AccessReviewStatus,
+    undecided: i64,
+    now: Timestamp,
+) -> notifications::ReviewNews {
+    notifications::ReviewNews {
+        namespace: review.metadata.namespace.clone().unwrap_or_default(),
+        name: review.name_any(),
+        uid: review.uid().unwrap_or_default(),
+        policy: review.spec.policy_ref.name.clone(),
+        description: review.spec.description.clone(),
+        scope: describe_scope(&review.spec),
+        items: status.counts.as_ref().map_or(0, |c| c.items),
+        undecided,
+        undecided_action: format!("{:?}", review.spec.undecided),
+        due_at: status.due_at.as_ref().map(|t| t.0),
+        reviewers: status
+            .reviewers
+            .iter()
+            .map(|r| (r.reviewer.clone(), r.assigned, r.decided))
+            .collect(),
+        at: now,
+    }
 }
 
 fn shard_set<'a>(review: &'a AccessReview, kind: &'static str, immutable: bool) -> ShardSet<'a> {

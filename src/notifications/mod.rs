@@ -5,7 +5,9 @@
 //! (`controller::notify`) reads the receiver's Secret, posts, sleeps and reports.
 //!
 //! Approvers hear of a grant awaiting approval, with the command that approves it; requesters
-//! hear of the decision and of the end. A message carries what an approver judges and what the
+//! hear of the decision and of the end; an access review's reviewers hear that it opened, a
+//! reminder when three quarters of its time have passed with items undecided, and that it is
+//! overdue. A message carries what an approver judges and what the
 //! grant's status says, never a credential: the receiver's URL and signing secret stay in its
 //! Secret.
 
@@ -106,9 +108,30 @@ pub fn describe_access(access: &GrantAccess) -> String {
     }
 }
 
+/// What reviewers are told about one access review.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewNews {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The AccessPolicy (same namespace).
+    pub policy: String,
+    pub description: Option<String>,
+    /// The scope in words.
+    pub scope: String,
+    pub items: i64,
+    pub undecided: i64,
+    /// `Keep` or `Revoke`: what the due time does to undecided items.
+    pub undecided_action: String,
+    pub due_at: Option<Timestamp>,
+    /// Each reviewer (`user:<name>`, `group:<name>`) with how many items they have and have
+    /// decided, most items first (bounded, as in status).
+    pub reviewers: Vec<(String, i64, i64)>,
+    pub at: Timestamp,
+}
+
 /// Something people are told about. Each variant is one [`NotificationEvent`] a receiver
-/// subscribes to; access reviews (a campaign opened, a reminder, overdue) will be more variants,
-/// each with news of its own.
+/// subscribes to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A grant waits for an approver: told to approvers.
@@ -117,6 +140,12 @@ pub enum Event {
     GrantDecided(GrantNews),
     /// A grant's access ended (expired or revoked): told to its requester.
     GrantEnded(GrantNews),
+    /// An access review opened: told to its reviewers.
+    ReviewOpened(ReviewNews),
+    /// An access review nears its due time with items undecided: told to its reviewers.
+    ReviewReminder(ReviewNews),
+    /// An access review passed its due time with items undecided: told to its reviewers.
+    ReviewOverdue(ReviewNews),
 }
 
 /// Whom a message speaks to.
@@ -124,6 +153,13 @@ pub enum Event {
 pub enum Audience {
     Approvers,
     Requester,
+    Reviewers,
+}
+
+/// What an event is about.
+pub enum About<'a> {
+    Grant(&'a GrantNews),
+    Review(&'a ReviewNews),
 }
 
 impl Event {
@@ -133,6 +169,9 @@ impl Event {
             Event::GrantAwaitingApproval(_) => NotificationEvent::GrantAwaitingApproval,
             Event::GrantDecided(_) => NotificationEvent::GrantDecided,
             Event::GrantEnded(_) => NotificationEvent::GrantEnded,
+            Event::ReviewOpened(_) => NotificationEvent::ReviewOpened,
+            Event::ReviewReminder(_) => NotificationEvent::ReviewReminder,
+            Event::ReviewOverdue(_) => NotificationEvent::ReviewOverdue,
         }
     }
 
@@ -140,27 +179,39 @@ impl Event {
         match self {
             Event::GrantAwaitingApproval(_) => Audience::Approvers,
             Event::GrantDecided(_) | Event::GrantEnded(_) => Audience::Requester,
+            Event::ReviewOpened(_) | Event::ReviewReminder(_) | Event::ReviewOverdue(_) => {
+                Audience::Reviewers
+            }
         }
     }
 
-    /// The grant the event is about.
-    pub fn grant(&self) -> &GrantNews {
+    /// The grant or review the event is about.
+    pub fn about(&self) -> About<'_> {
         match self {
-            Event::GrantAwaitingApproval(g) | Event::GrantDecided(g) | Event::GrantEnded(g) => g,
+            Event::GrantAwaitingApproval(g) | Event::GrantDecided(g) | Event::GrantEnded(g) => {
+                About::Grant(g)
+            }
+            Event::ReviewOpened(r) | Event::ReviewReminder(r) | Event::ReviewOverdue(r) => {
+                About::Review(r)
+            }
         }
     }
 
     /// What makes this event this event, and not another: the same for every delivery of it,
     /// across retries and restarts (the idempotency id is derived from it).
     pub fn key(&self) -> String {
-        let g = self.grant();
-        format!("{}/{}/{:?}", self.kind().as_str(), g.uid, g.phase)
+        match self.about() {
+            About::Grant(g) => format!("{}/{}/{:?}", self.kind().as_str(), g.uid, g.phase),
+            About::Review(r) => format!("{}/{}", self.kind().as_str(), r.uid),
+        }
     }
 
-    /// The object the event is about, `namespace/name`, for Events and logs.
+    /// The object the event is about, `Kind namespace/name`, for Events and logs.
     pub fn subject(&self) -> String {
-        let g = self.grant();
-        format!("AccessGrant {}/{}", g.namespace, g.name)
+        match self.about() {
+            About::Grant(g) => format!("AccessGrant {}/{}", g.namespace, g.name),
+            About::Review(r) => format!("AccessReview {}/{}", r.namespace, r.name),
+        }
     }
 }
 
@@ -189,6 +240,9 @@ pub fn grant_event(previous: Option<GrantPhase>, news: GrantNews) -> Option<Even
         NotificationEvent::GrantAwaitingApproval => Event::GrantAwaitingApproval(news),
         NotificationEvent::GrantDecided => Event::GrantDecided(news),
         NotificationEvent::GrantEnded => Event::GrantEnded(news),
+        NotificationEvent::ReviewOpened
+        | NotificationEvent::ReviewReminder
+        | NotificationEvent::ReviewOverdue => return None,
     })
 }
 

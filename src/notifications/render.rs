@@ -8,12 +8,15 @@
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::{Audience, Event, GrantNews};
+use super::{About, Audience, Event, GrantNews, ReviewNews};
 use crate::api::GrantPhase;
 
 /// A Slack incoming-webhook body for `event`, sent to the receiver `notification`.
 pub fn slack(event: &Event, notification: &str) -> Value {
-    let g = event.grant();
+    let g = match event.about() {
+        About::Grant(g) => g,
+        About::Review(r) => return slack_review(event, r, notification),
+    };
     let title = title(g.phase);
     let subject = format!("AccessGrant {}/{}", g.namespace, g.name);
     let requester = g.requested_by.as_deref().unwrap_or("nobody recorded");
@@ -25,7 +28,7 @@ pub fn slack(event: &Event, notification: &str) -> Value {
             duration(g),
             approvers(g),
         ),
-        Audience::Requester => {
+        Audience::Requester | Audience::Reviewers => {
             let mut text = format!(
                 "{title}: {subject}: {} for {} (requested by {requester}).",
                 g.access_described(),
@@ -67,7 +70,7 @@ pub fn slack(event: &Event, notification: &str) -> Value {
             escape(&approvers(g)),
             escape(&approve_command(g))
         ))),
-        Audience::Requester => {
+        Audience::Requester | Audience::Reviewers => {
             if let Some(message) = &g.message {
                 blocks.push(mrkdwn_section(&format!("*Status*\n{}", escape(message))));
             }
@@ -82,7 +85,10 @@ pub fn slack(event: &Event, notification: &str) -> Value {
 /// A `Generic` body for `event`, sent to the receiver `notification` with idempotency id `id`.
 /// Every key is always present (`null` when unknown), so receivers can rely on its shape.
 pub fn generic(event: &Event, notification: &str, id: &str) -> Value {
-    let g = event.grant();
+    let g = match event.about() {
+        About::Grant(g) => g,
+        About::Review(r) => return generic_review(event, r, notification, id),
+    };
     let mut body = json!({
         "id": id,
         "type": event.kind().as_str(),
@@ -109,6 +115,100 @@ pub fn generic(event: &Event, notification: &str, id: &str) -> Value {
         body["approve"] = json!(approve_command(g));
     }
     body
+}
+
+/// The headline of a review event.
+fn review_title(event: &Event) -> &'static str {
+    match event {
+        Event::ReviewOpened(_) => "Access review opened",
+        Event::ReviewReminder(_) => "Access review due soon",
+        _ => "Access review overdue",
+    }
+}
+
+fn reviewers(r: &ReviewNews) -> String {
+    if r.reviewers.is_empty() {
+        return "none assigned".to_string();
+    }
+    r.reviewers
+        .iter()
+        .map(|(who, assigned, decided)| format!("{who} ({decided}/{assigned} decided)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a reviewer runs to see their items.
+pub fn review_command(r: &ReviewNews) -> String {
+    format!("kubectl tailkeeper review -n {} {}", r.namespace, r.name)
+}
+
+fn slack_review(event: &Event, r: &ReviewNews, notification: &str) -> Value {
+    let title = review_title(event);
+    let subject = format!("AccessReview {}/{}", r.namespace, r.name);
+    let due = r.due_at.map(time).unwrap_or_else(|| "not set".to_string());
+    let text = match event {
+        Event::ReviewOverdue(_) => format!(
+            "{title}: {subject}: {} of {} items were undecided at {due} and were {}. Reviewers: {}.",
+            r.undecided,
+            r.items,
+            if r.undecided_action == "Revoke" { "revoked" } else { "kept" },
+            reviewers(r)
+        ),
+        _ => format!(
+            "{title}: {subject}: {} items ({} undecided) of {} to review by {due}; undecided then: {}. Reviewers: {}.",
+            r.items,
+            r.undecided,
+            r.scope,
+            r.undecided_action,
+            reviewers(r)
+        ),
+    };
+    let mut blocks = vec![
+        mrkdwn_section(&format!("*{title}:* {}", escape(&subject))),
+        json!({"type": "section", "fields": [
+            field("Scope", &r.scope),
+            field("Items", &format!("{} ({} undecided)", r.items, r.undecided)),
+            field("Due", &due),
+            field("Undecided at the due time", &r.undecided_action),
+        ]}),
+    ];
+    if let Some(description) = &r.description {
+        blocks.push(mrkdwn_section(&format!("*About*\n{}", escape(description))));
+    }
+    blocks.push(mrkdwn_section(&format!(
+        "*Reviewers:* {}. To see and decide your items:\n```{}```",
+        escape(&reviewers(r)),
+        escape(&review_command(r))
+    )));
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&format!(
+        "AccessPolicy {}/{} · notification {notification} · {}", r.namespace, r.policy, time(r.at)
+    ))}]}));
+    json!({"text": escape(&text), "blocks": blocks})
+}
+
+fn generic_review(event: &Event, r: &ReviewNews, notification: &str, id: &str) -> Value {
+    json!({
+        "id": id,
+        "type": event.kind().as_str(),
+        "policy": r.policy,
+        "notification": notification,
+        "review": {
+            "namespace": r.namespace,
+            "name": r.name,
+            "uid": r.uid,
+            "description": r.description,
+            "scope": r.scope,
+            "items": r.items,
+            "undecided": r.undecided,
+            "undecidedAction": r.undecided_action,
+            "dueAt": r.due_at.map(time),
+        },
+        "reviewers": r.reviewers.iter().map(|(who, assigned, decided)| json!({
+            "reviewer": who, "assigned": assigned, "decided": decided
+        })).collect::<Vec<_>>(),
+        "command": review_command(r),
+        "at": time(r.at),
+    })
 }
 
 /// The command an approver runs to approve the grant in their own name: the approval names the
