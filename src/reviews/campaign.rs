@@ -238,14 +238,14 @@ pub fn decide(items: &mut [Item], submitted: &Submitted<'_>, directory: &Directo
             .any(|l| l.eq_ignore_ascii_case(&item.user))
         {
             Some("your own access: another reviewer must decide it".into())
-        } else if let Some(d) = &item.decision {
-            Some(format!(
-                "already decided ({} by {})",
-                d.decision.as_str(),
-                if d.by.is_empty() { "default" } else { &d.by }
-            ))
         } else {
-            None
+            item.decision.as_ref().map(|d| {
+                format!(
+                    "already decided ({} by {})",
+                    d.decision.as_str(),
+                    if d.by.is_empty() { "default" } else { &d.by }
+                )
+            })
         };
         match why {
             Some(why) => taken.refused.push((id.clone(), why)),
