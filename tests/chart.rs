@@ -1123,6 +1123,8 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
             (tk, "accesspolicies", &read),
             (tk, "accessgrants", &read),
             (tk, "grantledgers", &read),
+            (tk, "accessreviews", &read),
+            (tk, "accessreviewdecisions", &read),
         ])
     );
     let requester = by_name("tk-tailkeeper-requester");
@@ -1142,11 +1144,23 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
                     &["get", "list", "watch", "patch", "update"],
                 ),
                 (tk, "accesspolicies", &read),
+                // Reviewers: campaigns, their items (ConfigMaps read by name) and decisions.
+                (tk, "accessreviews", &read),
+                (
+                    tk,
+                    "accessreviewdecisions",
+                    &["get", "list", "watch", "create"],
+                ),
+                ("", "configmaps", &["get"]),
             ]),
         ),
         (
             "tk-tailkeeper-policy-admin",
-            set(&[(tk, "accesspolicies", &all), ("", "configmaps", &all)]),
+            set(&[
+                (tk, "accesspolicies", &all),
+                (tk, "accessreviews", &all),
+                ("", "configmaps", &all),
+            ]),
         ),
         (
             "tk-tailkeeper-platform-admin",
@@ -1163,7 +1177,8 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
         );
         assert_eq!(permissions(&role["rules"]), rules, "{name}");
     }
-    // Nobody but the operator writes status or ledgers.
+    // Nobody but the operator writes status or ledgers; a review decision, once created, is
+    // never changed or deleted by a person.
     for r in &roles {
         if r["metadata"]["name"] == "tk-tailkeeper" {
             continue;
@@ -1177,6 +1192,13 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
             assert!(
                 resource != "grantledgers" || read.contains(&verb.as_str()),
                 "{:?} may {verb} grantledgers",
+                r["metadata"]["name"]
+            );
+            assert!(
+                resource != "accessreviewdecisions"
+                    || read.contains(&verb.as_str())
+                    || verb == "create",
+                "{:?} may {verb} accessreviewdecisions",
                 r["metadata"]["name"]
             );
         }
@@ -1648,10 +1670,11 @@ async fn helm_installs_the_crds_on_a_fresh_cluster_and_upgrades_the_release() {
         .expect("a control plane of this test's own");
     let client = cp.admin_client().await;
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let all_crds = CRD_NAMES
-        .iter()
-        .copied()
-        .chain(["grantledgers.tailkeeper.io"]);
+    let all_crds = CRD_NAMES.iter().copied().chain([
+        "grantledgers.tailkeeper.io",
+        "accessreviews.tailkeeper.io",
+        "accessreviewdecisions.tailkeeper.io",
+    ]);
     for name in all_crds.clone() {
         assert!(
             crds.get_opt(name).await.expect("get").is_none(),

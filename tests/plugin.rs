@@ -1,19 +1,27 @@
 //! `kubectl tailkeeper` end to end: the built plugin, run as people run it (a kubeconfig that
 //! is their identity, no terminal), against the real API server with the chart's admission
 //! policies and persona roles, and the operator (under the chart's RBAC) acting on what it
-//! writes. Requesters hold the chart's requester and viewer roles, approvers its approver role,
-//! an auditor the built-in view role.
+//! writes. Requesters hold the chart's requester and viewer roles, approvers (who are also the
+//! reviewers of access reviews) its approver role, an auditor the built-in view role.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Resource;
 use serde_json::Value;
 use support::operator::{
     eventually, install_admission_policies, render_chart, token_integration, Env, CONVERGE,
 };
-use tailkeeper::api::{find_condition, AccessGrant, GrantPhase};
+use tailkeeper::api::{
+    find_condition, AccessGrant, AccessReview, AccessReviewDecision, GrantPhase, ReviewDecision,
+};
+use tailkeeper::entitlements::{AddedBy, Kind, Via};
+use tailkeeper::records::{self, ShardSet, ITEMS_KEY, REVIEW_UID_LABEL};
+use tailkeeper::reviews::{Decided, Item};
 use tailscale_sim::{SimConfig, SimUser, Simulator};
 
 const POLICY_FILE: &str = "{
@@ -601,4 +609,409 @@ async fn the_plugin_quotes_refusals_and_changes_nothing_it_should_not() {
         e.contains("cannot use the kubeconfig") && e.contains("elsewhere"),
         "{e}"
     );
+}
+
+const REVIEW: &str = r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {name: q3}
+spec:
+  policyRef: {name: jit}
+  scope: {groups: ["group:prod", "group:oncall"]}
+  reviewers: {users: [carol, dave, audrey], groups: [approvers]}
+  duration: 336h
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {name: q2}
+spec:
+  policyRef: {name: jit}
+  scope: {everything: true}
+  reviewers: {users: [carol]}
+  duration: 336h
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {name: q4}
+spec:
+  policyRef: {name: jit}
+  scope: {everything: true}
+  reviewers: {users: [carol]}
+  duration: 336h
+"#;
+
+fn review_item(id: &str, user: &str, entitlement: &str, reviewers: &[&str]) -> Item {
+    Item {
+        id: id.into(),
+        user: user.into(),
+        person: None,
+        entitlement: entitlement.into(),
+        kind: Kind::Group,
+        description: entitlement.into(),
+        via: Via::Direct,
+        added_by: AddedBy::Person,
+        reviewers: reviewers.iter().map(|r| r.to_string()).collect(),
+        manager: None,
+        decision: None,
+        applied: None,
+    }
+}
+
+/// What the operator does when a campaign opens: its items written as gzipped JSON shards the
+/// review owns, and named with their digest in its status.
+async fn open_review(env: &Env, name: &str, items: &[Item]) -> AccessReview {
+    let reviews: Api<AccessReview> = Api::namespaced(env.client.clone(), &env.ns);
+    let review = reviews.get(name).await.expect("review");
+    let uid = review.metadata.uid.clone().expect("uid");
+    let encoded = tailkeeper::entitlements::shards::encode_json(&items).expect("encode");
+    let set = ShardSet {
+        namespace: &env.ns,
+        prefix: format!("{name}-items"),
+        key: ITEMS_KEY,
+        owner: review.controller_owner_ref(&()).expect("owner reference"),
+        label: (REVIEW_UID_LABEL, uid),
+        kind: "items",
+        immutable: false,
+        field_manager: "tailkeeper-tests",
+    };
+    let names = records::write(&env.client, &set, &encoded)
+        .await
+        .expect("items written");
+    let due = Timestamp::now() + jiff::SignedDuration::from_hours(49);
+    set_review_status(
+        env,
+        name,
+        serde_json::json!({
+            "phase": "Open",
+            "startedAt": Timestamp::now().to_string(),
+            "dueAt": due.to_string(),
+            "itemsConfigMaps": names,
+            "itemsDigest": encoded.digest,
+        }),
+    )
+    .await
+}
+
+async fn set_review_status(env: &Env, name: &str, status: Value) -> AccessReview {
+    Api::<AccessReview>::namespaced(env.client.clone(), &env.ns)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .expect("review status")
+}
+
+fn decisions(env: &Env) -> Api<AccessReviewDecision> {
+    Api::namespaced(env.client.clone(), &env.ns)
+}
+
+async fn all_decisions(env: &Env) -> Vec<AccessReviewDecision> {
+    decisions(env)
+        .list(&ListParams::default())
+        .await
+        .expect("list decisions")
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_see_their_share_and_their_items_and_decide_in_bulk_bound_to_the_campaign() {
+    let (env, people) = setup("plugin-review").await;
+    let ns = env.ns.as_str();
+    env.apply(REVIEW).await;
+    // carol reviews i1 by name and i2 through her group approvers; i3 is dave's, i5 audrey's;
+    // carol decided i4 already.
+    let mut decided = review_item("i4", "erin@example.com", "group:oncall", &["user:carol"]);
+    decided.decision = Some(Decided {
+        decision: ReviewDecision::Keep,
+        by: "carol".into(),
+        at: Timestamp::now(),
+        comment: None,
+        record: Some("q3-carol-earlier".into()),
+    });
+    let items = [
+        review_item("i1", "alice@example.com", "group:prod", &["user:carol"]),
+        review_item("i2", "bob@example.com", "group:prod", &["group:approvers"]),
+        review_item("i3", "mallory@example.com", "group:oncall", &["user:dave"]),
+        decided,
+        review_item("i5", "frank@example.com", "group:oncall", &["user:audrey"]),
+    ];
+    let q3 = open_review(&env, "q3", &items).await;
+    set_review_status(
+        &env,
+        "q2",
+        serde_json::json!({"phase": "Completed", "message": "every item decided"}),
+    )
+    .await;
+    set_review_status(
+        &env,
+        "q4",
+        serde_json::json!({"phase": "Open", "message": "waiting for the entitlements inventory of jit"}),
+    )
+    .await;
+
+    // The open campaigns and my share: assigned and undecided; q2 is over, q4 has no items yet.
+    let list = succeeded(plugin(&people.carol, ns, &["review"]));
+    let r = row(&list, "q3");
+    assert_eq!(r[..4], ["q3", "jit", "3", "2"], "{list}");
+    assert!(
+        r[5].starts_with("2d") || r[5].starts_with("1d23h"),
+        "{list}"
+    );
+    assert_eq!(row(&list, "q4")[2..4], ["-", "-"], "{list}");
+    assert!(
+        list.contains("q4: no items yet: waiting for the entitlements inventory of jit"),
+        "{list}"
+    );
+    assert!(!list.contains("q2"), "{list}");
+    assert_eq!(
+        row(&succeeded(plugin(&people.dave, ns, &["review"])), "q3")[2..4],
+        ["1", "1"]
+    );
+    // `pending` says what awaits carol in reviews too; mallory (no reviewer) sees nothing of it.
+    let pending = succeeded(plugin(&people.carol, ns, &["pending"]));
+    assert!(
+        pending.contains("Access reviews awaiting you:")
+            && row(&pending, "q3")[..4] == ["q3", "jit", "3", "2"],
+        "{pending}"
+    );
+    let out = plugin(&people.mallory, ns, &["pending"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!succeeded(out).contains("Access reviews"));
+
+    // My items only, undecided first; as JSON and CSV too.
+    let mine = succeeded(plugin(&people.carol, ns, &["review", "q3"]));
+    let ids: Vec<&str> = mine
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["i1", "i2", "i4"], "{mine}");
+    assert_eq!(
+        row(&mine, "i1"),
+        [
+            "i1",
+            "alice@example.com",
+            "-",
+            "group:prod",
+            "direct",
+            "person",
+            "-"
+        ]
+    );
+    assert_eq!(row(&mine, "i4")[6], "Keep/carol", "{mine}");
+    assert!(
+        mine.contains("3 of your 3 items shown; 2 undecided, due "),
+        "{mine}"
+    );
+    let json: Vec<Value> = serde_json::from_str(&succeeded(plugin(
+        &people.carol,
+        ns,
+        &["review", "q3", "-o", "json"],
+    )))
+    .expect("JSON");
+    assert_eq!(
+        json.iter().map(|i| i["id"].as_str()).collect::<Vec<_>>(),
+        [Some("i1"), Some("i2"), Some("i4")]
+    );
+    let csv = succeeded(plugin(
+        &people.carol,
+        ns,
+        &[
+            "review",
+            "q3",
+            "--undecided",
+            "--user",
+            "bob@example.com",
+            "-o",
+            "csv",
+        ],
+    ));
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("i2,bob@example.com,")),
+        "{csv}"
+    );
+
+    // An id that is not mine refuses the whole decision before anything is written.
+    let e = failed(plugin(
+        &people.carol,
+        ns,
+        &[
+            "review",
+            "q3",
+            "--revoke",
+            "--items",
+            "i1,i3",
+            "--comment",
+            "gone",
+            "--yes",
+        ],
+    ));
+    assert!(
+        e.contains("nothing decided: of the 2 items named, this is not yours to decide")
+            && e.contains("i3: not assigned to carol or any group you are in"),
+        "{e}"
+    );
+    // Revoking needs a reason.
+    let e = failed(plugin(
+        &people.carol,
+        ns,
+        &["review", "q3", "--revoke", "--items", "i1", "--yes"],
+    ));
+    assert!(e.contains("--comment"), "{e}");
+    assert!(all_decisions(&env).await.is_empty());
+
+    // Keep all my undecided items: one decision, by carol, bound to q3's UID, through the one
+    // group of hers that covers i2. The test answers as the operator would while the plugin
+    // waits.
+    let (kubeconfig, namespace) = (people.carol.clone(), env.ns.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        plugin(
+            &kubeconfig,
+            &namespace,
+            &[
+                "review",
+                "q3",
+                "--keep",
+                "--all-undecided",
+                "--comment",
+                "still on call",
+                "--yes",
+            ],
+        )
+    });
+    let decision = eventually("carol's decision", CONVERGE, || async {
+        all_decisions(&env).await.into_iter().next()
+    })
+    .await;
+    let name = decision.metadata.name.clone().expect("name");
+    decisions(&env)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {
+                "accepted": 1, "refused": 1,
+                "refusals": [{"item": "i2", "reason": "your own access: another reviewer must decide it"}],
+                "observedAt": Timestamp::now().to_string(),
+            }})),
+        )
+        .await
+        .expect("decision status");
+    let out = succeeded(run.await.expect("plugin ran"));
+    for shown in [
+        &format!("Keep 2 items of AccessReview q3 in namespace {ns} (policy jit)?"),
+        "deciding as  carol through reviewer group approvers",
+        "comment      still on call",
+        &format!("accessreviewdecision.tailkeeper.io/{name} created (2 items)"),
+        &format!("accessreviewdecision.tailkeeper.io/{name}: 1 accepted, 1 refused"),
+        "refused i2: your own access: another reviewer must decide it",
+    ] {
+        assert!(out.contains(shown), "{shown:?} in\n{out}");
+    }
+    assert!(name.starts_with("q3-carol-"), "{name}");
+    let spec = &decision.spec;
+    assert_eq!(
+        (
+            spec.reviewer.as_str(),
+            spec.review_ref.name.as_str(),
+            Some(spec.review_ref.uid.as_str()),
+        ),
+        ("carol", "q3", q3.metadata.uid.as_deref())
+    );
+    assert_eq!(spec.items, ["i1", "i2"]);
+    assert_eq!(spec.group.as_deref(), Some("approvers"));
+    assert_eq!(spec.decision, ReviewDecision::Keep);
+    assert_eq!(spec.comment.as_deref(), Some("still on call"));
+
+    // dave decides by name; nobody answers in time: the decision is recorded, and how to
+    // check it is said.
+    let out = succeeded(plugin(
+        &people.dave,
+        ns,
+        &[
+            "review",
+            "q3",
+            "--revoke",
+            "--items",
+            "i3",
+            "--comment",
+            "left the team",
+            "--yes",
+            "--wait",
+            "1s",
+        ],
+    ));
+    assert!(
+        out.contains("has not taken it into account yet")
+            && out.contains("kubectl get ard q3-dave-"),
+        "{out}"
+    );
+    let daves = all_decisions(&env)
+        .await
+        .into_iter()
+        .find(|d| d.spec.reviewer == "dave")
+        .expect("dave's decision");
+    assert_eq!(
+        (
+            daves.spec.items.as_slice(),
+            daves.spec.group.as_deref(),
+            daves.spec.decision
+        ),
+        (&["i3".to_string()][..], None, ReviewDecision::Revoke)
+    );
+
+    // Campaigns that cannot be reviewed say why.
+    let e = failed(plugin(&people.carol, ns, &["review", "nope"]));
+    assert!(
+        e.contains(&format!("AccessReview nope not found in namespace {ns}"))
+            && e.contains("kubectl tailkeeper review -n"),
+        "{e}"
+    );
+    let e = failed(plugin(&people.carol, ns, &["review", "q2"]));
+    assert!(
+        e.contains("AccessReview q2 is Completed: the campaign is over"),
+        "{e}"
+    );
+    let e = failed(plugin(&people.carol, ns, &["review", "q4"]));
+    assert!(
+        e.contains(
+            "AccessReview q4 has no items yet: waiting for the entitlements inventory of jit"
+        ),
+        "{e}"
+    );
+    // Refusals are quoted: mallory may not read the items, audrey (the built-in view role) may
+    // read them but not decide.
+    let e = failed(plugin(&people.mallory, ns, &["review", "q3"]));
+    assert!(
+        e.contains("the API server refused to read the items of AccessReview q3 (HTTP 403")
+            && e.contains("configmaps"),
+        "{e}"
+    );
+    let e = eventually("view to aggregate the review kinds", CONVERGE, || async {
+        let out = plugin(
+            &people.audrey,
+            ns,
+            &[
+                "review", "q3", "--keep", "--items", "i5", "--yes", "--wait", "0s",
+            ],
+        );
+        let e = String::from_utf8_lossy(&out.stderr).to_string();
+        e.contains("cannot create resource \"accessreviewdecisions\"")
+            .then_some(e)
+    })
+    .await;
+    assert!(
+        e.contains("the API server refused to create AccessReviewDecision 1 of 1 for AccessReview q3 (HTTP 403"),
+        "{e}"
+    );
+    assert_eq!(all_decisions(&env).await.len(), 2);
 }

@@ -204,6 +204,9 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         ("eddie", tk, "tailscaleintegrations", "patch", false),
         ("eddie", tk, "grantledgers", "update", false),
         ("eddie", tk, "grantledgers", "delete", false),
+        ("eddie", tk, "accessreviews", "list", true),
+        ("eddie", tk, "accessreviews", "create", false),
+        ("eddie", tk, "accessreviewdecisions", "create", false),
         // Approver: approve (patch) grants; not create them, not change rules.
         ("aaron", tk, "accessgrants", "patch", true),
         ("aaron", tk, "accessgrants", "create", false),
@@ -211,6 +214,17 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         ("aaron", tk, "accesspolicies", "patch", false),
         ("aaron", "", "configmaps", "patch", false),
         ("aaron", "", "secrets", "get", false),
+        // ...and reviews access: reads campaigns and their items, records decisions, which
+        // nobody changes afterwards; never starts or changes a campaign.
+        ("aaron", tk, "accessreviews", "list", true),
+        ("aaron", tk, "accessreviews", "create", false),
+        ("aaron", tk, "accessreviews", "patch", false),
+        ("aaron", tk, "accessreviewdecisions", "create", true),
+        ("aaron", tk, "accessreviewdecisions", "update", false),
+        ("aaron", tk, "accessreviewdecisions", "delete", false),
+        ("aaron", tk, "accessreviewdecisions/status", "patch", false),
+        ("aaron", "", "configmaps", "get", true),
+        ("aaron", "", "configmaps", "list", false),
         // Policy admin: rules and directory; never credentials, grants or integrations.
         ("paula", tk, "accesspolicies", "patch", true),
         ("paula", tk, "accesspolicies", "create", true),
@@ -219,6 +233,10 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         ("paula", "", "secrets", "list", false),
         ("paula", tk, "tailscaleintegrations", "patch", false),
         ("paula", tk, "accessgrants", "patch", false),
+        ("paula", tk, "accessreviews", "create", true),
+        ("paula", tk, "accessreviews", "delete", true),
+        ("paula", tk, "accessreviews/status", "patch", false),
+        ("paula", tk, "accessreviewdecisions", "create", false),
         // Platform admin: integrations and their Secrets; not rules, not grants.
         ("pete", tk, "tailscaleintegrations", "create", true),
         ("pete", "", "secrets", "create", true),

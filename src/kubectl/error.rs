@@ -30,6 +30,9 @@ pub enum Error {
     /// Nobody confirmed: nothing was changed.
     #[error("{0}")]
     NotConfirmed(String),
+    /// A record Tailkeeper keeps (an access review's items) could not be read.
+    #[error("{0}")]
+    Unreadable(String),
     /// The inventory could not be read or has nothing of what was asked.
     #[error(transparent)]
     Access(crate::access::ExportError),

@@ -179,7 +179,7 @@ pub fn generate_name(login: &str, access: &GrantAccess) -> String {
 }
 
 /// Lowercase letters, digits and single dashes, starting with a letter or digit.
-fn dns_label(text: &str) -> String {
+pub(super) fn dns_label(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
         let c = c.to_ascii_lowercase();
