@@ -1,94 +1,94 @@
-//! Records too large for an object's status, kept as gzipped JSON shards in ConfigMaps
-//! (the encoding is [`crate::entitlements::shards`]): an access review's items and its
-//! evidence. Used by the operator (writes) and by people's tools (reads).
+//! Records too large for an object's status — an access review's items and its evidence — kept
+//! as gzipped JSON cut in AccessReviewRecords (the encoding is
+//! [`crate::entitlements::shards`]). Used by the operator (writes) and by people's tools
+//! (reads).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
-use crate::entitlements::shards::{
-    decode_json, Encoded, DIGEST_ANNOTATION, MAX_SHARDS, SHARD_ANNOTATION,
-};
+use crate::api::{AccessReview, AccessReviewRecord, AccessReviewRecordSpec, RecordPart};
+use crate::entitlements::shards::{decode_json, Encoded, MAX_SHARDS};
 
-/// The label on a review's ConfigMaps: the review's UID.
+/// The label on a review's records: the review's UID.
 pub const REVIEW_UID_LABEL: &str = "tailkeeper.io/review-of";
-/// The key of an items shard's bytes.
-pub const ITEMS_KEY: &str = "items.json.gz";
-/// The key of an evidence shard's bytes.
-pub const EVIDENCE_KEY: &str = "evidence.json.gz";
+/// The label naming the part (`Items`, `Evidence`).
+const PART_LABEL: &str = "tailkeeper.io/record";
 
 /// One set of shards: where and how they are written.
 pub struct ShardSet<'a> {
     pub namespace: &'a str,
     /// Names are `<prefix>-<index>`.
     pub prefix: String,
-    pub key: &'static str,
+    pub review: String,
+    pub part: RecordPart,
     pub owner: OwnerReference,
-    /// The label selecting every ConfigMap of the owner (stale shards of this set are
-    /// deleted when `kind` matches).
-    pub label: (&'static str, String),
-    /// `items` or `evidence`: a second label, so one set's clean-up leaves the other alone.
-    pub kind: &'static str,
-    /// Evidence is immutable: the API server refuses any change to it.
-    pub immutable: bool,
+    /// The review's UID (labels every record; older shards of the same part are deleted).
+    pub review_uid: String,
     pub field_manager: &'a str,
 }
 
-const KIND_LABEL: &str = "tailkeeper.io/record";
+fn part_name(part: RecordPart) -> &'static str {
+    match part {
+        RecordPart::Items => "Items",
+        RecordPart::Evidence => "Evidence",
+    }
+}
 
-/// Writes every shard and deletes older shards of the same set; returns the names in order.
+/// Writes every shard and deletes older shards of the same part (evidence is written once and
+/// never deleted but with its review); returns the names in order.
 pub async fn write(
     client: &kube::Client,
     set: &ShardSet<'_>,
     encoded: &Encoded,
 ) -> Result<Vec<String>, kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), set.namespace);
+    let api: Api<AccessReviewRecord> = Api::namespaced(client.clone(), set.namespace);
     let count = encoded.shards.len();
     let names: Vec<String> = (0..count).map(|i| format!("{}-{i}", set.prefix)).collect();
     for (index, (name, bytes)) in names.iter().zip(&encoded.shards).enumerate() {
-        let cm = ConfigMap {
+        let record = AccessReviewRecord {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(set.namespace.to_string()),
                 labels: Some(BTreeMap::from([
-                    (set.label.0.to_string(), set.label.1.clone()),
-                    (KIND_LABEL.to_string(), set.kind.to_string()),
+                    (REVIEW_UID_LABEL.to_string(), set.review_uid.clone()),
+                    (PART_LABEL.to_string(), part_name(set.part).to_string()),
                     (
                         "app.kubernetes.io/managed-by".to_string(),
                         "tailkeeper".to_string(),
                     ),
                 ])),
-                annotations: Some(BTreeMap::from([
-                    (DIGEST_ANNOTATION.to_string(), encoded.digest.clone()),
-                    (SHARD_ANNOTATION.to_string(), format!("{index}/{count}")),
-                ])),
                 owner_references: Some(vec![set.owner.clone()]),
                 ..Default::default()
             },
-            binary_data: Some(BTreeMap::from([(
-                set.key.to_string(),
-                ByteString(bytes.clone()),
-            )])),
-            immutable: set.immutable.then_some(true),
-            ..Default::default()
+            spec: AccessReviewRecordSpec {
+                review: set.review.clone(),
+                part: set.part,
+                shard: format!("{index}/{count}"),
+                digest: encoded.digest.clone(),
+                data: ByteString(bytes.clone()),
+            },
         };
         api.patch(
             name,
             &PatchParams::apply(set.field_manager).force(),
-            &Patch::Apply(&cm),
+            &Patch::Apply(&record),
         )
         .await?;
     }
-    if set.immutable {
+    if set.part == RecordPart::Evidence {
         return Ok(names);
     }
     let keep: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    let selector = format!("{}={},{KIND_LABEL}={}", set.label.0, set.label.1, set.kind);
+    let selector = format!(
+        "{REVIEW_UID_LABEL}={},{PART_LABEL}={}",
+        set.review_uid,
+        part_name(set.part)
+    );
     for old in api
         .list_metadata(&ListParams::default().labels(&selector))
         .await?
@@ -115,13 +115,14 @@ pub enum ReadError {
     Unreadable(String),
 }
 
-/// Reads the shards `names` (in order) and checks them against `digest`.
+/// Reads the shards `names` (in order) of `review`'s `part` and checks them against `digest`.
 pub async fn read<T: DeserializeOwned>(
     client: &kube::Client,
     namespace: &str,
+    review: &str,
+    part: RecordPart,
     names: &[String],
     digest: &str,
-    key: &str,
 ) -> Result<T, ReadError> {
     if names.len() > MAX_SHARDS {
         return Err(ReadError::Unreadable(format!(
@@ -129,30 +130,30 @@ pub async fn read<T: DeserializeOwned>(
             names.len()
         )));
     }
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let api: Api<AccessReviewRecord> = Api::namespaced(client.clone(), namespace);
     let mut parts = Vec::with_capacity(names.len());
     for name in names {
-        let cm = api.get_opt(name).await?.ok_or_else(|| {
-            ReadError::Unreadable(format!("ConfigMap {namespace}/{name} is missing"))
+        let record = api.get_opt(name).await?.ok_or_else(|| {
+            ReadError::Unreadable(format!("AccessReviewRecord {namespace}/{name} is missing"))
         })?;
-        if cm.annotations().get(DIGEST_ANNOTATION).map(String::as_str) != Some(digest) {
+        if record.spec.review != review || record.spec.part != part {
             return Err(ReadError::Unreadable(format!(
-                "ConfigMap {namespace}/{name} holds another version"
+                "AccessReviewRecord {namespace}/{name} belongs to another review or part"
             )));
         }
-        let bytes = cm
-            .binary_data
-            .and_then(|mut d| d.remove(key))
-            .ok_or_else(|| {
-                ReadError::Unreadable(format!("ConfigMap {namespace}/{name} has no {key}"))
-            })?;
-        parts.push(bytes.0);
+        if record.spec.digest != digest {
+            return Err(ReadError::Unreadable(format!(
+                "AccessReviewRecord {namespace}/{name} holds another version"
+            )));
+        }
+        parts.push(record.spec.data.0);
     }
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     decode_json(&slices, digest).map_err(|e| {
         ReadError::Unreadable(format!(
-            "the shards {} do not hold the record: {e}",
-            names.join(", ")
+            "the records {} do not hold the {}: {e}",
+            names.join(", "),
+            part_name(part).to_lowercase()
         ))
     })
 }
@@ -160,7 +161,7 @@ pub async fn read<T: DeserializeOwned>(
 /// The items of a review, as its status names them.
 pub async fn review_items(
     client: &kube::Client,
-    review: &crate::api::AccessReview,
+    review: &AccessReview,
 ) -> Result<Vec<crate::reviews::Item>, ReadError> {
     let ns = review.namespace().unwrap_or_default();
     let status = review.status.clone().unwrap_or_default();
@@ -171,13 +172,21 @@ pub async fn review_items(
             status.message.map(|m| format!(": {m}")).unwrap_or_default()
         ))
     })?;
-    read(client, &ns, &status.items_config_maps, &digest, ITEMS_KEY).await
+    read(
+        client,
+        &ns,
+        &review.name_any(),
+        RecordPart::Items,
+        &status.items_records,
+        &digest,
+    )
+    .await
 }
 
 /// The evidence record of a review that is over.
 pub async fn review_evidence(
     client: &kube::Client,
-    review: &crate::api::AccessReview,
+    review: &AccessReview,
 ) -> Result<crate::reviews::Evidence, ReadError> {
     let ns = review.namespace().unwrap_or_default();
     let evidence = review
@@ -194,9 +203,10 @@ pub async fn review_evidence(
     read(
         client,
         &ns,
-        &evidence.config_maps,
+        &review.name_any(),
+        RecordPart::Evidence,
+        &evidence.records,
         &evidence.digest,
-        EVIDENCE_KEY,
     )
     .await
 }

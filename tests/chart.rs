@@ -265,6 +265,11 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["get", "patch", "update"],
     );
     add("tailkeeper.io", &["accessreviews"], &["create"]);
+    add(
+        "tailkeeper.io",
+        &["accessreviewrecords"],
+        &["get", "list", "create", "patch", "delete"],
+    );
     add("openreports.io", &["reports"], &["get", "create", "patch"]);
     add(
         "",
@@ -1144,14 +1149,15 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
                     &["get", "list", "watch", "patch", "update"],
                 ),
                 (tk, "accesspolicies", &read),
-                // Reviewers: campaigns, their items (ConfigMaps read by name) and decisions.
+                // Reviewers: campaigns, their items (records of their own, no ConfigMap) and
+                // decisions.
                 (tk, "accessreviews", &read),
+                (tk, "accessreviewrecords", &read),
                 (
                     tk,
                     "accessreviewdecisions",
                     &["get", "list", "watch", "create"],
                 ),
-                ("", "configmaps", &["get"]),
             ]),
         ),
         (
@@ -1159,6 +1165,7 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
             set(&[
                 (tk, "accesspolicies", &all),
                 (tk, "accessreviews", &all),
+                (tk, "accessreviewrecords", &read),
                 ("", "configmaps", &all),
             ]),
         ),
@@ -1674,6 +1681,7 @@ async fn helm_installs_the_crds_on_a_fresh_cluster_and_upgrades_the_release() {
         "grantledgers.tailkeeper.io",
         "accessreviews.tailkeeper.io",
         "accessreviewdecisions.tailkeeper.io",
+        "accessreviewrecords.tailkeeper.io",
     ]);
     for name in all_crds.clone() {
         assert!(

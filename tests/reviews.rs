@@ -268,26 +268,27 @@ spec:
         evidence.description.as_deref(),
         Some("Quarterly review of tailnet admins")
     );
-    // The record cannot be changed: its ConfigMaps are immutable.
-    let cm_name = &done
+    // The record cannot be changed: its AccessReviewRecords are immutable.
+    let record = &done
         .status
         .as_ref()
         .unwrap()
         .evidence
         .as_ref()
         .unwrap()
-        .config_maps[0];
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        .records[0];
+    let records: Api<tailkeeper::api::AccessReviewRecord> =
         Api::namespaced(env.client.clone(), &env.ns);
     refused(
-        cms.patch(
-            cm_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"binaryData": {"evidence.json.gz": "AAAA"}})),
-        )
-        .await,
+        records
+            .patch(
+                record,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"data": "AAAA"}})),
+            )
+            .await,
         "evidence is immutable",
-        "immutable",
+        "evidence records are immutable",
     );
     // A decision after the end changes nothing.
     let late = decide(&env, "bob", &done, "bob", "Revoke", &[&bob])

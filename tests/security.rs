@@ -223,7 +223,11 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         ("aaron", tk, "accessreviewdecisions", "update", false),
         ("aaron", tk, "accessreviewdecisions", "delete", false),
         ("aaron", tk, "accessreviewdecisions/status", "patch", false),
-        ("aaron", "", "configmaps", "get", true),
+        ("aaron", tk, "accessreviewrecords", "get", true),
+        ("aaron", tk, "accessreviewrecords", "patch", false),
+        ("aaron", tk, "accessreviewrecords", "delete", false),
+        // Items live in records of their own: the directory's ConfigMaps stay unreadable.
+        ("aaron", "", "configmaps", "get", false),
         ("aaron", "", "configmaps", "list", false),
         // Policy admin: rules and directory; never credentials, grants or integrations.
         ("paula", tk, "accesspolicies", "patch", true),

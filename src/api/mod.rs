@@ -51,6 +51,7 @@ pub fn crds(
         GrantLedger::crd(),
         AccessReview::crd(),
         AccessReviewDecision::crd(),
+        AccessReviewRecord::crd(),
     ]
 }
 

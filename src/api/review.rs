@@ -178,11 +178,11 @@ pub struct AccessReviewStatus {
     /// Each reviewer's share (the 50 with most items).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<ReviewerProgress>,
-    /// The items, as gzipped JSON in these ConfigMaps (owned by the review).
+    /// The items, as gzipped JSON in these AccessReviewRecords (owned by the review).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub items_config_maps: Vec<String>,
-    /// SHA-256 of the items' JSON: a ConfigMap whose content does not match was not written
-    /// by the operator.
+    pub items_records: Vec<String>,
+    /// SHA-256 of the items' JSON: a record whose content does not match was not written by
+    /// the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_digest: Option<String>,
     /// The decisions taken into account (the latest 50), and what was refused of each.
@@ -244,8 +244,8 @@ pub struct DecisionRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceRef {
-    /// Immutable ConfigMaps holding the record as gzipped JSON.
-    pub config_maps: Vec<String>,
+    /// Immutable AccessReviewRecords holding the evidence as gzipped JSON.
+    pub records: Vec<String>,
     /// SHA-256 of the record's JSON.
     pub digest: String,
     pub created_at: Time,
@@ -340,4 +340,46 @@ pub struct AccessReviewDecisionStatus {
 pub struct Refusal {
     pub item: String,
     pub reason: String,
+}
+
+/// A part of an access review's record, written only by the operator and owned by its
+/// AccessReview: the campaign's items (rewritten as decisions come) or its evidence
+/// (immutable). Gzipped JSON cut in parts that each fit an object; `digest` (SHA-256 of the
+/// whole JSON) ties the parts of one version together and to the review's status. A kind of
+/// its own, rather than ConfigMaps, so that reviewers and auditors may read review records
+/// without reading every ConfigMap of the namespace (the people directory among them).
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tailkeeper.io",
+    version = "v1alpha1",
+    kind = "AccessReviewRecord",
+    namespaced,
+    shortname = "arr",
+    category = "tailkeeper",
+    printcolumn = r#"{"name":"Review","type":"string","jsonPath":".spec.review"}"#,
+    printcolumn = r#"{"name":"Part","type":"string","jsonPath":".spec.part"}"#,
+    printcolumn = r#"{"name":"Shard","type":"string","jsonPath":".spec.shard"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("oldSelf.part != 'Evidence' || self == oldSelf").message("evidence records are immutable"))]
+pub struct AccessReviewRecordSpec {
+    /// The AccessReview it belongs to.
+    pub review: String,
+    pub part: RecordPart,
+    /// `index/count`.
+    pub shard: String,
+    /// SHA-256 of the whole record's JSON (every shard of one version has the same).
+    pub digest: String,
+    /// This shard's bytes of the gzipped JSON (base64 in YAML and JSON).
+    #[schemars(with = "String")]
+    pub data: k8s_openapi::ByteString,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RecordPart {
+    /// The campaign's items.
+    Items,
+    /// The evidence of a campaign that is over.
+    Evidence,
 }

@@ -18,13 +18,14 @@ use tracing::info;
 use super::context::{key_of, Context, FIELD_MANAGER};
 use super::Error;
 use crate::api::NotificationEvent;
+use crate::api::RecordPart;
 use crate::api::{
     AccessGrant, AccessPolicy, AccessReview, AccessReviewDecision, AccessReviewDecisionStatus,
     AccessReviewStatus, DecisionRecord, EvidenceRef, Refusal, ReviewPhase,
 };
 use crate::entitlements::shards::encode_json;
 use crate::notifications;
-use crate::records::{self, ShardSet, EVIDENCE_KEY, ITEMS_KEY, REVIEW_UID_LABEL};
+use crate::records::{self, ShardSet};
 use crate::reviews::campaign::{self, Revocation, Submitted};
 use crate::reviews::{Applied, CheckRecord, Evidence, GrantRecord, Item, Outcome};
 
@@ -155,9 +156,9 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
                     &review,
                     status,
                     format!(
-                    "the campaign's items cannot be read ({e}); they are kept in the ConfigMaps \
-                     status.itemsConfigMaps names"
-                ),
+                        "the campaign's items cannot be read ({e}); they are kept in the \
+                     AccessReviewRecords status.itemsRecords names"
+                    ),
                 )
                 .await
             }
@@ -251,10 +252,14 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
 
     // Items are recorded before anything refers to them.
     let encoded = encode_json(&items).map_err(|e| Error::Kube(kube::Error::Service(e.into())))?;
-    if before.as_deref() != Some(encoded.digest.as_str()) || status.items_config_maps.is_empty() {
-        let names =
-            records::write(&ctx.client, &shard_set(&review, "items", false), &encoded).await?;
-        status.items_config_maps = names;
+    if before.as_deref() != Some(encoded.digest.as_str()) || status.items_records.is_empty() {
+        let names = records::write(
+            &ctx.client,
+            &shard_set(&review, RecordPart::Items),
+            &encoded,
+        )
+        .await?;
+        status.items_records = names;
         status.items_digest = Some(encoded.digest.clone());
     }
 
@@ -263,11 +268,11 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         let evidence = evidence(&ctx, &review, &policy, &status, &items, phase, now);
         let encoded =
             encode_json(&evidence).map_err(|e| Error::Kube(kube::Error::Service(e.into())))?;
-        let mut set = shard_set(&review, "evidence", true);
+        let mut set = shard_set(&review, RecordPart::Evidence);
         set.prefix = format!("{}-evidence-{}", review.name_any(), &encoded.digest[..10]);
         let names = records::write(&ctx.client, &set, &encoded).await?;
         status.evidence = Some(EvidenceRef {
-            config_maps: names,
+            records: names,
             digest: encoded.digest,
             created_at: Time(now),
         });
@@ -284,7 +289,7 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
                 counts.revoked,
                 counts.applied,
                 counts.not_applicable,
-                status.evidence.as_ref().map(|e| e.config_maps.join(", ")).unwrap_or_default()
+                status.evidence.as_ref().map(|e| e.records.join(", ")).unwrap_or_default()
             ),
         )
         .await;
@@ -344,19 +349,22 @@ fn review_news(
     }
 }
 
-fn shard_set<'a>(review: &'a AccessReview, kind: &'static str, immutable: bool) -> ShardSet<'a> {
+fn shard_set<'a>(review: &'a AccessReview, part: RecordPart) -> ShardSet<'a> {
     ShardSet {
         namespace: review.metadata.namespace.as_deref().unwrap_or_default(),
-        prefix: format!("{}-{kind}", review.name_any()),
-        key: if kind == "items" {
-            ITEMS_KEY
-        } else {
-            EVIDENCE_KEY
-        },
+        prefix: format!(
+            "{}-{}",
+            review.name_any(),
+            if part == RecordPart::Items {
+                "items"
+            } else {
+                "evidence"
+            }
+        ),
+        review: review.name_any(),
+        part,
         owner: owner(review),
-        label: (REVIEW_UID_LABEL, review.uid().unwrap_or_default()),
-        kind,
-        immutable,
+        review_uid: review.uid().unwrap_or_default(),
         field_manager: FIELD_MANAGER,
     }
 }

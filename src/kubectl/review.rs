@@ -807,7 +807,7 @@ mod tests {
         r.status = phase.map(|p| AccessReviewStatus {
             phase: Some(p),
             items_digest: Some("d".into()),
-            items_config_maps: vec!["q3-items-0".into()],
+            items_records: vec!["q3-items-0".into()],
             due_at: Some(Time(at(86_400 * 2 + 3600))),
             ..Default::default()
         });

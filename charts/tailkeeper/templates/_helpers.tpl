@@ -108,6 +108,10 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessreviews"]
   verbs: ["create"]
+# A campaign's items and evidence, in records it owns (evidence is immutable).
+- apiGroups: ["tailkeeper.io"]
+  resources: ["accessreviewrecords"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # The four checks as OpenReports Reports (when that CRD is installed), one per AccessPolicy.
 - apiGroups: ["openreports.io"]
   resources: ["reports"]
