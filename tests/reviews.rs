@@ -60,6 +60,9 @@ rules:
   - apiGroups: [tailkeeper.io]
     resources: [accessreviews, accessreviewdecisions]
     verbs: [get, list, watch, create]
+  - apiGroups: [tailkeeper.io]
+    resources: [accessreviewrecords]
+    verbs: [get]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -268,6 +271,57 @@ spec:
         evidence.description.as_deref(),
         Some("Quarterly review of tailnet admins")
     );
+    // The exports say the same: CSV and JSON through the plugin, as an auditor runs it.
+    let kubeconfig = env.cp.impersonating_kubeconfig("carol", &["auditors"]);
+    let export = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-tailkeeper"))
+            .args(["evidence", "admins", "-o", format, "-n", &env.ns])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("kubectl-tailkeeper runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let exported: tailkeeper::reviews::Evidence =
+        serde_json::from_str(&export("json")).expect("the JSON export is the record");
+    assert_eq!(exported, evidence);
+    let csv = export("csv");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {headers:?}"))
+    };
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    let decided: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[column("user")].as_str(),
+                r[column("decision")].as_str(),
+                r[column("decidedBy")].as_str(),
+                r[column("comment")].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("alice@example.com", "Keep", "bob", "looked at it"),
+            ("bob@example.com", "Keep", "alice", "looked at it")
+        ]
+    );
+    assert!(export("html").contains("Access review"));
+
     // The record cannot be changed: its AccessReviewRecords are immutable.
     let record = &done
         .status

@@ -64,6 +64,17 @@ enum Command {
     /// or --revoke, decide some of them at once.
     #[command(after_help = REVIEW_EXAMPLES)]
     Review(ReviewArgs),
+    /// The evidence record of an access review that is over (Completed or Overdue): every
+    /// item with its decision, reviewer, time, comment and what was removed, the four checks
+    /// at the end and the grants over the period. `-o html` is a self-contained report to
+    /// open in a browser and print to PDF.
+    Evidence {
+        /// The AccessReview.
+        name: String,
+        /// csv, json or html.
+        #[arg(short = 'o', long = "output", default_value = "csv", value_parser = ["csv", "json", "html"])]
+        output: String,
+    },
 }
 
 const REVIEW_EXAMPLES: &str = "Examples:
@@ -248,7 +259,36 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Grants { all } => grants(&session, all).await,
         Command::Access(query) => access(&session, &query).await,
         Command::Review(args) => review(&session, args).await,
+        Command::Evidence { name, output } => evidence(&session, &name, &output).await,
     }
+}
+
+async fn evidence(s: &Session, name: &str, output: &str) -> Result<(), Error> {
+    let ns = &s.namespace;
+    let campaign = reviews_api(s)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::from_kube(format!("read AccessReview {name}"), e))?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("AccessReview {name}"),
+            namespace: ns.clone(),
+            hint: format!("list them with: kubectl get accessreviews -n {ns}"),
+        })?;
+    let record = records::review_evidence(&s.client, &campaign)
+        .await
+        .map_err(|e| match e {
+            ReadError::Kube(e) => {
+                Error::from_kube(format!("read the evidence of AccessReview {name}"), e)
+            }
+            ReadError::Unreadable(why) => Error::Unreadable(why),
+        })?;
+    let text = match output {
+        "json" => tailkeeper::reviews::evidence::to_json(&record),
+        "html" => tailkeeper::reviews::evidence::to_html(&record),
+        _ => tailkeeper::reviews::evidence::to_csv(&record),
+    };
+    print!("{text}");
+    Ok(())
 }
 
 fn grants_api(s: &Session) -> Api<AccessGrant> {

@@ -312,7 +312,8 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
     };
     let until_due = until_due.min(until_reminder.max(Duration::from_secs(1)));
     let next = if unproven_wait {
-        WAIT.min(until_due)
+        // The admission policies are read again this often.
+        super::admission::REFRESH.min(until_due)
     } else if waiting.is_some() {
         RETRY_REVOCATIONS.min(until_due)
     } else if now >= due {
@@ -454,7 +455,10 @@ async fn take_decisions(
     // count once the cluster proves them), rather than being refused for the cluster's state.
     let proven = match ctx.review_decisions_verified(&ns) {
         Ok(since) => since,
-        Err(why) => return Ok(Some(why)),
+        Err(why) => {
+            info!(review = %review.name_any(), namespace = %ns, %why, "review decisions wait");
+            return Ok(Some(why));
+        }
     };
     let api: Api<AccessReviewDecision> = Api::namespaced(ctx.client.clone(), &ns);
     for decision in decisions {
@@ -502,6 +506,8 @@ async fn take_decisions(
                 ),
             }
         };
+        info!(review = %review.name_any(), namespace = %ns, decision = %decision.name_any(),
+            accepted = taken.accepted, refused = taken.refused.len(), "review decision taken");
         let message = (!taken.refused.is_empty()).then(|| {
             let reasons: BTreeSet<&str> =
                 taken.refused.iter().map(|(_, why)| why.as_str()).collect();
