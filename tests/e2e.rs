@@ -119,6 +119,34 @@ async fn examples_reach_ready_and_report_the_four_checks() {
         },
     )
     .await;
+    // The example access review opens over the two admins, for the platform leads.
+    let review = eventually("the example access review to open", CONVERGE, || async {
+        let r = Api::<tailkeeper::api::AccessReview>::namespaced(env.client.clone(), &env.ns)
+            .get("admins-q4")
+            .await
+            .ok()?;
+        r.status.as_ref()?.items_digest.as_ref()?;
+        Some(r)
+    })
+    .await;
+    let status = review.status.clone().unwrap();
+    assert_eq!(status.phase, Some(tailkeeper::api::ReviewPhase::Open));
+    assert_eq!(status.counts.as_ref().map(|c| c.items), Some(2));
+    let items = tailkeeper::records::review_items(&env.client, &review)
+        .await
+        .expect("items");
+    let bob = items
+        .iter()
+        .find(|i| i.user == "bob@example.com")
+        .expect("bob");
+    assert_eq!(bob.entitlement, "role:admin");
+    assert_eq!(bob.manager.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        bob.reviewers,
+        ["group:platform-leads"],
+        "alice has no Kubernetes user listed"
+    );
+
     let metrics = env.operator.metrics().await;
     assert!(
         metrics.contains(&format!(
