@@ -180,7 +180,7 @@ async fn checks_follow_changes_in_tailscale_and_in_the_directory() {
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let mut cm = cms.get("people").await.unwrap();
     let csv = cm.data.as_mut().unwrap().get_mut("people.csv").unwrap();
-    csv.push_str("DAVE@example.com,Dave Example,engineer,active\n");
+    csv.push_str("DAVE@example.com,Dave Example,engineer,active,alice@example.com\n");
     cms.replace("people", &Default::default(), &cm)
         .await
         .unwrap();

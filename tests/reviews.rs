@@ -149,14 +149,26 @@ async fn recorded(
     d: &AccessReviewDecision,
 ) -> tailkeeper::api::AccessReviewDecisionStatus {
     let name = d.metadata.name.clone().unwrap_or_default();
-    eventually("the decision recorded", CONVERGE, || async {
-        let d = Api::<AccessReviewDecision>::namespaced(env.client.clone(), &env.ns)
-            .get(&name)
-            .await
-            .ok()?;
-        d.status.filter(|s| s.observed_at.is_some())
-    })
-    .await
+    let api = Api::<AccessReviewDecision>::namespaced(env.client.clone(), &env.ns);
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let got = api.get(&name).await;
+        if let Some(status) = got
+            .as_ref()
+            .ok()
+            .and_then(|d| d.status.clone())
+            .filter(|s| s.observed_at.is_some())
+        {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let review = Api::<AccessReview>::namespaced(env.client.clone(), &env.ns)
+                .get(&d.spec.review_ref.name)
+                .await;
+            panic!("decision {name} not recorded: {got:?}\nreview: {review:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, why: &str, needle: &str) {

@@ -1115,7 +1115,14 @@ notifications:
     let spec = &full["spec"];
     assert_eq!(
         spec["notifications"][1]["events"],
-        json!(["GrantAwaitingApproval", "GrantDecided", "GrantEnded"]),
+        json!([
+            "GrantAwaitingApproval",
+            "GrantDecided",
+            "GrantEnded",
+            "ReviewOpened",
+            "ReviewReminder",
+            "ReviewOverdue"
+        ]),
         "a receiver hears of every event by default"
     );
     assert_eq!(

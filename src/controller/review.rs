@@ -44,8 +44,16 @@ const MAX_REFUSALS: usize = 50;
 /// Attempts at the policy file while others write it (HTTP 412).
 const FILE_ATTEMPTS: usize = 3;
 
-pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (ns, name) = key_of(review.as_ref());
+pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (ns, name) = key_of(cached.as_ref());
+    // The campaign's status is its memory (which items, which digest, which decisions were
+    // answered): read it from the API server, never from a cache that may not show the last
+    // pass's write yet. One GET per pass; campaigns are few.
+    let api: Api<AccessReview> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(review) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let review = Arc::new(review);
     let mut status = review.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     if status.phase.is_some_and(ReviewPhase::is_over) {
@@ -311,7 +319,15 @@ pub async fn reconcile(review: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         until_due
     };
     let until_due = until_due.min(until_reminder.max(Duration::from_secs(1)));
-    let next = if unproven_wait {
+    // A decision made while this pass ran is answered by the next one at once (its watch
+    // event may have come while this pass held the campaign).
+    let arrived = ctx
+        .review_decisions_in(&ns)
+        .iter()
+        .any(|d| d.spec.review_ref.name == name && unanswered(d, &status));
+    let next = if arrived && !unproven_wait {
+        Duration::from_millis(500)
+    } else if unproven_wait {
         // The admission policies are read again this often.
         super::admission::REFRESH.min(until_due)
     } else if waiting.is_some() {
@@ -440,12 +456,7 @@ async fn take_decisions(
         .review_decisions_in(&ns)
         .into_iter()
         .filter(|d| d.spec.review_ref.name == review.name_any())
-        .filter(|d| {
-            d.status
-                .as_ref()
-                .and_then(|s| s.observed_at.as_ref())
-                .is_none()
-        })
+        .filter(|d| unanswered(d, status))
         .collect();
     decisions.sort_by_key(|d| d.metadata.creation_timestamp.clone().map(|t| t.0));
     if decisions.is_empty() {
@@ -578,6 +589,20 @@ async fn take_decisions(
         .await?;
     }
     Ok(None)
+}
+
+/// Whether `decision` is still to be answered: no status in the cache, and not one this
+/// campaign has just answered (the cache may not show that answer yet).
+fn unanswered(decision: &AccessReviewDecision, status: &AccessReviewStatus) -> bool {
+    decision
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_at.as_ref())
+        .is_none()
+        && !status
+            .decisions
+            .iter()
+            .any(|d| Some(d.name.as_str()) == decision.metadata.name.as_deref())
 }
 
 /// Carries out `Revoke` decisions not yet applied, within the policy's enforcement limits.
@@ -761,7 +786,9 @@ async fn revoke_entries(
         }
         if text != file.text {
             match client.set_policy_file(&text, Some(&file.etag)).await {
-                Ok(_) => ctx.update_inventory_policy_file(key, text),
+                Ok(_) => {
+                    ctx.update_inventory_policy_file(key, text);
+                }
                 Err(e) if e.is_precondition_failed() => {
                     last = e.to_string();
                     continue;

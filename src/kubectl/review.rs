@@ -481,22 +481,25 @@ pub fn items_csv(items: &[&Item]) -> Result<String, Error> {
         .map_err(fail)?;
     for i in items {
         let d = i.decision.as_ref();
-        writer
-            .write_record([
-                i.id.as_str(),
-                i.user.as_str(),
-                i.person.as_deref().unwrap_or_default(),
-                i.entitlement.as_str(),
-                i.kind.as_str(),
-                i.description.as_str(),
-                &i.via.to_string(),
-                &i.added_by.to_string(),
-                &i.reviewers.join(" "),
-                d.map(|d| d.decision.as_str()).unwrap_or_default(),
-                d.map(|d| d.by.as_str()).unwrap_or_default(),
-                d.and_then(|d| d.comment.as_deref()).unwrap_or_default(),
-            ])
-            .map_err(fail)?;
+        let mut row = [
+            i.id.clone(),
+            i.user.clone(),
+            i.person.clone().unwrap_or_default(),
+            i.entitlement.clone(),
+            i.kind.as_str().to_string(),
+            i.description.clone(),
+            i.via.to_string(),
+            i.added_by.to_string(),
+            i.reviewers.join(" "),
+            d.map(|d| d.decision.as_str().to_string())
+                .unwrap_or_default(),
+            d.map(|d| d.by.clone()).unwrap_or_default(),
+            d.and_then(|d| d.comment.clone()).unwrap_or_default(),
+        ];
+        for cell in &mut row {
+            crate::reviews::evidence::neutralise_formula(cell);
+        }
+        writer.write_record(&row).map_err(fail)?;
     }
     let bytes = writer
         .into_inner()
@@ -1205,6 +1208,23 @@ mod tests {
             serde_json::from_str(&items_json(&shown).expect("json")).expect("parses");
         assert_eq!(json[2]["decision"]["by"], "carol");
         assert_eq!(json[0]["person"], "Alice Smith");
+    }
+
+    #[test]
+    fn a_comment_a_spreadsheet_would_run_is_written_as_text() {
+        let mut hostile = item("i9", "erin@example.com", "group:prod", &["user:carol"]);
+        hostile.decision = Some(Decided {
+            decision: ReviewDecision::Revoke,
+            by: "carol".into(),
+            at: "2026-11-30T10:00:00Z".parse().unwrap(),
+            comment: Some("=HYPERLINK(\"http://evil\")".into()),
+            record: None,
+        });
+        let csv = items_csv(&[&hostile]).expect("csv");
+        assert!(
+            csv.contains(",carol,\"'=HYPERLINK(\"\"http://evil\"\")\"\n"),
+            "{csv}"
+        );
     }
 
     #[test]

@@ -135,8 +135,9 @@ fn write_csv(e: &Evidence, writer: &mut csv::Writer<Vec<u8>>) -> csv::Result<()>
     Ok(())
 }
 
-/// Puts a leading `'` before a cell a spreadsheet would take for a formula.
-fn neutralise_formula(cell: &mut String) {
+/// Puts a leading `'` before a cell a spreadsheet would take for a formula (every CSV of
+/// review items goes through it: the evidence here, the plugin's listing).
+pub fn neutralise_formula(cell: &mut String) {
     if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         cell.insert(0, '\'');
     }
