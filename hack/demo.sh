@@ -3,8 +3,9 @@
 # 127.0.0.1), the Tailscale API simulator seeded with a small tailnet (demo/seed.json), and
 # the operator, with examples/ applied. Prints the compliance checks, then walks through a
 # just-in-time grant (frank requests admin for himself, erin approves through her group sre,
-# it activates in Tailscale and expires), prints the commands to do the same by hand, then
-# waits for Ctrl-C and removes everything it started.
+# it activates in Tailscale and expires), shows the example access review of the admins open,
+# prints the commands to do the same by hand, then waits for Ctrl-C and removes everything it
+# started.
 #
 #   hack/demo.sh              build (release), start, print, wait for Ctrl-C
 #   hack/demo.sh --once       the same, but clean up and exit 0 after printing (CI)
@@ -594,6 +595,14 @@ wait_for "the grant to expire after $GRANT_DURATION" 90 tailkeeper phase_is Expi
 kc get -n "$NAMESPACE" accessgrant frank-admin
 printf '    frank in Tailscale: %s\n' "$(frank_role)"
 
+# ------------------------------------------------------------------ an access review
+say "an access review of the tailnet's admins (examples/40-access-review.yaml)"
+review_open() {
+  [[ -n "$(kc get -n "$NAMESPACE" accessreview admins-q4 -o jsonpath='{.status.itemsDigest}')" ]]
+}
+wait_for "the access review to open" 60 tailkeeper review_open
+kc get -n "$NAMESPACE" accessreview admins-q4
+
 cat <<EOF
 
 ==> the demo is up ($((SECONDS - T0))s)
@@ -619,6 +628,9 @@ Ask for access and approve it yourself (contexts frank and erin are in the kubec
   kubectl --context erin patch ag frank-admin --type merge \\
     -p '{"spec":{"approval":{"approvedBy":"erin","group":"sre","grantUID":"'"\$uid"'"}}}'
   kubectl get ag -w
+Review access: the campaign over admins, its reviewers' share, and its evidence once over
+  kubectl get accessreview admins-q4 -o yaml
+  kubectl get accessreviewrecords
 Logs: $STATE_DIR/{etcd,kube-apiserver,tailscale-sim,tailkeeper}.log
 EOF
 

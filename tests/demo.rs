@@ -260,6 +260,13 @@ fn demo_script_runs_once_and_cleans_up() {
         stdout.contains("kubectl --context erin patch ag frank-admin"),
         "how to approve by hand\n{transcript}"
     );
+    // The example access review opened over the two admins, two undecided.
+    let review = row(&stdout, "admins-q4 ");
+    assert_eq!(
+        review.get(..5),
+        Some(["admins-q4", "corp", "Open", "2", "2"].as_slice()),
+        "the access review's row\n{transcript}"
+    );
 
     // Everything it started is gone: processes, ports, state dir.
     let processes = started_processes(&stdout);
