@@ -76,6 +76,16 @@ pub struct Metrics {
     pub entitlement_holders: Family<EntitlementLabels, Gauge>,
     /// Notifications by receiver and outcome.
     pub notifications: Family<NotificationLabels, Counter>,
+    /// An access review's items by state.
+    pub review_items: Family<ReviewLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub namespace: String,
+    pub review: String,
+    /// `undecided`, `kept`, `revoked` or `pending` (revocations not carried out yet).
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +125,7 @@ impl Default for Metrics {
         let enforcement_refused = Family::<PolicyLabels, Gauge>::default();
         let entitlement_holders = Family::<EntitlementLabels, Gauge>::default();
         let notifications = Family::<NotificationLabels, Counter>::default();
+        let review_items = Family::<ReviewLabels, Gauge>::default();
         registry.register(
             "reconciliations",
             "Reconciliations by controller",
@@ -185,6 +196,11 @@ impl Default for Metrics {
             "Notifications of grants by policy, receiver and outcome (Delivered, Refused, Failed, Misconfigured, Dropped)",
             notifications.clone(),
         );
+        registry.register(
+            "review_items",
+            "An access review's items by state (undecided, kept, revoked, pending revocation)",
+            review_items.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -201,6 +217,7 @@ impl Default for Metrics {
             enforcement_refused,
             entitlement_holders,
             notifications,
+            review_items,
         }
     }
 }

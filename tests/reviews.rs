@@ -522,4 +522,17 @@ spec:
         (counts.kept, counts.revoked, counts.applied, counts.decided),
         (1, 2, 2, 2)
     );
+    let metrics = env.operator.metrics().await;
+    for (state, n) in [
+        ("undecided", 0),
+        ("kept", 1),
+        ("revoked", 2),
+        ("pending", 0),
+    ] {
+        let line = format!(
+            "tailkeeper_review_items{{namespace=\"{}\",review=\"prod\",state=\"{state}\"}} {n}",
+            env.ns
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
 }

@@ -208,6 +208,7 @@ pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
 
     let phase = campaign::phase(&items);
     status.counts = Some(campaign::counts(&items));
+    export_counts(&ctx, &ns, &name, status.counts.as_ref());
     status.reviewers = campaign::progress(&items, MAX_REVIEWERS);
     status.phase = Some(phase);
     status.message = Some(match (&waiting, phase) {
@@ -338,6 +339,26 @@ pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         OPEN_RECHECK.min(until_due)
     };
     Ok(Action::requeue(next))
+}
+
+/// `tailkeeper_review_items` of one campaign.
+fn export_counts(ctx: &Context, ns: &str, name: &str, counts: Option<&crate::api::ReviewCounts>) {
+    let Some(c) = counts else { return };
+    for (state, value) in [
+        ("undecided", c.undecided),
+        ("kept", c.kept),
+        ("revoked", c.revoked),
+        ("pending", c.pending),
+    ] {
+        ctx.metrics
+            .review_items
+            .get_or_create(&crate::metrics::ReviewLabels {
+                namespace: ns.to_string(),
+                review: name.to_string(),
+                state: state.to_string(),
+            })
+            .set(value);
+    }
 }
 
 fn review_news(
