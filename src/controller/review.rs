@@ -320,15 +320,7 @@ pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
         until_due
     };
     let until_due = until_due.min(until_reminder.max(Duration::from_secs(1)));
-    // A decision made while this pass ran is answered by the next one at once (its watch
-    // event may have come while this pass held the campaign).
-    let arrived = ctx
-        .review_decisions_in(&ns)
-        .iter()
-        .any(|d| d.spec.review_ref.name == name && unanswered(d, &status));
-    let next = if arrived && !unproven_wait {
-        Duration::from_millis(500)
-    } else if unproven_wait {
+    let next = if unproven_wait {
         // The admission policies are read again this often.
         super::admission::REFRESH.min(until_due)
     } else if waiting.is_some() {
@@ -488,22 +480,14 @@ async fn take_decisions(
     let proven = match ctx.review_decisions_verified(&ns) {
         Ok(since) => since,
         Err(why) => {
-            info!(review = %review.name_any(), namespace = %ns, %why, "review decisions wait");
+            tracing::debug!(review = %review.name_any(), namespace = %ns, %why, "review decisions wait");
             return Ok(Some(why));
         }
     };
     let api: Api<AccessReviewDecision> = Api::namespaced(ctx.client.clone(), &ns);
     for decision in decisions {
         let created = decision.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let refuse_all = |why: String| campaign::Taken {
-            accepted: 0,
-            refused: decision
-                .spec
-                .items
-                .iter()
-                .map(|i| (i.clone(), why.clone()))
-                .collect(),
-        };
+        let refuse_all = |why: String| campaign::Taken::refusing_all(&decision.spec.items, &why);
         let taken = if decision.spec.review_ref.uid != uid {
             refuse_all(format!(
                 "reviewRef.uid {} is not this campaign ({uid}): it was recreated",

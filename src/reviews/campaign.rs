@@ -162,6 +162,19 @@ pub struct Taken {
     pub refused: Vec<(String, String)>,
 }
 
+impl Taken {
+    /// Every one of `items` refused for the same reason.
+    pub fn refusing_all(items: &[String], why: &str) -> Self {
+        Taken {
+            accepted: 0,
+            refused: items
+                .iter()
+                .map(|id| (id.clone(), why.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// Takes what `submitted` may decide into `items`: items assigned to the reviewer (by name,
 /// or through the group it names, which the directory — when it lists the reviewer's groups
 /// — must agree with), undecided, and not the reviewer's own access. A reviewer the directory
@@ -169,14 +182,7 @@ pub struct Taken {
 /// nothing: nobody could tell whether the access is their own.
 pub fn decide(items: &mut [Item], submitted: &Submitted<'_>, directory: &Directory) -> Taken {
     let mut taken = Taken::default();
-    let refuse_all = |why: String| Taken {
-        accepted: 0,
-        refused: submitted
-            .items
-            .iter()
-            .map(|id| (id.clone(), why.clone()))
-            .collect(),
-    };
+    let refuse_all = |why: String| Taken::refusing_all(submitted.items, &why);
     let Some(reviewer) = directory.person_of_user(submitted.reviewer) else {
         return refuse_all(format!(
             "{} is not in the directory (no person lists it in kubernetesUsers), so nobody can \
