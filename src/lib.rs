@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod api;
+pub mod boundary;
 pub mod compliance;
 pub mod controller;
 pub mod duration;

@@ -198,13 +198,15 @@ fn permissions(rules: &Value) -> BTreeSet<(String, String, String)> {
 
 /// Exactly what the operator needs (the brief of the chart).
 /// The operator may list admission policies and their bindings (to know whether approvals are
-/// proven), through a ClusterRole of its own bound once per release namespace, and nothing more.
+/// proven), ask SubjectAccessReviews and watch RBAC objects (to prove the trust boundary),
+/// through a ClusterRole of its own bound once per release namespace, and nothing more: no
+/// write to RBAC, no read of any other cluster-wide kind.
 fn assert_admission_reader(docs: &[Value]) {
     let role = find(docs, "ClusterRole")
         .into_iter()
         .find(|r| r["metadata"]["name"] == "tk-tailkeeper-admission-reader")
         .expect("the admission reader ClusterRole");
-    let expected: BTreeSet<(String, String, String)> = [
+    let mut expected: BTreeSet<(String, String, String)> = [
         "validatingadmissionpolicies",
         "validatingadmissionpolicybindings",
     ]
@@ -217,6 +219,25 @@ fn assert_admission_reader(docs: &[Value]) {
         )
     })
     .collect();
+    expected.insert((
+        "authorization.k8s.io".into(),
+        "subjectaccessreviews".into(),
+        "create".into(),
+    ));
+    for resource in [
+        "roles",
+        "rolebindings",
+        "clusterroles",
+        "clusterrolebindings",
+    ] {
+        for verb in ["list", "watch"] {
+            expected.insert((
+                "rbac.authorization.k8s.io".into(),
+                resource.into(),
+                verb.into(),
+            ));
+        }
+    }
     assert_eq!(permissions(&role["rules"]), expected);
     let binding = find(docs, "ClusterRoleBinding")
         .into_iter()
@@ -1166,8 +1187,11 @@ fn only_the_viewer_and_requester_aggregate_into_the_built_in_roles() {
                 (tk, "accesspolicies", &all),
                 (tk, "accessreviews", &all),
                 (tk, "accessreviewrecords", &read),
-                ("", "configmaps", &all),
             ]),
+        ),
+        (
+            "tk-tailkeeper-directory-admin",
+            set(&[("", "configmaps", &all)]),
         ),
         (
             "tk-tailkeeper-platform-admin",
@@ -1560,6 +1584,7 @@ async fn helm_install_cluster_wide_grants_exactly_the_operator_rbac() {
         "tk-cluster-tailkeeper-requester",
         "tk-cluster-tailkeeper-approver",
         "tk-cluster-tailkeeper-policy-admin",
+        "tk-cluster-tailkeeper-directory-admin",
         "tk-cluster-tailkeeper-platform-admin",
     ] {
         Api::<ClusterRole>::all(client.clone())

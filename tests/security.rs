@@ -136,6 +136,7 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         bind("eddie", "edit"),
         bind("aaron", "tailkeeper-approver"),
         bind("paula", "tailkeeper-policy-admin"),
+        bind("dora", "tailkeeper-directory-admin"),
         bind("pete", "tailkeeper-platform-admin"),
     ]
     .join("---\n");
@@ -229,10 +230,17 @@ async fn each_persona_can_do_its_job_and_nothing_more() {
         // Items live in records of their own: the directory's ConfigMaps stay unreadable.
         ("aaron", "", "configmaps", "get", false),
         ("aaron", "", "configmaps", "list", false),
-        // Policy admin: rules and directory; never credentials, grants or integrations.
+        // Policy admin: rules; never the directory, credentials, grants or integrations.
         ("paula", tk, "accesspolicies", "patch", true),
         ("paula", tk, "accesspolicies", "create", true),
-        ("paula", "", "configmaps", "update", true),
+        ("paula", "", "configmaps", "update", false),
+        // Directory admin: the directory's ConfigMaps, and nothing that decides.
+        ("dora", "", "configmaps", "update", true),
+        ("dora", "", "configmaps", "create", true),
+        ("dora", tk, "accesspolicies", "patch", false),
+        ("dora", tk, "accessgrants", "patch", false),
+        ("dora", tk, "accessreviewdecisions", "create", false),
+        ("dora", "", "secrets", "get", false),
         ("paula", "", "secrets", "get", false),
         ("paula", "", "secrets", "list", false),
         ("paula", tk, "tailscaleintegrations", "patch", false),

@@ -107,6 +107,8 @@ pub struct Context {
     pub exported_entitlements: super::entitlements::Exported,
     /// Notifications waiting for the sender.
     pub notifier: super::notify::Notifier,
+    /// Each policy's trust boundary, as its last evaluation proved it (or why not).
+    pub boundaries: super::boundary::Boundaries,
 }
 
 impl Context {
@@ -135,6 +137,7 @@ impl Context {
             webhook_secrets: RwLock::default(),
             reports: Default::default(),
             exported_entitlements: Default::default(),
+            boundaries: Default::default(),
             notifier,
         }
     }

@@ -136,6 +136,40 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
             ),
             (Some(at), Some(created)) if at < created.0
         );
+    // What its policy's decisions read must be out of reach of whoever could decide it (the
+    // requester and the approver among them) before an approval or GitOps request counts.
+    let deciding = matches!(
+        status.phase,
+        None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)
+    ) && !deleting;
+    let boundary = if deciding {
+        let deciders: Vec<&str> = grant
+            .spec
+            .requested_by
+            .as_deref()
+            .into_iter()
+            .chain(grant.spec.approval.as_ref().map(|a| a.approved_by.as_str()))
+            .collect();
+        ctx.boundaries
+            .verdict(&(ns.clone(), grant.spec.policy_ref.name.clone()), &deciders)
+    } else {
+        Ok(None)
+    };
+    // Decided before an exposure closed: judged by what someone else could have written.
+    // (A GitOps grant decides when it is created; an approver when the approval is written.)
+    let decided_at = match grant.spec.approval {
+        Some(_) => approval_written_at(grant),
+        None => grant.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    };
+    let decided_while_exposed = matches!(
+        (&boundary, decided_at),
+        (Ok(Some(closed)), Some(at)) if at < *closed
+    );
+    let approvals = verified
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+        .and(boundary.map(|_| ()));
     let state = GrantState {
         uid: &uid,
         spec: &grant.spec,
@@ -145,10 +179,11 @@ async fn run(grant: &AccessGrant, ctx: &Context) -> Result<Outcome, GrantError> 
         deleting,
         held: holder.is_some(),
         beneficiary,
-        approvals: verified.as_ref().map(|_| ()).map_err(Clone::clone),
+        approvals,
         approved_unproven,
         requested_unproven,
         approved_before_policy,
+        decided_while_exposed,
         approver,
         removed_in_tailscale: ctx.writers.drift(&ledger::writer_key(grant)).is_some(),
     };

@@ -2,6 +2,7 @@
 //! graceful shutdown. Reconcilers keep I/O thin and delegate decisions to the pure modules.
 
 mod admission;
+mod boundary;
 mod connection;
 mod context;
 mod credentials;
@@ -183,6 +184,18 @@ pub async fn run(
     // Whether the cluster proves approvals: read before any grant is looked at, then kept current.
     ctx.set_admission(admission::read(&ctx.client).await);
     let admission_refresh = tokio::spawn(admission::refresh(ctx.clone()));
+    // Whether what policies decide from is out of reach: every policy is checked again when
+    // RBAC changes anywhere (and a policy alone when a new identity decides one of its grants).
+    let (rbac_changed, rbac_changes) = futures::channel::mpsc::channel(1);
+    let rbac_watch = tokio::spawn(boundary::watch_rbac(
+        client.clone(),
+        ctx.clone(),
+        rbac_changed,
+    ));
+    let boundary_rechecks = ctx
+        .boundaries
+        .take_rechecks()
+        .ok_or_else(|| anyhow::anyhow!("the trust boundary's rechecks were taken twice"))?;
 
     // Integrations: triggered by their own spec changes (not their status writes), a sync
     // request (the annotation), their credential Secret changing, and on timers.
@@ -260,6 +273,8 @@ pub async fn run(
         policy_store.clone(),
     );
     let policy_controller = Controller::for_stream(policies, policy_store.clone())
+        .reconcile_all_on(rbac_changes)
+        .reconcile_on(boundary_rechecks)
         .watches_stream(integration_changes, move |i: TailscaleIntegration| {
             referencing(&by_integration, &i.namespace().unwrap_or_default(), |p| {
                 p.spec.integration_ref.name == i.name_any()
@@ -541,6 +556,7 @@ pub async fn run(
         }
     };
     admission_refresh.abort();
+    rbac_watch.abort();
     credential_watch.abort();
     drift_task.abort();
     overdue.abort();

@@ -91,6 +91,60 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         }
     }
     let role_grants = active_role_grants(&obj, &ctx).await?;
+    // Who could rewrite what this policy's decisions read: proven before anything is decided
+    // (grants and reviews read the verdict kept here).
+    // After an exposure closes, decisions made before stay suspect: the time it closed is kept
+    // (the condition's transition, reason ExposureClosed) for grants and reviews to judge by.
+    let was = find_condition(&previous.conditions, TRUST_BOUNDARY_PROVEN);
+    let closed_before = was.is_some_and(|c| {
+        c.status == ConditionStatus::False.as_str()
+            || (c.status == ConditionStatus::True.as_str() && c.reason == BOUNDARY_CLOSED)
+    });
+    let closed_at = was
+        .filter(|c| c.status == ConditionStatus::True.as_str() && c.reason == BOUNDARY_CLOSED)
+        .map_or(now, |c| c.last_transition_time.0);
+    let boundary = super::boundary::check(
+        &ctx,
+        &obj,
+        directory.as_ref().ok().map(|(d, _)| d),
+        integration.as_ref(),
+        closed_before.then_some(closed_at),
+    )
+    .await;
+    match &boundary {
+        Ok(()) if closed_before => conditions.set(
+            TRUST_BOUNDARY_PROVEN,
+            ConditionStatus::True,
+            BOUNDARY_CLOSED,
+            "the exposure is closed: no requester, approver, reviewer or person the directory lists can change the directory, the credential Secret, the ledgers, the review records or the grants' status, read the credential, or act as a GitOps requester; approvals, GitOps requests and review decisions made before it closed never count (check the directory for changes made meanwhile)",
+        ),
+        Ok(()) => conditions.set(
+            TRUST_BOUNDARY_PROVEN,
+            ConditionStatus::True,
+            BOUNDARY_HOLDS,
+            "no requester, approver, reviewer or person the directory lists can change the directory, the credential Secret, the ledgers, the review records or the grants' status, read the credential, or act as a GitOps requester",
+        ),
+        Err(why) => {
+            conditions.set(
+                TRUST_BOUNDARY_PROVEN,
+                ConditionStatus::False,
+                BOUNDARY_EXPOSED,
+                why.clone(),
+            );
+            let was = find_condition(&previous.conditions, TRUST_BOUNDARY_PROVEN)
+                .map(|c| (c.status.clone(), c.message.clone()));
+            if was != Some((ConditionStatus::False.as_str().to_string(), why.clone())) {
+                ctx.publish(
+                    obj.as_ref(),
+                    EventType::Warning,
+                    BOUNDARY_EXPOSED,
+                    "ProveBoundary",
+                    why.clone(),
+                )
+                .await;
+            }
+        }
+    }
 
     let mut requeue = interval;
     let mut directory_status = previous.directory.clone();
@@ -204,7 +258,17 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     }
 
     let enforcement = match (&plan, connected) {
-        (Some(plan), true) => Some(enforce(&obj, plan, &previous, &mut conditions, &ctx).await),
+        (Some(plan), true) => Some(
+            enforce(
+                &obj,
+                plan,
+                &previous,
+                boundary.as_ref().map(|_| ()),
+                &mut conditions,
+                &ctx,
+            )
+            .await,
+        ),
         _ => previous.enforcement.clone(),
     };
     if enforcement.as_ref().is_some_and(|e| !e.actions.is_empty())
@@ -376,6 +440,16 @@ fn check_statuses(
 /// number of sources, or a message that says which source is broken and how.
 /// The condition saying whether the cluster proves who approved this policy's grants.
 pub const APPROVALS_PROVEN: &str = "ApprovalsProven";
+/// The condition saying whether what this policy's decisions read is out of reach of the
+/// identities it knows ([`crate::boundary`]).
+pub const TRUST_BOUNDARY_PROVEN: &str = "TrustBoundaryProven";
+/// `TrustBoundaryProven` True.
+const BOUNDARY_HOLDS: &str = "InputsOutOfReach";
+/// `TrustBoundaryProven` True after having been False: what was decided before it closed
+/// never counts.
+const BOUNDARY_CLOSED: &str = "ExposureClosed";
+/// `TrustBoundaryProven` False (and its Warning Event; `EnforcementRefused`'s reason then).
+const BOUNDARY_EXPOSED: &str = "InputsExposed";
 
 pub(super) async fn load_directory(
     obj: &AccessPolicy,
@@ -612,6 +686,7 @@ async fn enforce(
     obj: &AccessPolicy,
     plan: &Plan,
     previous: &AccessPolicyStatus,
+    boundary: Result<(), &String>,
     conditions: &mut Conditions,
     ctx: &Context,
 ) -> EnforcementStatus {
@@ -621,6 +696,35 @@ async fn enforce(
     status.changes_in_last24_hours = plan.recent_changes as i64;
     status.refused = plan.refused.as_ref().map(|r| r.message.clone());
     let enforcing = obj.spec.enforcement.mode == EnforcementMode::Enforce;
+    // A directory someone else could have written decides nothing in Tailscale.
+    if let (true, false, Err(why)) = (enforcing, plan.remedies.is_empty(), boundary) {
+        let message = format!(
+            "enforcement would make {} changes, but it reads inputs that are not out of reach: {why}",
+            plan.remedies.len()
+        );
+        conditions.set(
+            "EnforcementRefused",
+            ConditionStatus::True,
+            BOUNDARY_EXPOSED,
+            message.clone(),
+        );
+        let was = previous
+            .enforcement
+            .as_ref()
+            .and_then(|e| e.refused.clone());
+        if was.as_deref() != Some(message.as_str()) {
+            ctx.publish(
+                obj,
+                EventType::Warning,
+                "EnforcementRefused",
+                "Enforce",
+                message.clone(),
+            )
+            .await;
+        }
+        status.refused = Some(message);
+        return status;
+    }
     let refused_now = enforcing && plan.refused.is_some();
     conditions.set_or_clear(
         "EnforcementRefused",

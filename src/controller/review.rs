@@ -484,6 +484,19 @@ async fn take_decisions(
             return Ok(Some(why));
         }
     };
+    // Nor while someone other than the policy's owners could rewrite what decisions read (the
+    // directory says who manages whom and who is whom): they wait for the boundary's proof.
+    let deciders: Vec<&str> = decisions.iter().map(|d| d.spec.reviewer.as_str()).collect();
+    let closed = match ctx.boundaries.verdict(
+        &(ns.clone(), review.spec.policy_ref.name.clone()),
+        &deciders,
+    ) {
+        Ok(closed) => closed,
+        Err(why) => {
+            tracing::debug!(review = %review.name_any(), namespace = %ns, %why, "review decisions wait");
+            return Ok(Some(why));
+        }
+    };
     let api: Api<AccessReviewDecision> = Api::namespaced(ctx.client.clone(), &ns);
     for decision in decisions {
         let created = decision.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -502,6 +515,11 @@ async fn take_decisions(
             refuse_all("the campaign was over when the decision was made".into())
         } else if created.is_some_and(|c| c < started) {
             refuse_all("made before the campaign started".into())
+        } else if closed.is_some_and(|at| created.is_none_or(|c| c < at)) {
+            refuse_all(format!(
+                "made while the trust boundary of AccessPolicy {} was not proven (someone it should not could change what decisions read); decide again",
+                review.spec.policy_ref.name
+            ))
         } else {
             match proven {
                 Some(since) if created.is_none_or(|c| c < since) => refuse_all(

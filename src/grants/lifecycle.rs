@@ -48,6 +48,10 @@ pub struct GrantState<'a> {
     /// The approval (or denial) was written before the grant's AccessPolicy (as it is now) was
     /// created: nothing judged the approver against it.
     pub approved_before_policy: bool,
+    /// The approval (or denial), or the grant of a GitOps requester, was made before an
+    /// exposure of the policy's trust boundary closed ([`crate::boundary`]): someone else could
+    /// have shaped what it was judged by.
+    pub decided_while_exposed: bool,
     /// Who the approving identity (the approver, or a GitOps requester) is in the policy's
     /// directory.
     pub approver: Approver,
@@ -72,6 +76,7 @@ impl<'a> GrantState<'a> {
             approved_unproven: false,
             requested_unproven: false,
             approved_before_policy: false,
+            decided_while_exposed: false,
             approver: Approver::NotInDirectory,
             removed_in_tailscale: false,
         }
@@ -504,6 +509,19 @@ fn not_counted(grant: &GrantState, by: &ApprovedBy, decision: Decision) -> Optio
                 anew(decision)
             )));
         }
+        ApprovedBy::Approver { .. } if grant.decided_while_exposed => {
+            return Some(deny(format!(
+                "the {noun} was given while the trust boundary of AccessPolicy {} was not proven (someone it should not could change what decisions read); it never counts: {}",
+                grant.spec.policy_ref.name,
+                anew(decision)
+            )));
+        }
+        ApprovedBy::GitOps { requester } if grant.decided_while_exposed => {
+            return Some(deny(format!(
+                "the grant names {requester} as its requester but was created while the trust boundary of AccessPolicy {} was not proven (someone it should not could act as {requester}), so it is not approved in GitOps; it never counts: have the GitOps tool create a new grant",
+                grant.spec.policy_ref.name
+            )));
+        }
         ApprovedBy::GitOps { requester } if grant.requested_unproven => {
             return Some(deny(format!(
                 "the grant names {requester} as its requester but was created while the cluster could not prove who created it (its admission policies were not in force), so it is not approved in GitOps; it never counts: have the GitOps tool create a new grant"
@@ -700,6 +718,7 @@ mod tests {
             approved_unproven: false,
             requested_unproven: false,
             approved_before_policy: false,
+            decided_while_exposed: false,
             approver: Approver::NotInDirectory,
             removed_in_tailscale: false,
         }
@@ -986,6 +1005,12 @@ mod tests {
         assert!(
             matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("never counts"))
         );
+        // An approval given before an exposure of the trust boundary closed is refused for good.
+        let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
+        g.decided_while_exposed = true;
+        assert!(
+            matches!(decide(&g, Some(&policy(None)), at(0)), Step::Deny { message, .. } if message.contains("trust boundary") && message.contains("never counts"))
+        );
         // An approval given before the policy (as it is now) existed is refused for good.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
         g.approved_before_policy = true;
@@ -1106,6 +1131,11 @@ mod tests {
             &s,
             &|g| g.approved_before_policy = true,
             "the denial was given before AccessPolicy p existed",
+        );
+        not_an_approvers(
+            &s,
+            &|g| g.decided_while_exposed = true,
+            "the denial was given while the trust boundary of AccessPolicy p was not proven",
         );
         // While the cluster cannot prove who decided, a denial waits as an approval does.
         let mut g = state(&s, Some(GrantPhase::AwaitingApproval));
@@ -1423,6 +1453,12 @@ mod tests {
                 ..
             }
         ));
+        // Created while someone else could act as the GitOps identity: it never counts.
+        let mut g = state(&s, None);
+        g.decided_while_exposed = true;
+        assert!(
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message, .. } if message.contains("trust boundary") && message.contains("not approved in GitOps"))
+        );
         // Created before the proof was in force: it never counts.
         let mut g = state(&s, None);
         g.requested_unproven = true;

@@ -101,6 +101,7 @@ impl World {
             approved_unproven: false,
             requested_unproven: false,
             approved_before_policy: false,
+            decided_while_exposed: false,
             approver: super::lifecycle::Approver::NotInDirectory,
             removed_in_tailscale: false,
         };
