@@ -7,6 +7,7 @@
 //! Fail-closed: a policy not checked yet, or whose check failed, counts as not proven.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ const CONCURRENCY: usize = 8;
 /// RBAC changes closer together than this start one re-check.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// The verdict of every policy from an RBAC change until it is checked again.
+const RBAC_CHANGED: &str =
+    "RBAC changed: the trust boundary is being checked again before anything is decided";
+
 /// Whether a policy's inputs are out of reach: `Ok`, with the time an earlier exposure closed
 /// (decisions made before it never count), or why not.
 pub type Verdict = Result<Option<Timestamp>, String>;
@@ -48,6 +53,9 @@ struct Checked {
 
 /// The cached answers and each policy's verdict.
 pub struct Boundaries {
+    /// Bumped on every RBAC change: answers and verdicts from a check that began before are
+    /// not kept.
+    epoch: AtomicU64,
     answers: Mutex<HashMap<(Identity, Question), (bool, Instant)>>,
     verdicts: RwLock<HashMap<Key, Checked>>,
     /// Asks the policy controller to check a policy again (an identity it has not asked
@@ -60,6 +68,7 @@ impl Default for Boundaries {
     fn default() -> Self {
         let (recheck, rechecks) = mpsc::channel(256);
         Boundaries {
+            epoch: AtomicU64::new(0),
             answers: Mutex::default(),
             verdicts: RwLock::default(),
             recheck,
@@ -99,8 +108,12 @@ impl Boundaries {
         checked.verdict.clone()
     }
 
-    fn set_verdict(&self, key: Key, verdict: Verdict, users: HashSet<String>) {
+    fn set_verdict(&self, epoch: u64, key: Key, verdict: Verdict, users: HashSet<String>) {
         if let Ok(mut v) = self.verdicts.write() {
+            let verdict = match self.epoch.load(Ordering::SeqCst) == epoch {
+                true => verdict,
+                false => Err(RBAC_CHANGED.to_string()),
+            };
             v.insert(key, Checked { verdict, users });
         }
     }
@@ -110,10 +123,17 @@ impl Boundaries {
         self.rechecks.lock().ok()?.take()
     }
 
-    /// RBAC changed: every answer may be stale.
+    /// RBAC changed: every answer may be stale, and no verdict holds until checked again (an
+    /// approval right after a new binding must not count on the verdict from before it).
     pub fn rbac_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut a) = self.answers.lock() {
             a.clear();
+        }
+        if let Ok(mut v) = self.verdicts.write() {
+            for checked in v.values_mut() {
+                checked.verdict = Err(RBAC_CHANGED.to_string());
+            }
         }
     }
 
@@ -123,15 +143,35 @@ impl Boundaries {
         (at.elapsed() < ANSWER_TTL).then_some(*allowed)
     }
 
-    fn remember(&self, key: (Identity, Question), allowed: bool) {
+    fn remember(&self, epoch: u64, key: (Identity, Question), allowed: bool) {
         if let Ok(mut a) = self.answers.lock() {
-            a.insert(key, (allowed, Instant::now()));
+            // Under the lock rbac_changed clears: an answer from before a change is dropped.
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                a.insert(key, (allowed, Instant::now()));
+            }
+        }
+    }
+}
+
+/// Why a trust boundary is not proven.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unproven {
+    /// Someone it should not can change (or read) an input: who, what.
+    Exposed(String),
+    /// The API server could not be asked (nothing is known to be exposed; decisions wait).
+    Unchecked(String),
+}
+
+impl Unproven {
+    pub fn message(&self) -> &str {
+        match self {
+            Unproven::Exposed(m) | Unproven::Unchecked(m) => m,
         }
     }
 }
 
 /// Check the trust boundary of `policy`: who among the identities it knows may change (or
-/// read) what its decisions read. `Ok` when nobody may, else the message naming them. The
+/// read) what its decisions read. `Ok` when nobody may, else why not. The
 /// verdict is kept for the policy's decisions, with `closed_at`, when an earlier exposure
 /// closed.
 pub async fn check(
@@ -140,15 +180,76 @@ pub async fn check(
     directory: Option<&Directory>,
     integration: Option<&TailscaleIntegration>,
     closed_at: Option<Timestamp>,
-) -> Result<(), String> {
+) -> Result<(), Unproven> {
     let mut users = HashSet::new();
-    let result = ask_all(ctx, policy, directory, integration, &mut users).await;
+    let epoch = ctx.boundaries.epoch.load(Ordering::SeqCst);
+    let asked = ask_all(
+        ctx,
+        policy,
+        directory,
+        integration,
+        epoch,
+        Fresh::No,
+        &mut users,
+    )
+    .await;
+    let result = match asked {
+        // RBAC changed while the answers came in: they may describe the cluster before it.
+        Ok(_) if ctx.boundaries.epoch.load(Ordering::SeqCst) != epoch => {
+            Err(Unproven::Unchecked(RBAC_CHANGED.to_string()))
+        }
+        Ok(verdict) => verdict.map_err(Unproven::Exposed),
+        Err(why) => Err(Unproven::Unchecked(why)),
+    };
     ctx.boundaries.set_verdict(
+        epoch,
         super::context::key_of(policy),
-        result.clone().map(|()| closed_at),
+        result
+            .clone()
+            .map(|()| closed_at)
+            .map_err(|u| u.message().to_string()),
         users,
     );
     result
+}
+
+/// Which answers to ask the API server for again rather than take from the cache.
+#[derive(Clone, Copy, Debug)]
+pub enum Fresh<'a> {
+    /// None: cached answers stand.
+    No,
+    /// All of them.
+    All,
+    /// Those about these users (and every group the policy knows), the only users asked about.
+    For(&'a [&'a str]),
+}
+
+/// Ask again, past the cache, just before acting on a decision (`fresh`: about whom). This
+/// closes the moment between an RBAC change and the watch reporting it, for the decision at
+/// hand.
+pub async fn confirm(
+    ctx: &Context,
+    policy: &AccessPolicy,
+    directory: Option<&Directory>,
+    integration: Option<&TailscaleIntegration>,
+    fresh: Fresh<'_>,
+) -> Result<(), Unproven> {
+    let mut users = HashSet::new();
+    let epoch = ctx.boundaries.epoch.load(Ordering::SeqCst);
+    match ask_all(
+        ctx,
+        policy,
+        directory,
+        integration,
+        epoch,
+        fresh,
+        &mut users,
+    )
+    .await
+    {
+        Ok(verdict) => verdict.map_err(Unproven::Exposed),
+        Err(why) => Err(Unproven::Unchecked(why)),
+    }
 }
 
 async fn ask_all(
@@ -156,8 +257,10 @@ async fn ask_all(
     policy: &AccessPolicy,
     directory: Option<&Directory>,
     integration: Option<&TailscaleIntegration>,
+    epoch: u64,
+    fresh: Fresh<'_>,
     users: &mut HashSet<String>,
-) -> Result<(), String> {
+) -> Result<Result<(), String>, String> {
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let reviews = Api::<AccessReview>::namespaced(ctx.client.clone(), &ns)
@@ -207,7 +310,27 @@ async fn ask_all(
             .map(String::as_str)
             .collect(),
     };
-    let identities = boundary::identities(&known);
+    let mut identities = boundary::identities(&known);
+    if let Fresh::For(only) = fresh {
+        identities.retain(|i| match i {
+            Identity::User { name, .. } => only.contains(&name.as_str()),
+            Identity::Group(_) => true,
+        });
+        for decider in only {
+            let known = identities
+                .iter()
+                .any(|i| matches!(i, Identity::User { name, .. } if name == decider));
+            let git_ops = policy
+                .spec
+                .grantable
+                .git_ops_requesters
+                .iter()
+                .any(|g| g == decider);
+            if !known && !git_ops && !decider.trim().is_empty() {
+                identities.push(Identity::user(decider));
+            }
+        }
+    }
     users.extend(identities.iter().filter_map(|i| match i {
         Identity::User { name, .. } => Some(name.clone()),
         Identity::Group(_) => None,
@@ -225,11 +348,15 @@ async fn ask_all(
         .map(|pair| {
             let api = reviews_api.clone();
             async move {
-                let allowed = match boundaries.cached(&pair) {
+                let cached = match fresh {
+                    Fresh::No => boundaries.cached(&pair),
+                    Fresh::All | Fresh::For(_) => None,
+                };
+                let allowed = match cached {
                     Some(allowed) => allowed,
                     None => {
                         let allowed = ask(&api, &pair.0, &pair.1).await?;
-                        boundaries.remember(pair.clone(), allowed);
+                        boundaries.remember(epoch, pair.clone(), allowed);
                         allowed
                     }
                 };
@@ -248,7 +375,7 @@ async fn ask_all(
             exposures.push(exposure);
         }
     }
-    boundary::verdict(&exposures)
+    Ok(boundary::verdict(&exposures))
 }
 
 /// Ask the API server whether `identity` may do what `question` asks.
@@ -329,6 +456,7 @@ pub async fn watch_rbac(
         if !change {
             continue;
         }
+        ctx.boundaries.rbac_changed();
         // Let a burst (an install, an aggregation pass) settle, then re-check once.
         let _ =
             tokio::time::timeout(SETTLE, async { while events.next().await.is_some() {} }).await;

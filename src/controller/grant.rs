@@ -312,6 +312,39 @@ async fn activate(
         );
         return failed(grant, ctx, &Failure::Blocked(message)).await;
     };
+    // The verdict this activation rests on is asked again past the cache for who decided it:
+    // nothing that could have been granted a moment ago counts on an answer from before.
+    if approved_by.needs_proof() {
+        let deciders: Vec<&str> = approved_by
+            .identity()
+            .into_iter()
+            .chain(grant.spec.requested_by.as_deref())
+            .collect();
+        let directory = ctx.directory(&key_of(policy));
+        let directory = directory.as_deref().and_then(|d| d.as_ref().ok());
+        if let Err(unproven) = super::boundary::confirm(
+            ctx,
+            policy,
+            directory,
+            Some(&integration),
+            super::boundary::Fresh::For(&deciders),
+        )
+        .await
+        {
+            let reason = lifecycle::Reason::ApprovalUnverified.as_str();
+            write(
+                grant,
+                ctx,
+                GrantPhase::AwaitingApproval,
+                KState::Stalled,
+                reason,
+                unproven.message(),
+                |_| {},
+            )
+            .await?;
+            return Ok(Action::requeue(admission::REFRESH).into());
+        }
+    }
     let reach = match ledger::reach_integration(ctx, &integration).await {
         Ok(r) => r,
         Err(f) => return failed(grant, ctx, &f).await,

@@ -17,6 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use tracing::{debug, info, instrument};
 
+use super::boundary::Unproven;
 use super::context::{key_of, Context, Inventory};
 use super::status::apply_status;
 use super::Error;
@@ -97,7 +98,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
     // (the condition's transition, reason ExposureClosed) for grants and reviews to judge by.
     let was = find_condition(&previous.conditions, TRUST_BOUNDARY_PROVEN);
     let closed_before = was.is_some_and(|c| {
-        c.status == ConditionStatus::False.as_str()
+        (c.status == ConditionStatus::False.as_str() && c.reason == BOUNDARY_EXPOSED)
             || (c.status == ConditionStatus::True.as_str() && c.reason == BOUNDARY_CLOSED)
     });
     let closed_at = was
@@ -111,6 +112,19 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
         closed_before.then_some(closed_at),
     )
     .await;
+    if boundary.is_ok() {
+        // Grants waiting on the proof are looked at now, not at their next retry.
+        for g in ctx.grants_in(&ns).iter().filter(|g| {
+            g.spec.policy_ref.name == name
+                && g.metadata.deletion_timestamp.is_none()
+                && matches!(
+                    g.status.as_ref().and_then(|s| s.phase),
+                    None | Some(GrantPhase::Pending | GrantPhase::AwaitingApproval)
+                )
+        }) {
+            ctx.recheck_grant(ObjectRef::from_obj(g.as_ref()));
+        }
+    }
     match &boundary {
         Ok(()) if closed_before => conditions.set(
             TRUST_BOUNDARY_PROVEN,
@@ -124,20 +138,25 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             BOUNDARY_HOLDS,
             "no requester, approver, reviewer or person the directory lists can change the directory, the credential Secret, the ledgers, the review records or the grants' status, read the credential, or act as a GitOps requester",
         ),
-        Err(why) => {
+        Err(unproven) => {
+            let (reason, why) = match unproven {
+                Unproven::Exposed(why) => (BOUNDARY_EXPOSED, why),
+                Unproven::Unchecked(why) => (BOUNDARY_UNCHECKED, why),
+            };
             conditions.set(
                 TRUST_BOUNDARY_PROVEN,
                 ConditionStatus::False,
-                BOUNDARY_EXPOSED,
+                reason,
                 why.clone(),
             );
             let was = find_condition(&previous.conditions, TRUST_BOUNDARY_PROVEN)
                 .map(|c| (c.status.clone(), c.message.clone()));
-            if was != Some((ConditionStatus::False.as_str().to_string(), why.clone())) {
+            let announce = reason == BOUNDARY_EXPOSED;
+            if announce && was != Some((ConditionStatus::False.as_str().to_string(), why.clone())) {
                 ctx.publish(
                     obj.as_ref(),
                     EventType::Warning,
-                    BOUNDARY_EXPOSED,
+                    reason,
                     "ProveBoundary",
                     why.clone(),
                 )
@@ -263,7 +282,7 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
                 &obj,
                 plan,
                 &previous,
-                boundary.as_ref().map(|_| ()),
+                boundary.as_ref().map(|_| ()).map_err(Unproven::message),
                 &mut conditions,
                 &ctx,
             )
@@ -448,6 +467,8 @@ const BOUNDARY_HOLDS: &str = "InputsOutOfReach";
 /// `TrustBoundaryProven` True after having been False: what was decided before it closed
 /// never counts.
 const BOUNDARY_CLOSED: &str = "ExposureClosed";
+/// `TrustBoundaryProven` False because the API server could not be asked (not sticky).
+const BOUNDARY_UNCHECKED: &str = "CheckFailed";
 /// `TrustBoundaryProven` False (and its Warning Event; `EnforcementRefused`'s reason then).
 const BOUNDARY_EXPOSED: &str = "InputsExposed";
 
@@ -686,7 +707,7 @@ async fn enforce(
     obj: &AccessPolicy,
     plan: &Plan,
     previous: &AccessPolicyStatus,
-    boundary: Result<(), &String>,
+    boundary: Result<(), &str>,
     conditions: &mut Conditions,
     ctx: &Context,
 ) -> EnforcementStatus {
@@ -753,6 +774,37 @@ async fn enforce(
         }
     }
     if !enforcing || plan.refused.is_some() || plan.remedies.is_empty() {
+        return status;
+    }
+    // Before changing Tailscale, every answer is asked again past the cache: a right granted
+    // since the last RBAC event the watch reported must not steer enforcement.
+    let directory = ctx.directory(&key_of(obj));
+    let directory = directory.as_deref().and_then(|d| d.as_ref().ok());
+    let integration = ctx.cached_integration(
+        &obj.namespace().unwrap_or_default(),
+        &obj.spec.integration_ref.name,
+    );
+    if let Err(unproven) = super::boundary::confirm(
+        ctx,
+        obj,
+        directory,
+        integration.as_deref(),
+        super::boundary::Fresh::All,
+    )
+    .await
+    {
+        let message = format!(
+            "enforcement would make {} changes, but it reads inputs that are not out of reach: {}",
+            plan.remedies.len(),
+            unproven.message()
+        );
+        conditions.set(
+            "EnforcementRefused",
+            ConditionStatus::True,
+            BOUNDARY_EXPOSED,
+            message.clone(),
+        );
+        status.refused = Some(message);
         return status;
     }
     let (ns, _) = key_of(obj);

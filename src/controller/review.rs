@@ -497,6 +497,30 @@ async fn take_decisions(
             return Ok(Some(why));
         }
     };
+    // ...asked again past the cache for these reviewers, just before their decisions count.
+    let policy = ctx.cached_policy(&ns, &review.spec.policy_ref.name);
+    let confirmed = match &policy {
+        None => Err(format!(
+            "AccessPolicy {ns}/{} is not known yet",
+            review.spec.policy_ref.name
+        )),
+        Some(policy) => {
+            let integration = ctx.cached_integration(&ns, &policy.spec.integration_ref.name);
+            super::boundary::confirm(
+                ctx,
+                policy,
+                Some(directory),
+                integration.as_deref(),
+                super::boundary::Fresh::For(&deciders),
+            )
+            .await
+            .map_err(|u| u.message().to_string())
+        }
+    };
+    if let Err(why) = confirmed {
+        tracing::debug!(review = %review.name_any(), namespace = %ns, %why, "review decisions wait");
+        return Ok(Some(why));
+    }
     let api: Api<AccessReviewDecision> = Api::namespaced(ctx.client.clone(), &ns);
     for decision in decisions {
         let created = decision.metadata.creation_timestamp.as_ref().map(|t| t.0);
