@@ -561,7 +561,7 @@ subjects:
         .expect("admission sees another identity, a listed approver");
 
     assert!(
-        message.contains(&format!("user alice can"))
+        message.contains("user alice can")
             && message.contains(&format!(
                 "configmaps {}/people (the people directory)",
                 env.ns

@@ -360,7 +360,7 @@ async fn ask_all(
                         allowed
                     }
                 };
-                Ok(allowed.then(|| Exposure {
+                Ok(allowed.then_some(Exposure {
                     identity: pair.0,
                     question: pair.1,
                 }))
