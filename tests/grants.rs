@@ -2528,3 +2528,215 @@ async fn a_grant_whose_entry_a_person_removes_ends_and_is_never_put_back() {
         "what a person took away is not put back"
     );
 }
+
+/// The unsafe layout of the trust-boundary attack: the requester holds the built-in `edit`
+/// role (aggregated by kube-controller-manager, as in a real cluster) where the directory
+/// lives. He rewrites the directory to drop his second identity and approves his own grant
+/// with it, and marks an approver offboarded so Enforce would suspend her. The operator names
+/// the exposure and none of it takes effect; once the exposure is closed, the approval given
+/// meanwhile never counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_who_can_rewrite_the_directory_decides_nothing() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    use support::operator::{eventually, install_admission_policies, CONVERGE};
+    use tailkeeper::api::{find_condition, AccessGrant, AccessPolicy, GrantPhase};
+
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    sim.add_user(SimUser::member("alice@example.com", "member", "active"));
+    sim.add_user(SimUser::member("carol@example.com", "member", "active"));
+    sim.set_policy_as_human("{\n\t\"groups\": {\"group:oncall\": []},\n}\n");
+    let env = Env::new("exposed", sim).await;
+    install_admission_policies(env.cp).await;
+    let roles = support::operator::render_chart(
+        env.cp,
+        &["--show-only", "templates/aggregated-roles.yaml"],
+    );
+    env.cp
+        .apply_yaml(&roles, None)
+        .await
+        .expect("persona roles apply");
+    // alice requests (edit, as people get it); mallory is her second identity, an approver;
+    // carol approves too.
+    env.apply(&format!(
+        r#"{}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: people}}
+data:
+  people.csv: |
+    loginName,orgRole,status,kubernetesUsers
+    alice@example.com,engineer,active,alice;mallory
+    carol@example.com,engineer,active,carol
+---
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessPolicy
+metadata: {{name: jit}}
+spec:
+  integrationRef: {{name: tailnet}}
+  directory: {{configMaps: [{{name: people}}]}}
+  roles: [{{orgRole: engineer, tailscaleRoles: [member]}}]
+  enforcement: {{mode: Enforce, maxAffectedPercent: 100}}
+  grantable:
+    groups:
+      - name: "group:oncall"
+        terms: {{maxDuration: 1h, approvalRequired: true, approvers: {{users: [mallory, carol]}}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: approvers}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tailkeeper-approver}}
+subjects:
+  - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}}
+  - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}}
+"#,
+        support::operator::token_integration(&env)
+    ))
+    .await;
+    env.integration_condition("tailnet", "Ready", "True").await;
+    let policies: Api<AccessPolicy> = env.policies();
+    let boundary = |p: &AccessPolicy| {
+        find_condition(&p.status.as_ref()?.conditions, "TrustBoundaryProven")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    eventually("the boundary to be proven", CONVERGE, || async {
+        let (status, ..) = boundary(&policies.get("jit").await.ok()?)?;
+        (status == "True").then_some(())
+    })
+    .await;
+
+    // The unsafe layout: alice holds edit where the directory lives.
+    let edit = RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some("alice-edit".into()),
+            ..Default::default()
+        },
+        role_ref: k8s_openapi::api::rbac::v1::RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "edit".into(),
+        },
+        subjects: Some(vec![k8s_openapi::api::rbac::v1::Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "User".into(),
+            name: "alice".into(),
+            ..Default::default()
+        }]),
+    };
+    let bindings: Api<RoleBinding> = Api::namespaced(env.client.clone(), &env.ns);
+    bindings
+        .create(&PostParams::default(), &edit)
+        .await
+        .expect("edit bound");
+    let as_alice = env.cp.client_as("alice").await;
+    let grants_as_alice: Api<AccessGrant> = Api::namespaced(as_alice.clone(), &env.ns);
+    let grant: AccessGrant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tailkeeper.io/v1alpha1", "kind": "AccessGrant",
+        "metadata": {"name": "mine"},
+        "spec": {"policyRef": {"name": "jit"}, "user": "alice@example.com",
+                 "access": {"group": "group:oncall"}, "duration": "1h",
+                 "reason": "incident", "requestedBy": "alice"}
+    }))
+    .expect("grant");
+    // The aggregation controller gives edit the requester's rights: wait for it.
+    let created = eventually("edit to let alice request", CONVERGE, || async {
+        grants_as_alice
+            .create(&PostParams::default(), &grant)
+            .await
+            .ok()
+    })
+    .await;
+    // alice rewrites the directory as herself: mallory is nobody's, carol has left.
+    let forged = serde_json::json!({"data": {"people.csv": "loginName,orgRole,status,kubernetesUsers\nalice@example.com,engineer,active,alice\ncarol@example.com,engineer,offboarded,carol\n"}});
+    Api::<ConfigMap>::namespaced(as_alice, &env.ns)
+        .patch("people", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .expect("edit writes ConfigMaps");
+    // The operator names who can do what to which object.
+    let (_, reason, message) = eventually("the policy to name the exposure", CONVERGE, || async {
+        let b = boundary(&policies.get("jit").await.ok()?)?;
+        (b.0 == "False").then_some(b)
+    })
+    .await;
+    assert_eq!(reason, "InputsExposed");
+    // The forged directory is what the policy reads now (carol counts as offboarded)...
+    eventually("the forged directory to be read", CONVERGE, || async {
+        let p = policies.get("jit").await.ok()?;
+        let check = p
+            .status?
+            .checks
+            .into_iter()
+            .find(|c| c.name == "OffboardedAccessRemoved")?;
+        (check.result == tailkeeper::api::CheckResultValue::Fail).then_some(())
+    })
+    .await;
+    // ...and alice approves her own grant as mallory, which admission cannot tell apart.
+    let approval = serde_json::json!({"spec": {"approval": {"approvedBy": "mallory", "grantUID": created.metadata.uid}}});
+    Api::<AccessGrant>::namespaced(env.cp.client_as("mallory").await, &env.ns)
+        .patch("mine", &PatchParams::default(), &Patch::Merge(&approval))
+        .await
+        .expect("admission sees another identity, a listed approver");
+
+    assert!(
+        message.contains("user alice can")
+            && message.contains(&format!(
+                "configmaps {}/people (the people directory)",
+                env.ns
+            )),
+        "{message}"
+    );
+    // Neither the forged approval nor the forged offboarding takes effect.
+    let waiting = eventually("the grant to wait", CONVERGE, || async {
+        let g = env.grants().get("mine").await.ok()?;
+        let ready = find_condition(&g.status.as_ref()?.conditions, "Ready")?;
+        (ready.reason == "ApprovalUnverified" && ready.message.contains("user alice can"))
+            .then_some(g)
+    })
+    .await;
+    assert_eq!(
+        waiting.status.and_then(|s| s.phase),
+        Some(GrantPhase::AwaitingApproval)
+    );
+    let refused = eventually("enforcement to be refused", CONVERGE, || async {
+        let p = policies.get("jit").await.ok()?;
+        let c = find_condition(&p.status.as_ref()?.conditions, "EnforcementRefused")?;
+        (c.reason == "InputsExposed").then(|| c.message.clone())
+    })
+    .await;
+    assert!(refused.contains("user alice can"), "{refused}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !env.sim.policy().0.contains("alice@example.com"),
+        "the forged approval added nothing"
+    );
+    assert!(
+        env.sim
+            .users()
+            .iter()
+            .any(|u| u.login_name == "carol@example.com" && u.status == "active"),
+        "the forged offboarding suspended nobody"
+    );
+
+    // The exposure is closed; what was approved meanwhile never counts.
+    bindings
+        .delete("alice-edit", &DeleteParams::default())
+        .await
+        .expect("edit unbound");
+    let (_, reason, _) = eventually("the exposure to close", CONVERGE, || async {
+        let b = boundary(&policies.get("jit").await.ok()?)?;
+        (b.0 == "True").then_some(b)
+    })
+    .await;
+    assert_eq!(reason, "ExposureClosed");
+    let denied = env.grant_phase("mine", GrantPhase::Denied).await;
+    let message = denied.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("trust boundary") && message.contains("never counts"),
+        "{message}"
+    );
+    assert!(!env.sim.policy().0.contains("alice@example.com"));
+}

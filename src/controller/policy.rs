@@ -138,6 +138,24 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
             BOUNDARY_HOLDS,
             "no requester, approver, reviewer or person the directory lists can change the directory, the credential Secret, the ledgers, the review records or the grants' status, read the credential, or act as a GitOps requester",
         ),
+        // Not asked this time (the API server failed, or RBAC changed meanwhile): decisions wait
+        // (the kept verdict says so), and the condition stays as it was, so the memory of an
+        // exposure is not lost to a failed check.
+        Err(Unproven::Unchecked(_)) if was.is_some() => {
+            if let Some(c) = was {
+                let status = match c.status.as_str() {
+                    "True" => ConditionStatus::True,
+                    "False" => ConditionStatus::False,
+                    _ => ConditionStatus::Unknown,
+                };
+                conditions.set(
+                    TRUST_BOUNDARY_PROVEN,
+                    status,
+                    &c.reason.clone(),
+                    c.message.clone(),
+                );
+            }
+        }
         Err(unproven) => {
             let (reason, why) = match unproven {
                 Unproven::Exposed(why) => (BOUNDARY_EXPOSED, why),
