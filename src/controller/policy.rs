@@ -736,7 +736,9 @@ async fn enforce(
     status.refused = plan.refused.as_ref().map(|r| r.message.clone());
     let enforcing = obj.spec.enforcement.mode == EnforcementMode::Enforce;
     // A directory someone else could have written decides nothing in Tailscale.
-    if let (true, false, Err(why)) = (enforcing, plan.remedies.is_empty(), boundary) {
+    // (A plan the limits refuse is refused for that, first: it would change nothing anyway.)
+    let would_act = enforcing && plan.refused.is_none() && !plan.remedies.is_empty();
+    if let (true, Err(why)) = (would_act, boundary) {
         let message = format!(
             "enforcement would make {} changes, but it reads inputs that are not out of reach: {why}",
             plan.remedies.len()
