@@ -738,7 +738,30 @@ async fn enforce(
     // A directory someone else could have written decides nothing in Tailscale.
     // (A plan the limits refuse is refused for that, first: it would change nothing anyway.)
     let would_act = enforcing && plan.refused.is_none() && !plan.remedies.is_empty();
-    if let (true, Err(why)) = (would_act, boundary) {
+    let proven = match (would_act, boundary) {
+        (false, _) => Ok(()),
+        (true, Err(why)) => Err(why.to_string()),
+        // Before changing Tailscale, every answer is asked again past the cache: a right
+        // granted since the last RBAC event the watch reported must not steer enforcement.
+        (true, Ok(())) => {
+            let directory = ctx.directory(&key_of(obj));
+            let directory = directory.as_deref().and_then(|d| d.as_ref().ok());
+            let integration = ctx.cached_integration(
+                &obj.namespace().unwrap_or_default(),
+                &obj.spec.integration_ref.name,
+            );
+            super::boundary::confirm(
+                ctx,
+                obj,
+                directory,
+                integration.as_deref(),
+                super::boundary::Fresh::All,
+            )
+            .await
+            .map_err(|u| u.message().to_string())
+        }
+    };
+    if let Err(why) = proven {
         let message = format!(
             "enforcement would make {} changes, but it reads inputs that are not out of reach: {why}",
             plan.remedies.len()
@@ -794,37 +817,6 @@ async fn enforce(
         }
     }
     if !enforcing || plan.refused.is_some() || plan.remedies.is_empty() {
-        return status;
-    }
-    // Before changing Tailscale, every answer is asked again past the cache: a right granted
-    // since the last RBAC event the watch reported must not steer enforcement.
-    let directory = ctx.directory(&key_of(obj));
-    let directory = directory.as_deref().and_then(|d| d.as_ref().ok());
-    let integration = ctx.cached_integration(
-        &obj.namespace().unwrap_or_default(),
-        &obj.spec.integration_ref.name,
-    );
-    if let Err(unproven) = super::boundary::confirm(
-        ctx,
-        obj,
-        directory,
-        integration.as_deref(),
-        super::boundary::Fresh::All,
-    )
-    .await
-    {
-        let message = format!(
-            "enforcement would make {} changes, but it reads inputs that are not out of reach: {}",
-            plan.remedies.len(),
-            unproven.message()
-        );
-        conditions.set(
-            "EnforcementRefused",
-            ConditionStatus::True,
-            BOUNDARY_EXPOSED,
-            message.clone(),
-        );
-        status.refused = Some(message);
         return status;
     }
     let (ns, _) = key_of(obj);
