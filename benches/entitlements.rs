@@ -159,7 +159,7 @@ async fn main() {
         &["policyUpdate"],
     );
     let key = env.sim.create_api_key(Duration::from_secs(86400));
-    set_credentials(&env, &key.key, &hook.secret).await;
+    set_credentials(&env, "bench", &key.key, &hook.secret).await;
     let people: String = (0..USERS)
         .map(|i| format!("    {},Person {i},engineer,active\n", login(i)))
         .collect();

@@ -101,7 +101,7 @@ data:
 {people}---
 apiVersion: v1
 kind: Secret
-metadata: {{name: token}}
+metadata: {{name: token, annotations: {{tailkeeper.io/integrations: bench, tailkeeper.io/api-url: "{sim_url}"}}}}
 stringData: {{apiToken: {}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
@@ -120,7 +120,8 @@ spec:
     groups: [{{name: "group:bench", terms: {{maxDuration: 2h, approvalRequired: false}}}}]
 "#,
         key.key,
-        env.sim.url()
+        env.sim.url(),
+        sim_url = env.sim.url(),
     ))
     .await;
     env.integration_condition("bench", "Ready", "True").await;

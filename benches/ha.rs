@@ -77,7 +77,7 @@ async fn scenario(lease: (u64, u64, u64)) -> Outcome {
         r#"
 apiVersion: v1
 kind: Secret
-metadata: {{name: token}}
+metadata: {{name: token, annotations: {{tailkeeper.io/integrations: ha, tailkeeper.io/api-url: "{sim_url}"}}}}
 stringData: {{apiToken: {}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
@@ -97,7 +97,8 @@ spec:
     groups: [{{name: "group:ha", terms: {{maxDuration: 1h, approvalRequired: false}}}}]
 "#,
         key.key,
-        env.sim.url()
+        env.sim.url(),
+        sim_url = env.sim.url(),
     ))
     .await;
     env.integration_condition("ha", "Ready", "True").await;

@@ -2220,6 +2220,13 @@ async fn the_readme_install_steps_work_as_written() {
         .replace(
             "spec:\n  credentials:",
             &format!("spec:\n  apiUrl: {}\n  credentials:", sim.url()),
+        )
+        .replace(
+            "annotations: {tailkeeper.io/integrations: corp}",
+            &format!(
+                "annotations: {{tailkeeper.io/integrations: corp, tailkeeper.io/api-url: \"{}\"}}",
+                sim.url()
+            ),
         );
     assert!(
         yaml.contains("apiUrl"),

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{json, Value};
 use support::operator::{
-    eventually, install_admission_policies, offboarding_with_webhooks, Env, CONVERGE,
+    bound_to, eventually, install_admission_policies, offboarding_with_webhooks, Env, CONVERGE,
 };
 use tailkeeper::api::{AccessGrant, EntitlementsStatus, GrantPhase};
 use tailkeeper::entitlements::AddedBy;
@@ -84,11 +84,12 @@ async fn corp(env: &Env, integration_extra: &str, grantable: &str) {
 /// `integration_extra` appended to the integration's spec and `grantable` as the policy's
 /// grantable items; anyone authenticated may request grants.
 async fn corp_with_key(env: &Env, token: &str, integration_extra: &str, grantable: &str) {
+    let bound = bound_to("corp", &env.sim.url());
     env.apply(&format!(
         r#"
 apiVersion: v1
 kind: Secret
-metadata: {{name: ts}}
+metadata: {{name: ts, annotations: {bound}}}
 stringData: {{apiToken: {token}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1

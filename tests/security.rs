@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::operator::Env;
+use support::operator::{bound_to, Env};
 use tailscale_sim::{SimConfig, SimUser, Simulator};
 
 /// Whoever may create a TailscaleIntegration points `apiUrl` at a host of their own and names
@@ -78,7 +78,7 @@ async fn the_operator_reads_only_the_credential_secrets_it_is_given() {
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: {secret}}}
+metadata: {{name: {secret}, annotations: {}}}
 stringData: {{clientId: {}, clientSecret: {}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
@@ -88,6 +88,7 @@ spec:
   apiUrl: {}
   credentials: {{type: OAuthClient, secretName: {secret}}}
 "#,
+            bound_to(integration, &env.sim.url()),
             oauth.id,
             oauth.secret,
             env.sim.url()
@@ -290,7 +291,7 @@ async fn without_the_admission_policies_approvals_never_count() {
         r#"
 apiVersion: v1
 kind: Secret
-metadata: {{name: token}}
+metadata: {{name: token, annotations: {}}}
 stringData: {{apiToken: {}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
@@ -311,6 +312,7 @@ spec:
       - name: "group:oncall"
         terms: {{maxDuration: 1h, approvalRequired: true, approvers: {{users: [bob]}}}}
 "#,
+        bound_to("tailnet", &env.sim.url()),
         key.key,
         env.sim.url()
     ))

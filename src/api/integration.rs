@@ -150,7 +150,11 @@ impl std::fmt::Display for CredentialKind {
 #[x_kube(validation = Rule::new("self.type == 'OAuthClient' || !has(self.oauthScopes)").message("oauthScopes apply only to credentials of type OAuthClient"))]
 pub struct CredentialsSpec {
     /// Name of the Secret. For `APIToken` it holds key `apiToken`; for `OAuthClient` keys
-    /// `clientId` and `clientSecret`.
+    /// `clientId` and `clientSecret`. The Secret must be bound to this integration when it is
+    /// created: annotation `tailkeeper.io/integrations` lists the integrations (of its namespace)
+    /// that may use it, and `tailkeeper.io/api-url` the API it goes to (default
+    /// `https://api.tailscale.com`). Otherwise its credentials are used nowhere
+    /// (`CredentialsNotBound`); the chart's admission policies keep the binding from changing.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 

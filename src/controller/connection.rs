@@ -10,13 +10,21 @@ use kube::api::Api;
 use kube::ResourceExt;
 
 use super::context::{key_of, Context};
-use crate::api::{CredentialKind, TailscaleIntegration};
+use crate::api::{CredentialKind, TailscaleIntegration, DEFAULT_API_URL};
 use crate::tailscale::{self, ClientConfig, Credentials, Secret as Credential};
 
 /// Secret keys.
 pub const API_TOKEN_KEY: &str = "apiToken";
 pub const CLIENT_ID_KEY: &str = "clientId";
 pub const CLIENT_SECRET_KEY: &str = "clientSecret";
+
+/// The annotation binding a credential Secret to the integrations (comma-separated names, of the
+/// Secret's namespace) that may use it. Set by whoever creates the Secret, who knows the
+/// credential; the chart's admission policies keep it from being added or changed afterwards.
+pub const BOUND_INTEGRATIONS: &str = "tailkeeper.io/integrations";
+/// The annotation binding a credential Secret to the API it was made for (an origin such as
+/// `https://api.tailscale.com`, the default when it is absent).
+pub const BOUND_API_URL: &str = "tailkeeper.io/api-url";
 
 /// A problem the user must fix in the spec or the Secret.
 #[derive(Debug)]
@@ -94,6 +102,57 @@ fn check_api_host(api_url: &str, allowed: &[String]) -> Result<(), ConnectError>
     })
 }
 
+/// Whether the Secret `secret` (namespace/name) was bound, by whoever created it, to the
+/// integration `integration` and to the origin of `api_url`. A credential is sent only where its
+/// Secret says: naming it from another integration, or moving an integration to another host,
+/// sends it nowhere.
+fn check_binding(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    secret: &str,
+    integration: &str,
+    api_url: &str,
+) -> Result<(), ConnectError> {
+    let unbound = |why: String| {
+        ConnectError {
+        reason: "CredentialsNotBound",
+        message: format!(
+            "{why}; its credentials were not used. Bind a credential when creating its Secret: annotations {BOUND_INTEGRATIONS}: {integration} and, for an API other than {DEFAULT_API_URL}, {BOUND_API_URL}: {api_url}. A binding is never changed afterwards: to bind another integration or host, create a new Secret with the credentials"
+        ),
+    }
+    };
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim());
+    let bound: Vec<&str> = annotation(BOUND_INTEGRATIONS)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if bound.is_empty() {
+        return Err(unbound(format!(
+            "Secret {secret} is bound to no TailscaleIntegration"
+        )));
+    }
+    if !bound.contains(&integration) {
+        return Err(unbound(format!(
+            "Secret {secret} is bound to TailscaleIntegration {}, not {integration}",
+            bound.join(", ")
+        )));
+    }
+    let origin = |url: &str| url::Url::parse(url).ok().map(|u| u.origin());
+    let declared = annotation(BOUND_API_URL).unwrap_or(DEFAULT_API_URL);
+    let Some(declared_origin) = origin(declared).filter(|o| o.is_tuple()) else {
+        return Err(unbound(format!(
+            "Secret {secret}'s annotation {BOUND_API_URL} ({declared:?}) is not a URL"
+        )));
+    };
+    if origin(api_url) != Some(declared_origin) {
+        return Err(unbound(format!(
+            "Secret {secret} is bound to the API at {declared}, not to this integration's apiUrl {api_url}"
+        )));
+    }
+    Ok(())
+}
+
 /// Read the credentials from the integration's Secret, with errors that say what to fix.
 async fn read_credentials(
     obj: &TailscaleIntegration,
@@ -129,6 +188,12 @@ async fn read_credentials(
             })
         }
     };
+    check_binding(
+        secret.metadata.annotations.as_ref(),
+        &format!("{ns}/{}", spec.secret_name),
+        &obj.name_any(),
+        &obj.spec.api_url,
+    )?;
     let value = |k: &str| -> Result<String, ConnectError> {
         let bytes = secret
             .data
@@ -190,4 +255,79 @@ async fn read_credentials(
     let version = secret.resource_version().unwrap_or_default();
     ctx.note_secret_version((ns, spec.secret_name.clone()), version.clone());
     Ok((credentials, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn check(pairs: &[(&str, &str)], integration: &str, api_url: &str) -> Result<(), String> {
+        let a = annotations(pairs);
+        check_binding(Some(&a), "ns/creds", integration, api_url).map_err(|e| {
+            assert_eq!(e.reason, "CredentialsNotBound");
+            e.message
+        })
+    }
+
+    #[test]
+    fn a_secret_is_used_only_by_the_integrations_it_names() {
+        let bound = [(BOUND_INTEGRATIONS, "corp, lab")];
+        assert!(check(&bound, "corp", DEFAULT_API_URL).is_ok());
+        assert!(check(&bound, "lab", "https://api.tailscale.com/").is_ok());
+        let other = check(&bound, "evil", DEFAULT_API_URL).unwrap_err();
+        assert!(
+            other.contains("bound to TailscaleIntegration corp, lab, not evil")
+                && other.contains("create a new Secret"),
+            "{other}"
+        );
+        let none = check_binding(None, "ns/creds", "corp", DEFAULT_API_URL)
+            .unwrap_err()
+            .message;
+        assert!(
+            none.contains("bound to no TailscaleIntegration")
+                && none.contains("tailkeeper.io/integrations: corp"),
+            "{none}"
+        );
+        assert!(check(&[(BOUND_INTEGRATIONS, " , ")], "corp", DEFAULT_API_URL).is_err());
+    }
+
+    #[test]
+    fn a_secret_goes_only_to_the_api_it_was_made_for() {
+        let default = [(BOUND_INTEGRATIONS, "corp")];
+        let elsewhere = check(&default, "corp", "https://tailscale.attacker.example").unwrap_err();
+        assert!(
+            elsewhere.contains("bound to the API at https://api.tailscale.com, not to this integration's apiUrl https://tailscale.attacker.example"),
+            "{elsewhere}"
+        );
+        let local = [
+            (BOUND_INTEGRATIONS, "corp"),
+            (BOUND_API_URL, "http://127.0.0.1:8088"),
+        ];
+        assert!(check(&local, "corp", "http://127.0.0.1:8088/").is_ok());
+        assert!(
+            check(&local, "corp", "http://127.0.0.1:8089").is_err(),
+            "another port"
+        );
+        assert!(
+            check(&local, "corp", "https://127.0.0.1:8088").is_err(),
+            "another scheme"
+        );
+        assert!(check(&local, "corp", DEFAULT_API_URL).is_err());
+        let garbage = check(
+            &[(BOUND_INTEGRATIONS, "corp"), (BOUND_API_URL, "not a url")],
+            "corp",
+            DEFAULT_API_URL,
+        )
+        .unwrap_err();
+        assert!(garbage.contains("is not a URL"), "{garbage}");
+    }
 }

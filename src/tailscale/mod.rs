@@ -368,18 +368,16 @@ impl Client {
         let retry_after = (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
             .then(|| parse_retry_after(&headers))
             .flatten();
-        let (message, data) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) if !b.message.is_empty() => (b.message, b.data),
-            _ => {
-                let text = String::from_utf8_lossy(&body).trim().to_string();
-                let text = if text.is_empty() {
-                    status.canonical_reason().unwrap_or("error").to_string()
-                } else {
-                    text.chars().take(500).collect()
-                };
-                (text, None)
-            }
-        };
+        let parsed = serde_json::from_slice::<ErrorBody>(&body).ok();
+        let secrets = self.credential_values();
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let message = error::quoted(
+            parsed.as_ref().map(|b| b.message.as_str()),
+            body.len(),
+            status.as_u16(),
+            &secrets,
+        );
+        let data = parsed.and_then(|b| b.data);
         Err(Failure {
             error: Error::Api {
                 endpoint: req.endpoint,
@@ -451,6 +449,23 @@ impl Client {
                 *slot = Some(cached);
                 debug!("fetched a new OAuth access token");
                 Ok(secret)
+            }
+        }
+    }
+
+    /// Every credential value a request of this client may carry (the API token, or the OAuth
+    /// client's secret and its cached access token), so that an answer echoing one is redacted.
+    fn credential_values(&self) -> Vec<String> {
+        match &self.inner.credentials {
+            Credentials::ApiToken(token) => vec![token.expose().to_string()],
+            Credentials::OAuthClient { client_secret, .. } => {
+                let mut values = vec![client_secret.expose().to_string()];
+                if let Ok(slot) = self.inner.tokens.slot.try_lock() {
+                    if let Some(cached) = slot.as_ref() {
+                        values.push(cached.token.expose().to_string());
+                    }
+                }
+                values
             }
         }
     }

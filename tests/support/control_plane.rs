@@ -160,6 +160,15 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("kube client for {user}: {e:#}"))
     }
 
+    /// A client with admin credentials that impersonates `user` with `groups`: exactly that
+    /// identity's RBAC, for personas beyond [`TEST_USERS`].
+    #[allow(dead_code)] // used by some test binaries only
+    pub async fn client_impersonating(&self, user: &str, groups: &[&str]) -> Client {
+        self.client_from_yaml(&self.kubeconfig_yaml(&self.admin_token, Some(user), groups))
+            .await
+            .unwrap_or_else(|e| panic!("kube client impersonating {user}: {e:#}"))
+    }
+
     /// Writes a kubeconfig with admin credentials that impersonates `user` with
     /// `groups` (`as` / `as-groups`), so a process using it has exactly that
     /// identity's RBAC. For a ServiceAccount pass e.g.

@@ -543,8 +543,9 @@ impl Env {
     }
 }
 
-/// The credentials Secret `ts`: an API token and a webhook signing secret (one per line).
-pub async fn set_credentials(env: &Env, token: &str, webhook_secret: &str) {
+/// The credentials Secret `ts`, bound to `integration`: an API token and a webhook signing
+/// secret (one per line).
+pub async fn set_credentials(env: &Env, integration: &str, token: &str, webhook_secret: &str) {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(env.client.clone(), &env.ns);
     secrets
@@ -552,7 +553,8 @@ pub async fn set_credentials(env: &Env, token: &str, webhook_secret: &str) {
             "ts",
             &kube::api::PatchParams::apply("test").force(),
             &kube::api::Patch::Apply(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ts"},
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ts", "annotations": {
+                    "tailkeeper.io/integrations": integration, "tailkeeper.io/api-url": env.sim.url()}},
                 "stringData": {"apiToken": token, "webhookSecret": webhook_secret}})),
         )
         .await
@@ -601,7 +603,7 @@ pub async fn offboarding_with_webhooks_at(
         .sim
         .add_webhook(&receiver.webhook_url(&env.ns, "corp"), events);
     let key = env.sim.create_api_key(Duration::from_secs(86400 * 60));
-    set_credentials(&env, &key.key, &hook.secret).await;
+    set_credentials(&env, "corp", &key.key, &hook.secret).await;
     env.apply(&format!(
         r#"
 apiVersion: tailkeeper.io/v1alpha1
@@ -695,6 +697,13 @@ subjects:
   - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
 "#;
 
+/// The annotations binding a credential Secret to `integration` and the API at `api_url`, as
+/// YAML flow mapping.
+#[allow(dead_code)] // used by some test binaries only
+pub fn bound_to(integration: &str, api_url: &str) -> String {
+    format!("{{tailkeeper.io/integrations: {integration}, tailkeeper.io/api-url: \"{api_url}\"}}")
+}
+
 /// YAML for the TailscaleIntegration `tailnet` of this test's simulator, reading a new API
 /// token from the Secret `tailnet-token` (both included), to apply with the rest of a setup.
 #[allow(dead_code)] // used by some test binaries only
@@ -704,7 +713,7 @@ pub fn token_integration(env: &Env) -> String {
         r#"
 apiVersion: v1
 kind: Secret
-metadata: {{name: tailnet-token}}
+metadata: {{name: tailnet-token, annotations: {}}}
 stringData: {{apiToken: {}}}
 ---
 apiVersion: tailkeeper.io/v1alpha1
@@ -714,6 +723,7 @@ spec:
   apiUrl: {}
   credentials: {{type: APIToken, secretName: tailnet-token}}
 "#,
+        bound_to("tailnet", &env.sim.url()),
         key.key,
         env.sim.url()
     )
