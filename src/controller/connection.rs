@@ -112,13 +112,15 @@ fn check_binding(
     integration: &str,
     api_url: &str,
 ) -> Result<(), ConnectError> {
-    let unbound = |why: String| {
-        ConnectError {
+    let unbound = |why: String| ConnectError {
         reason: "CredentialsNotBound",
         message: format!(
-            "{why}; its credentials were not used. Bind a credential when creating its Secret: annotations {BOUND_INTEGRATIONS}: {integration} and, for an API other than {DEFAULT_API_URL}, {BOUND_API_URL}: {api_url}. A binding is never changed afterwards: to bind another integration or host, create a new Secret with the credentials"
+            "{why}; its credentials were not used. Bind a credential when creating its Secret: \
+             annotations {BOUND_INTEGRATIONS}: {integration} and, for an API other than \
+             {DEFAULT_API_URL}, {BOUND_API_URL}: {api_url}. A binding is never changed \
+             afterwards: to bind another integration or host, create a new Secret with the \
+             credentials"
         ),
-    }
     };
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim());
     let bound: Vec<&str> = annotation(BOUND_INTEGRATIONS)
