@@ -70,6 +70,9 @@ pub struct Metrics {
     pub revocation_lateness: Histogram,
     /// Grants whose access is still recorded as held well past their expiry.
     pub revocations_overdue: Gauge,
+    /// Grants whose access is due to end but cannot until a person fixes something (the
+    /// credential refused or gone, a scope missing, the policy file unparsable).
+    pub revocations_blocked: Family<IntegrationLabels, Gauge>,
     /// 1 while a policy's enforcement is refused by a limit, else 0.
     pub enforcement_refused: Family<PolicyLabels, Gauge>,
     /// Users holding each entitlement.
@@ -122,6 +125,7 @@ impl Default for Metrics {
         let revocation_lateness =
             Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
         let revocations_overdue = Gauge::default();
+        let revocations_blocked = Family::<IntegrationLabels, Gauge>::default();
         let enforcement_refused = Family::<PolicyLabels, Gauge>::default();
         let entitlement_holders = Family::<EntitlementLabels, Gauge>::default();
         let notifications = Family::<NotificationLabels, Counter>::default();
@@ -182,6 +186,11 @@ impl Default for Metrics {
             revocations_overdue.clone(),
         );
         registry.register(
+            "revocations_blocked",
+            "Grants whose access is due to end but cannot until a person fixes the integration (credential refused or gone, scope missing, policy file unparsable)",
+            revocations_blocked.clone(),
+        );
+        registry.register(
             "enforcement_refused",
             "Whether a limit refuses the policy's enforcement (1) or not (0)",
             enforcement_refused.clone(),
@@ -214,6 +223,7 @@ impl Default for Metrics {
             webhook_deliveries,
             revocation_lateness,
             revocations_overdue,
+            revocations_blocked,
             enforcement_refused,
             entitlement_holders,
             notifications,

@@ -978,6 +978,7 @@ fn exported_metrics() -> BTreeSet<String> {
     };
     m.inventory_users.get_or_create(&integration).set(1);
     m.credential_expiry.get_or_create(&integration).set(1);
+    m.revocations_blocked.get_or_create(&integration).set(0);
     m.webhook_deliveries
         .get_or_create(&WebhookLabels {
             namespace: ns.clone(),

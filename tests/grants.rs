@@ -1513,6 +1513,114 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: platform-lead
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_a_broken_credential_blocks_alarms_at_once_and_completes_once_fixed() {
+    let env = setup("blocked", POLICY_FILE).await;
+    let device = env.sim.devices()[0].id.clone();
+    for (name, access) in [
+        ("g", json!({"group": "group:prod"})),
+        ("p", json!({"postureAttribute": "jit-prod"})),
+    ] {
+        request(
+            &env,
+            "alice",
+            grant(name, "alice@example.com", access, "15s", "alice"),
+        )
+        .await
+        .unwrap();
+    }
+    env.grant_phase("g", GrantPhase::Active).await;
+    env.grant_phase("p", GrantPhase::Active).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let token = secrets.get("tailnet-token").await.unwrap().data.unwrap()["apiToken"]
+        .0
+        .clone();
+    let token = String::from_utf8(token).unwrap();
+    // The token is revoked in Tailscale (deleted in the admin console, say).
+    let key_id = token.split('-').nth(2).expect("tskey-api-<id>-<secret>");
+    assert!(env.sim.revoke_api_key(key_id));
+
+    // Both grants expire: neither can end in Tailscale, and that is said at once.
+    let blocked = eventually(
+        "the revocations to be reported blocked",
+        CONVERGE,
+        || async {
+            let g = env.grants().get("g").await.ok()?;
+            let c = g
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.reason == "RevocationBlocked")?
+                .clone();
+            let metrics = env.operator.metrics().await;
+            metrics
+                .contains(&format!(
+                    "tailkeeper_revocations_blocked{{namespace=\"{}\",integration=\"tailnet\"}} 2",
+                    env.ns
+                ))
+                .then_some((c, metrics))
+        },
+    )
+    .await;
+    let (condition, _) = blocked;
+    assert!(
+        condition.message.contains("until TailscaleIntegration")
+            && condition.message.contains("is fixed"),
+        "{condition:?}"
+    );
+    assert!(!condition.message.contains(&token), "{condition:?}");
+    assert!(!env.events("RevocationBlocked").await.is_empty());
+    // Group membership waits for the credential; the posture attribute lapsed on Tailscale's
+    // own clock regardless.
+    assert!(group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+    let posture = client_for(&env)
+        .get_posture_attributes(&device)
+        .await
+        .unwrap();
+    assert!(
+        !posture.attributes.contains_key("custom:jit-prod"),
+        "{posture:?}"
+    );
+
+    // A platform admin puts a new token in the Secret: the rotation is announced (without the
+    // credential), every blocked revocation completes, and the alarm clears.
+    let fresh = env.sim.create_api_key(Duration::from_secs(86400));
+    secrets
+        .patch(
+            "tailnet-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"apiToken": fresh.key}})),
+        )
+        .await
+        .expect("the cluster admin rotates the credential");
+    let rotated = eventually("the rotation to be announced", CONVERGE, || async {
+        env.events("CredentialsRotated").await.into_iter().next()
+    })
+    .await;
+    let note = rotated.message.unwrap_or_default();
+    assert!(note.contains("tailnet-token"), "{note}");
+    assert!(
+        !note.contains(&fresh.key) && !note.contains(&token),
+        "{note}"
+    );
+    env.grant_phase("g", GrantPhase::Expired).await;
+    env.grant_phase("p", GrantPhase::Expired).await;
+    assert!(!group_members(&policy_text(&env), "group:prod").contains(&"alice@example.com".into()));
+    eventually("the alarm to clear", CONVERGE, || async {
+        env.operator
+            .metrics()
+            .await
+            .contains(&format!(
+                "tailkeeper_revocations_blocked{{namespace=\"{}\",integration=\"tailnet\"}} 0",
+                env.ns
+            ))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_policy_and_the_integration_does_not_stop_revocation() {
     let env = setup("deletions", POLICY_FILE).await;
     request(

@@ -306,6 +306,15 @@ impl Simulator {
         }
     }
 
+    /// Revoke an API access token (as deleting it in the admin console does): every request
+    /// made with it is refused with HTTP 401 from now on. False when no such token exists.
+    pub fn revoke_api_key(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let before = state.api_keys.len();
+        state.api_keys.retain(|k| k.id != id);
+        state.api_keys.len() != before
+    }
+
     /// Create an OAuth client holding `scopes`.
     pub fn create_oauth_client(&self, scopes: &[&str]) -> OAuthClient {
         let id = random_id("k");

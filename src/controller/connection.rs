@@ -40,6 +40,33 @@ pub struct Connection {
     pub fingerprint: u64,
     /// The API token's key ID, when the credential is one.
     pub key_id: Option<String>,
+    /// Identifies the credential's values (never shown anywhere: it only tells a rotation).
+    pub credential_digest: u64,
+}
+
+/// The credential each integration last connected with (by digest), to tell a rotation. Only
+/// the integration reconciler consults it, so each rotation is announced once.
+#[derive(Default)]
+pub struct Rotations(std::sync::Mutex<std::collections::HashMap<super::context::Key, u64>>);
+
+impl Rotations {
+    /// Note that `integration` connects with the credential `digest`; true when it connected
+    /// with another before (the Secret's credential was rotated). The first connection after a
+    /// start is no rotation.
+    pub fn rotated(&self, integration: &super::context::Key, digest: u64) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return false;
+        };
+        seen.insert(integration.clone(), digest)
+            .is_some_and(|before| before != digest)
+    }
+
+    /// Forget a deleted integration.
+    pub fn forget(&self, integration: &super::context::Key) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.remove(integration);
+        }
+    }
 }
 
 pub async fn connect(
@@ -51,6 +78,7 @@ pub async fn connect(
     check_api_host(&obj.spec.api_url, &ctx.settings.allowed_api_hosts)?;
     let (credentials, secret_version) = read_credentials(obj, ctx).await?;
     let key_id = credentials.api_key_id();
+    let credential_digest = digest(&credentials, ctx.webhook_secrets(&key).as_deref());
     let mut fingerprint = DefaultHasher::new();
     (
         &obj.spec.api_url,
@@ -76,7 +104,25 @@ pub async fn connect(
         client,
         fingerprint,
         key_id,
+        credential_digest,
     })
+}
+
+/// A digest of the credential's values and the webhook's signing secrets.
+fn digest(credentials: &Credentials, webhook: Option<&Vec<Credential>>) -> u64 {
+    let mut h = DefaultHasher::new();
+    match credentials {
+        Credentials::ApiToken(token) => token.expose().hash(&mut h),
+        Credentials::OAuthClient {
+            client_id,
+            client_secret,
+            ..
+        } => (client_id, client_secret.expose()).hash(&mut h),
+    }
+    for secret in webhook.into_iter().flatten() {
+        secret.expose().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Whether `api_url`'s host (or `host:port`) is one the operator may send credentials to.
@@ -264,6 +310,31 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn a_rotation_is_a_different_credential_after_a_first_connection() {
+        let rotations = Rotations::default();
+        let corp = ("ns".to_string(), "corp".to_string());
+        let token = |t: &str| digest(&Credentials::ApiToken(Credential::new(t)), None);
+        assert!(
+            !rotations.rotated(&corp, token("a")),
+            "the first connection"
+        );
+        assert!(!rotations.rotated(&corp, token("a")), "the same credential");
+        assert!(rotations.rotated(&corp, token("b")));
+        assert!(!rotations.rotated(&("ns".into(), "lab".into()), token("c")));
+        // A new webhook signing secret is a rotation too.
+        let signing = vec![Credential::new("whsec")];
+        assert!(rotations.rotated(
+            &corp,
+            digest(&Credentials::ApiToken(Credential::new("b")), Some(&signing))
+        ));
+        rotations.forget(&corp);
+        assert!(
+            !rotations.rotated(&corp, token("d")),
+            "forgotten: a first connection again"
+        );
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

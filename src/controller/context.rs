@@ -109,6 +109,10 @@ pub struct Context {
     pub notifier: super::notify::Notifier,
     /// Each policy's trust boundary, as its last evaluation proved it (or why not).
     pub boundaries: super::boundary::Boundaries,
+    /// The credential each integration last connected with, to tell a rotation.
+    pub rotations: super::connection::Rotations,
+    /// The grants whose revocation waits for a person to fix their integration.
+    pub blocked_revocations: super::ledger::Blocked,
 }
 
 impl Context {
@@ -138,6 +142,8 @@ impl Context {
             reports: Default::default(),
             exported_entitlements: Default::default(),
             boundaries: Default::default(),
+            rotations: Default::default(),
+            blocked_revocations: Default::default(),
             notifier,
         }
     }
@@ -397,6 +403,7 @@ impl Context {
     }
 
     pub fn forget_integration(&self, key: &Key) {
+        self.rotations.forget(key);
         if let Ok(mut map) = self.inventories.write() {
             map.remove(key);
         }

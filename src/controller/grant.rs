@@ -566,27 +566,25 @@ async fn revoke(
                 changed_by_person = ended.changed_by_person;
             }
             Err(f) => {
-                let message = format!("cannot end the access yet, retrying: {}", f.message());
-                warn!(%message);
-                ctx.publish(
-                    grant,
-                    EventType::Warning,
-                    "RevocationFailed",
-                    "Revoke",
-                    message.clone(),
-                )
-                .await;
+                let message = if f.stalled() {
+                    format!(
+                        "cannot end the access until TailscaleIntegration {}/{} is fixed (retrying meanwhile): {}",
+                        integration.0,
+                        integration.1,
+                        f.message()
+                    )
+                } else {
+                    format!("cannot end the access yet, retrying: {}", f.message())
+                };
+                let uid = grant.uid().unwrap_or_default();
+                let reason =
+                    ctx.blocked_revocations
+                        .failed(&ctx.metrics, &integration, [uid.as_str()], &f);
+                warn!(reason, %message);
+                ctx.publish(grant, EventType::Warning, reason, "Revoke", message.clone())
+                    .await;
                 let keep = current.unwrap_or(GrantPhase::Pending);
-                write(
-                    grant,
-                    ctx,
-                    keep,
-                    KState::Failing,
-                    "RevocationFailed",
-                    &message,
-                    |_| {},
-                )
-                .await?;
+                write(grant, ctx, keep, KState::Failing, reason, &message, |_| {}).await?;
                 return Ok(Outcome {
                     action: Action::requeue(f.retry()),
                     holding: Some(message),
@@ -594,6 +592,9 @@ async fn revoke(
             }
         }
     }
+    // Nothing is held for the grant any more, whoever ended it.
+    ctx.blocked_revocations
+        .ended(&ctx.metrics, &grant.uid().unwrap_or_default());
     // A grant that never became active keeps the phase it ended in (Failed, Denied).
     let ended_in = match current {
         Some(

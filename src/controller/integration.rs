@@ -154,7 +154,28 @@ pub async fn reconcile(obj: Arc<TailscaleIntegration>, ctx: Arc<Context>) -> Res
 }
 
 async fn sync(obj: &TailscaleIntegration, ctx: &Context) -> Result<Synced, SyncError> {
-    let Connection { client, key_id, .. } = connect(obj, ctx).await?;
+    let Connection {
+        client,
+        key_id,
+        credential_digest,
+        ..
+    } = connect(obj, ctx).await?;
+    if ctx.rotations.rotated(&key_of(obj), credential_digest) {
+        let message = format!(
+            "the credentials in Secret {}/{} changed: requests to Tailscale use the new ones from now on",
+            obj.namespace().unwrap_or_default(),
+            obj.spec.credentials.secret_name
+        );
+        info!(%message);
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "CredentialsRotated",
+            "Connect",
+            message,
+        )
+        .await;
+    }
     let kind = obj.spec.credentials.kind;
 
     let users = client

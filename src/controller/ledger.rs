@@ -6,7 +6,7 @@
 //!
 //! This module decides nothing itself: [`crate::grants::ledger`] says what to change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,87 @@ const SWEEP_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 /// How soon a failed revocation is tried again.
 pub const REVOCATION_RETRY: Duration = Duration::from_secs(2);
+
+/// Event and condition reasons of a revocation that did not happen yet.
+pub mod reason {
+    /// A person must fix the integration first (credential refused or gone, scope missing,
+    /// policy file unparsable): raised at once, alerted at once.
+    pub const BLOCKED: &str = "RevocationBlocked";
+    /// A failure a retry may fix (Tailscale or the API server unavailable, a contended file).
+    pub const FAILED: &str = "RevocationFailed";
+}
+
+/// The grants whose access is due to end but cannot until a person fixes their integration,
+/// per integration (namespace, name), by grant UID; exported as
+/// `tailkeeper_revocations_blocked`. A grant stays marked through transient failures and is
+/// cleared once its access ended.
+#[derive(Default)]
+pub struct Blocked(Mutex<HashMap<Key, BTreeSet<String>>>);
+
+impl Blocked {
+    /// Note how an attempt to end the access of `grants` through `integration` failed: a
+    /// failure a person must fix marks them blocked; other failures change nothing. Returns
+    /// the reason to report it with.
+    pub fn failed<'a>(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        integration: &Key,
+        grants: impl IntoIterator<Item = &'a str>,
+        failure: &Failure,
+    ) -> &'static str {
+        if !failure.stalled() {
+            return reason::FAILED;
+        }
+        self.update(metrics, integration, |set| {
+            set.extend(grants.into_iter().map(str::to_string))
+        });
+        reason::BLOCKED
+    }
+
+    /// Note that the access of `grant` ended (or that nothing is held for it any more).
+    pub fn ended(&self, metrics: &crate::metrics::Metrics, grant: &str) {
+        let integrations: Vec<Key> = match self.0.lock() {
+            Ok(all) => all
+                .iter()
+                .filter(|(_, set)| set.contains(grant))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for integration in integrations {
+            self.update(metrics, &integration, |set| {
+                set.remove(grant);
+            });
+        }
+    }
+
+    fn update(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        integration: &Key,
+        change: impl FnOnce(&mut BTreeSet<String>),
+    ) {
+        let Ok(mut all) = self.0.lock() else {
+            return;
+        };
+        let set = all.entry(integration.clone()).or_default();
+        let before = set.len();
+        change(set);
+        let after = set.len();
+        if after == 0 {
+            all.remove(integration);
+        }
+        if before != after || after == 0 {
+            metrics
+                .revocations_blocked
+                .get_or_create(&crate::metrics::IntegrationLabels {
+                    namespace: integration.0.clone(),
+                    integration: integration.1.clone(),
+                })
+                .set(after as i64);
+        }
+    }
+}
 
 /// Why a change in Tailscale did not happen: one vocabulary for every kind of access.
 #[derive(Debug, Clone)]
@@ -147,6 +228,9 @@ impl Failure {
                 scope: "policy_file",
                 message: m,
             },
+            WriteError::Unauthorized(m) => Failure::Unauthorized(format!(
+                "Tailscale refused the integration's credential: {m}"
+            )),
             WriteError::Contended(m) => Failure::Contended(m),
             WriteError::Unavailable(m) => Failure::Unavailable(m),
             // Only an active grant's entries can drift; its reconciler ends it.
@@ -960,13 +1044,8 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
     if due.is_empty() && unfinished.is_empty() {
         return Ok(next_wake(&ledger.spec));
     }
-    let reach = match reach(
-        &ctx,
-        &(ns.clone(), ledger.spec.integration.clone()),
-        &ledger.spec,
-    )
-    .await
-    {
+    let integration = (ns.clone(), ledger.spec.integration.clone());
+    let reach = match reach(&ctx, &integration, &ledger.spec).await {
         Ok(r) => r,
         Err(f) => {
             let message = format!(
@@ -974,11 +1053,17 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
                 due.len(),
                 f.message()
             );
-            warn!(ledger = %key.1, %message);
+            let reason = ctx.blocked_revocations.failed(
+                &ctx.metrics,
+                &integration,
+                due.iter().map(|h| h.grant_uid.as_str()),
+                &f,
+            );
+            warn!(ledger = %key.1, reason, %message);
             ctx.publish(
                 ledger.as_ref(),
                 EventType::Warning,
-                "RevocationBlocked",
+                reason,
                 "Revoke",
                 message,
             )
@@ -987,7 +1072,11 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
         }
     };
     for hold in &due {
-        match end(&ctx, &reach, &key, &hold.grant_uid).await {
+        let result = end(&ctx, &reach, &key, &hold.grant_uid).await;
+        if result.is_ok() {
+            ctx.blocked_revocations.ended(&ctx.metrics, &hold.grant_uid);
+        }
+        match result {
             Ok(ended) if !ended.ended => {}
             Ok(ended) => {
                 let gone = ctx.cached_grant(&ns, &hold.grant).is_none();
@@ -1022,11 +1111,17 @@ pub async fn sweep(ledger: Arc<GrantLedger>, ctx: Arc<Context>) -> Result<Action
                     hold.grant,
                     f.message()
                 );
-                warn!(%message);
+                let reason = ctx.blocked_revocations.failed(
+                    &ctx.metrics,
+                    &integration,
+                    due.iter().map(|h| h.grant_uid.as_str()),
+                    &f,
+                );
+                warn!(reason, %message);
                 ctx.publish(
                     ledger.as_ref(),
                     EventType::Warning,
-                    "RevocationFailed",
+                    reason,
                     "Revoke",
                     message,
                 )
@@ -1101,4 +1196,61 @@ pub fn ledgers_for<K: ResourceExt>(ctx: &Context, grant: &K) -> Vec<ObjectRef<Gr
         .filter(|l| rules::hold(&l.spec, &uid).is_some())
         .map(|l| ObjectRef::from_obj(l.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{IntegrationLabels, Metrics};
+
+    fn gauge(metrics: &Metrics, integration: &str) -> i64 {
+        metrics
+            .revocations_blocked
+            .get_or_create(&IntegrationLabels {
+                namespace: "ns".into(),
+                integration: integration.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn only_a_failure_a_person_must_fix_blocks_and_only_an_end_unblocks() {
+        let metrics = Metrics::default();
+        let blocked = Blocked::default();
+        let corp: Key = ("ns".into(), "corp".into());
+        let unauthorized = Failure::Unauthorized("HTTP 401".into());
+        assert_eq!(
+            blocked.failed(&metrics, &corp, ["a", "b"], &unauthorized),
+            reason::BLOCKED
+        );
+        assert_eq!(gauge(&metrics, "corp"), 2);
+        // The same grants failing again count once.
+        blocked.failed(
+            &metrics,
+            &corp,
+            ["a"],
+            &Failure::Blocked("no Secret".into()),
+        );
+        assert_eq!(gauge(&metrics, "corp"), 2);
+        // A transient failure neither blocks nor clears what is blocked.
+        let unavailable = Failure::Unavailable("HTTP 503".into());
+        assert_eq!(
+            blocked.failed(&metrics, &corp, ["c"], &unavailable),
+            reason::FAILED
+        );
+        assert_eq!(gauge(&metrics, "corp"), 2);
+        // Another integration is counted apart.
+        let missing = Failure::MissingScope {
+            scope: "policy_file",
+            message: "HTTP 403".into(),
+        };
+        blocked.failed(&metrics, &("ns".into(), "lab".into()), ["z"], &missing);
+        assert_eq!((gauge(&metrics, "corp"), gauge(&metrics, "lab")), (2, 1));
+        blocked.ended(&metrics, "a");
+        blocked.ended(&metrics, "c");
+        assert_eq!(gauge(&metrics, "corp"), 1);
+        blocked.ended(&metrics, "b");
+        blocked.ended(&metrics, "z");
+        assert_eq!((gauge(&metrics, "corp"), gauge(&metrics, "lab")), (0, 0));
+    }
 }

@@ -88,6 +88,9 @@ pub enum WriteError {
     /// The credential may not write the policy file (HTTP 403: the `policy_file` scope).
     #[error("{0}")]
     Forbidden(String),
+    /// Tailscale refused the integration's credential (HTTP 401): a person must fix it.
+    #[error("{0}")]
+    Unauthorized(String),
     /// Every attempt met a policy file changed since it was read (HTTP 412 each time).
     #[error("{0}")]
     Contended(String),
@@ -465,6 +468,10 @@ impl WriterTask {
                     reply_all(pending, WriteError::Forbidden(e.tailscale_message()));
                     return false;
                 }
+                Err(e) if e.is_unauthorized() => {
+                    reply_all(pending, WriteError::Unauthorized(e.to_string()));
+                    return false;
+                }
                 Err(e) => {
                     reply_all(pending, WriteError::Unavailable(e.to_string()));
                     return false;
@@ -565,6 +572,10 @@ impl WriterTask {
                 }
                 Err(e) if e.is_forbidden() => {
                     reply_all(pending, WriteError::Forbidden(e.tailscale_message()));
+                    return false;
+                }
+                Err(e) if e.is_unauthorized() => {
+                    reply_all(pending, WriteError::Unauthorized(e.to_string()));
                     return false;
                 }
                 Err(e) if e.is_precondition_failed() => {
