@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{AccessReview, AccessReviewRecord, AccessReviewRecordSpec, RecordPart};
 use crate::entitlements::shards::{decode_json, Encoded, MAX_SHARDS};
+use crate::reviews::retention;
 
 /// The label on a review's records: the review's UID.
 pub const REVIEW_UID_LABEL: &str = "tailkeeper.io/review-of";
@@ -26,7 +27,11 @@ pub struct ShardSet<'a> {
     pub prefix: String,
     pub review: String,
     pub part: RecordPart,
-    pub owner: OwnerReference,
+    /// The review, for records that go with it (items); evidence belongs to no object, so
+    /// deleting the review never takes it.
+    pub owner: Option<OwnerReference>,
+    /// Until when the records are kept safe from deletion (evidence).
+    pub retain_until: Option<jiff::Timestamp>,
     /// The review's UID (labels every record; older shards of the same part are deleted).
     pub review_uid: String,
     pub field_manager: &'a str,
@@ -39,8 +44,23 @@ fn part_name(part: RecordPart) -> &'static str {
     }
 }
 
+fn labels(set: &ShardSet<'_>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (REVIEW_UID_LABEL.to_string(), set.review_uid.clone()),
+        (PART_LABEL.to_string(), part_name(set.part).to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "tailkeeper".to_string(),
+        ),
+    ]);
+    if set.retain_until.is_some() {
+        labels.insert(retention::LABEL.to_string(), retention::HELD.to_string());
+    }
+    labels
+}
+
 /// Writes every shard and deletes older shards of the same part (evidence is written once and
-/// never deleted but with its review); returns the names in order.
+/// never deleted by the operator); returns the names in order.
 pub async fn write(
     client: &kube::Client,
     set: &ShardSet<'_>,
@@ -54,15 +74,11 @@ pub async fn write(
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(set.namespace.to_string()),
-                labels: Some(BTreeMap::from([
-                    (REVIEW_UID_LABEL.to_string(), set.review_uid.clone()),
-                    (PART_LABEL.to_string(), part_name(set.part).to_string()),
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "tailkeeper".to_string(),
-                    ),
-                ])),
-                owner_references: Some(vec![set.owner.clone()]),
+                labels: Some(labels(set)),
+                annotations: set.retain_until.map(|until| {
+                    BTreeMap::from([(retention::RETAIN_UNTIL.to_string(), until.to_string())])
+                }),
+                owner_references: set.owner.clone().map(|o| vec![o]),
                 ..Default::default()
             },
             spec: AccessReviewRecordSpec {

@@ -286,10 +286,12 @@ fn operator_permissions() -> BTreeSet<(String, String, String)> {
         &["get", "patch", "update"],
     );
     add("tailkeeper.io", &["accessreviews"], &["create"]);
+    // Records: items written and replaced; evidence written once and watched (by label) to
+    // release it when its retention ends.
     add(
         "tailkeeper.io",
         &["accessreviewrecords"],
-        &["get", "list", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     );
     add("openreports.io", &["reports"], &["get", "create", "patch"]);
     add(

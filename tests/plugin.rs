@@ -670,7 +670,8 @@ async fn open_review(env: &Env, name: &str, items: &[Item]) -> AccessReview {
         prefix: format!("{name}-items"),
         review: name.to_string(),
         part: RecordPart::Items,
-        owner: review.controller_owner_ref(&()).expect("owner reference"),
+        owner: review.controller_owner_ref(&()),
+        retain_until: None,
         review_uid: uid,
         field_manager: "tailkeeper-tests",
     };

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::operator::{eventually, install_admission_policies, token_integration, Env, CONVERGE};
 use tailkeeper::api::{AccessReview, AccessReviewDecision, ReviewPhase};
@@ -534,5 +534,173 @@ spec:
             env.ns
         );
         assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_outlives_its_campaign_and_nobody_deletes_it_before_its_retention_ends() {
+    let env = setup("uar-keep").await;
+    env.policies()
+        .patch(
+            "uar",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"evidenceRetention": "30s"}})),
+        )
+        .await
+        .expect("retention");
+    // The operator has seen it (its cache holds the policy a campaign reads).
+    eventually("the policy to be evaluated again", CONVERGE, || async {
+        let p = env.policies().get("uar").await.ok()?;
+        (p.status?.observed_generation == p.metadata.generation).then_some(())
+    })
+    .await;
+    env.apply(
+        r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {name: short}
+spec:
+  policyRef: {name: uar}
+  scope: {roles: [admin]}
+  reviewers: {users: [alice, bob]}
+  duration: 2s
+  undecided: Keep
+"#,
+    )
+    .await;
+    let over = eventually("the campaign's evidence", CONVERGE, || async {
+        let r = reviews(&env).get("short").await.ok()?;
+        r.status.as_ref()?.evidence.as_ref()?;
+        Some(r)
+    })
+    .await;
+    let evidence = tailkeeper::records::review_evidence(&env.client, &over)
+        .await
+        .expect("evidence");
+    let names = over.status.unwrap().evidence.unwrap().records;
+    let records: Api<tailkeeper::api::AccessReviewRecord> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let first = records.get(&names[0]).await.unwrap();
+    assert!(
+        first.metadata.owner_references.is_none(),
+        "evidence belongs to no object: {:?}",
+        first.metadata
+    );
+    assert_eq!(first.labels()["tailkeeper.io/retention"], "held");
+    let until: jiff::Timestamp = first.annotations()["tailkeeper.io/retain-until"]
+        .parse()
+        .unwrap();
+    let ended = jiff::Timestamp::now();
+    assert!(
+        until > ended + jiff::SignedDuration::from_secs(15)
+            && until <= ended + jiff::SignedDuration::from_secs(31),
+        "kept for the policy's 30s: {until}"
+    );
+
+    // Nobody deletes it, the cluster admin included, one by one or as a collection.
+    refused(
+        records.delete(&names[0], &Default::default()).await,
+        "evidence is kept",
+        "is evidence of access review short, kept until",
+    );
+    refused(
+        records
+            .delete_collection(&Default::default(), &Default::default())
+            .await,
+        "evidence is kept",
+        "is evidence of access review short",
+    );
+    // Someone who may write and delete records (but is not the operator) cannot release it or
+    // shorten its retention.
+    env.apply(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: records-writer}
+rules: [{apiGroups: [tailkeeper.io], resources: [accessreviewrecords], verbs: [get, list, update, patch, delete, deletecollection]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: records-writer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: records-writer}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}]
+"#,
+    )
+    .await;
+    let as_mallory: Api<tailkeeper::api::AccessReviewRecord> =
+        Api::namespaced(env.cp.client_as("mallory").await, &env.ns);
+    for change in [
+        json!({"metadata": {"labels": {"tailkeeper.io/retention": "released"}}}),
+        json!({"metadata": {"labels": {"tailkeeper.io/retention": null}}}),
+        json!({"metadata": {"annotations": {"tailkeeper.io/retain-until": "2000-01-01T00:00:00Z"}}}),
+    ] {
+        refused(
+            as_mallory
+                .patch(&names[0], &PatchParams::default(), &Patch::Merge(&change))
+                .await,
+            "only the operator releases evidence",
+            "only Tailkeeper releases it",
+        );
+    }
+    // The policy admin deletes the campaign: its evidence stays (with the garbage collector
+    // running where the control plane has one).
+    reviews(&env)
+        .delete("short", &Default::default())
+        .await
+        .expect("the campaign goes");
+    eventually("the campaign to be gone", CONVERGE, || async {
+        reviews(&env)
+            .get_opt("short")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    if env.cp.has_controller_manager() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let kept = tailkeeper::records::read::<tailkeeper::reviews::Evidence>(
+        &env.client,
+        &env.ns,
+        "short",
+        tailkeeper::api::RecordPart::Evidence,
+        &names,
+        &first.spec.digest,
+    )
+    .await
+    .expect("the evidence outlived its campaign");
+    assert_eq!(kept, evidence);
+
+    // Once the retention has passed, the operator releases it and it may be deleted.
+    let released = eventually(
+        "the evidence to be released",
+        Duration::from_secs(60),
+        || async {
+            let r = records.get(&names[0]).await.ok()?;
+            (r.labels()
+                .get("tailkeeper.io/retention")
+                .map(String::as_str)
+                == Some("released"))
+            .then_some(r)
+        },
+    )
+    .await;
+    assert!(jiff::Timestamp::now() >= until, "{released:?}");
+    let said = env.events("RetentionEnded").await;
+    assert!(
+        said.iter()
+            .any(|e| e.message.as_deref().unwrap_or_default().contains(&names[0])),
+        "{said:?}"
+    );
+    for name in &names {
+        eventually("the released record to be deletable", CONVERGE, || async {
+            records
+                .delete(name, &Default::default())
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
     }
 }

@@ -87,6 +87,18 @@ pub struct AccessPolicySpec {
     #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))").message("grantRetention must be at least 1s"))]
     pub grant_retention: Option<String>,
 
+    /// How long the evidence of this policy's access reviews is safe from deletion once a
+    /// campaign ends (default `8760h`, 365 days). Evidence records belong to no object, so
+    /// deleting the AccessReview leaves them; until the period ends the chart's admission
+    /// policy refuses to delete them, for everyone; afterwards they stay until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) >= duration('1s'))").message("evidenceRetention must be at least 1s"))]
+    pub evidence_retention: Option<String>,
+
     /// Where people hear about this policy's grants (at most 10 receivers): approvers of grants
     /// awaiting approval, requesters of decisions and of access ending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

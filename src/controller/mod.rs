@@ -17,6 +17,7 @@ mod memory;
 mod notify;
 mod policy;
 mod reports;
+mod retention;
 mod review;
 mod status;
 mod webhook;
@@ -534,13 +535,15 @@ pub async fn run(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "tailkeeper started"
     );
+    let retention_controller = retention::run(ctx.clone(), &config.namespace, shutdown.clone());
     let controllers = async {
         tokio::join!(
             integration_controller,
             policy_controller,
             grant_controller,
             ledger_controller,
-            review_controller
+            review_controller,
+            retention_controller
         );
     };
     let lost = match &leadership {

@@ -27,6 +27,7 @@ use crate::entitlements::shards::encode_json;
 use crate::notifications;
 use crate::records::{self, ShardSet};
 use crate::reviews::campaign::{self, Revocation, Submitted};
+use crate::reviews::retention;
 use crate::reviews::{Applied, CheckRecord, Evidence, GrantRecord, Item, Outcome};
 
 /// Waiting for what a campaign needs (the policy's inventory or directory).
@@ -279,6 +280,10 @@ pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
             encode_json(&evidence).map_err(|e| Error::Kube(kube::Error::Service(e.into())))?;
         let mut set = shard_set(&review, RecordPart::Evidence);
         set.prefix = format!("{}-evidence-{}", review.name_any(), &encoded.digest[..10]);
+        set.retain_until = Some(retention::retain_until(
+            policy.spec.evidence_retention.as_deref(),
+            now,
+        ));
         let names = records::write(&ctx.client, &set, &encoded).await?;
         status.evidence = Some(EvidenceRef {
             records: names,
@@ -393,7 +398,9 @@ fn shard_set<'a>(review: &'a AccessReview, part: RecordPart) -> ShardSet<'a> {
         ),
         review: review.name_any(),
         part,
-        owner: owner(review),
+        // Evidence outlives its campaign: the garbage collector never takes it.
+        owner: (part == RecordPart::Items).then(|| owner(review)),
+        retain_until: None,
         review_uid: review.uid().unwrap_or_default(),
         field_manager: FIELD_MANAGER,
     }

@@ -1,10 +1,11 @@
 //! Access reviews (campaigns), pure: which holdings a campaign covers and who reviews each
 //! ([`campaign::snapshot`]), which decisions count ([`campaign::decide`]), what revoking an
 //! item takes ([`campaign::revocation`]), where a campaign stands ([`campaign::phase`]) and
-//! its evidence record ([`evidence`]). The controller loads, calls these and writes.
+//! its evidence record ([`evidence`]) and how long that is kept ([`retention`]). The controller loads, calls these and writes.
 
 pub mod campaign;
 pub mod evidence;
+pub mod retention;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

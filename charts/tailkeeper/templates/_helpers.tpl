@@ -108,10 +108,11 @@ The rules the operator needs, in one place for the ClusterRole and the namespace
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessreviews"]
   verbs: ["create"]
-# A campaign's items and evidence, in records it owns (evidence is immutable).
+# A campaign's items (in records it owns) and evidence (immutable, owned by nothing, kept safe
+# from deletion for the policy's evidenceRetention; watched, by label, to say when it ends).
 - apiGroups: ["tailkeeper.io"]
   resources: ["accessreviewrecords"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The four checks as OpenReports Reports (when that CRD is installed), one per AccessPolicy.
 - apiGroups: ["openreports.io"]
   resources: ["reports"]
