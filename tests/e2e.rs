@@ -616,10 +616,11 @@ const CAROLS_LEFTOVERS: &str = r#"// Example Corp's tailnet policy. Kept by hand
 async fn offboarding_deprovisions_entries_people_added_under_the_limits_with_the_text_in_status() {
     let env = Env::new("deprovision", demo_simulator().await).await;
     env.sim.set_policy_as_human(CAROLS_LEFTOVERS);
-    // bob lowered, carol suspended, carol's entries removed: three changes, one a day allowed.
+    // bob lowered, carol suspended and her entries removed: three changes to two people, one
+    // person a day allowed.
     let examples = enforcing_examples(
         &env.sim,
-        "\n    maxAffectedPercent: 100\n    maxChangesPer24Hours: 2",
+        "\n    maxAffectedPercent: 100\n    maxChangesPer24Hours: 1",
     )
     .replace(
         "\"policy_file:read\"",
@@ -643,7 +644,7 @@ async fn offboarding_deprovisions_entries_people_added_under_the_limits_with_the
         .patch(
             "corp",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"enforcement": {"maxChangesPer24Hours": 3}}})),
+            &Patch::Merge(json!({"spec": {"enforcement": {"maxChangesPer24Hours": 2}}})),
         )
         .await
         .unwrap();
@@ -729,7 +730,8 @@ async fn offboarding_deprovisions_entries_people_added_under_the_limits_with_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_mode_acts_within_the_blast_radius_limit() {
     let env = Env::new("enforce", demo_simulator().await).await;
-    // Two remedies among seven members is 29%: over a 10% limit nothing may happen.
+    // Two people among seven members: a 10% limit allows one (the least any limit above 0
+    // allows), so nothing may happen.
     // Enforcement changes users: the OAuth client asks for the `users` scope.
     env.apply(&enforcing_examples(
         &env.sim,
@@ -744,7 +746,10 @@ async fn enforce_mode_acts_within_the_blast_radius_limit() {
     })
     .await;
     assert_eq!(reason, "BlastRadiusExceeded");
-    assert!(message.contains("2 of 7 members (29%)"), "{message}");
+    assert!(
+        message.contains("2 of 7 members, more than the 1 maxAffectedPercent 10% allows"),
+        "{message}"
+    );
     assert_eq!(
         env.sim.user_by_login("carol@example.com").unwrap().status,
         "idle",
@@ -866,7 +871,7 @@ async fn enforcement_limits_privileged_changes_and_changes_per_day() {
         .unwrap();
     let status = refused(
         "DailyLimitExceeded",
-        "2 changes after 0 in the last 24 hours, more than maxChangesPer24Hours 1",
+        "2 more people after 0 in the last 24 hours (by enforcement and access reviews of this policy), more than maxChangesPer24Hours 1",
     )
     .await;
     assert_eq!(status.changes_in_last24_hours, 0);
@@ -904,7 +909,7 @@ async fn enforcement_limits_privileged_changes_and_changes_per_day() {
         .unwrap();
     let status = refused(
         "DailyLimitExceeded",
-        "1 changes after 2 in the last 24 hours, more than maxChangesPer24Hours 2",
+        "1 more person after 2 in the last 24 hours (by enforcement and access reviews of this policy), more than maxChangesPer24Hours 2",
     )
     .await;
     assert_eq!(status.changes_in_last24_hours, 2);

@@ -704,3 +704,106 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}]
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_limit_is_the_policys_across_its_campaigns_and_counts_people() {
+    let env = setup("uar-daily").await;
+    env.policies()
+        .patch(
+            "uar",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": {"maxChangesPer24Hours": 1}}})),
+        )
+        .await
+        .expect("limit");
+    eventually("the policy to be evaluated again", CONVERGE, || async {
+        let p = env.policies().get("uar").await.ok()?;
+        (p.status?.observed_generation == p.metadata.generation).then_some(())
+    })
+    .await;
+    for name in ["first", "second"] {
+        env.apply(&format!(
+            r#"
+apiVersion: tailkeeper.io/v1alpha1
+kind: AccessReview
+metadata: {{name: {name}}}
+spec:
+  policyRef: {{name: uar}}
+  scope: {{groups: ["group:prod"]}}
+  reviewers: {{users: [bob]}}
+  duration: 1h
+"#
+        ))
+        .await;
+    }
+    let (first, first_items) = opened(&env, "first").await;
+    let (second, second_items) = opened(&env, "second").await;
+    let id = |items: &[Item], user: &str| item_of(items, user).id.clone();
+
+    // The first campaign takes the day's one person: erin.
+    let d = decide(
+        &env,
+        "bob",
+        &first,
+        "bob",
+        "Revoke",
+        &[&id(&first_items, "erin@example.com")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded(&env, &d).await.accepted, 1);
+    eventually("erin's entry to go", CONVERGE, || async {
+        (!env.sim.policy().0.contains("erin@example.com")).then_some(())
+    })
+    .await;
+    eventually("the first campaign to record it", CONVERGE, || async {
+        let r = reviews(&env).get("first").await.ok()?;
+        (r.status?.recent_revocations.first()?.login_name == "erin@example.com").then_some(())
+    })
+    .await;
+
+    // The second campaign's revocation of another person waits for the policy's limit.
+    let d = decide(
+        &env,
+        "bob",
+        &second,
+        "bob",
+        "Revoke",
+        &[&id(&second_items, "mallory@example.com")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded(&env, &d).await.accepted, 1);
+    let waiting = eventually("the second campaign to wait", CONVERGE, || async {
+        let r = reviews(&env).get("second").await.ok()?;
+        let message = r.status?.message?;
+        message.contains("revocations wait").then_some(message)
+    })
+    .await;
+    assert!(
+        waiting.contains(
+            "the policy changed 1 person in the last 24 hours (enforcement and access reviews together)"
+        ),
+        "{waiting}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.sim.policy().0.contains("mallory@example.com"),
+        "the second campaign did not exceed the policy's limit"
+    );
+
+    // A second day's worth: mallory's entry goes.
+    env.policies()
+        .patch(
+            "uar",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": {"maxChangesPer24Hours": 2}}})),
+        )
+        .await
+        .expect("limit");
+    eventually("mallory's entry to go", Duration::from_secs(60), || async {
+        (!env.sim.policy().0.contains("mallory@example.com")).then_some(())
+    })
+    .await;
+    assert!(env.sim.policy().0.contains("frank@example.com"));
+}

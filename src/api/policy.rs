@@ -160,8 +160,9 @@ pub struct Enforcement {
     /// active grant and the owner are never touched.
     #[serde(default)]
     pub mode: EnforcementMode,
-    /// Refuse to act when one evaluation would touch more than this share of users (percent,
-    /// 0-100, default 10): a broken directory must never lock out the tailnet.
+    /// Refuse to act when one evaluation would change more people than this share of the
+    /// members (percent, 0-100, default 10; rounded down, but at least one person unless 0): a
+    /// broken directory must never lock out the tailnet.
     #[serde(default = "default_max_affected_percent")]
     #[schemars(range(min = 0, max = 100))]
     pub max_affected_percent: i32,
@@ -171,9 +172,11 @@ pub struct Enforcement {
     #[serde(default = "default_max_privileged")]
     #[schemars(range(min = 0, max = 100))]
     pub max_privileged_per_evaluation: i32,
-    /// Refuse to act when the changes made in the last 24 hours plus this evaluation's would
+    /// Refuse to act when the people changed in the last 24 hours plus this evaluation's would
     /// exceed this many (0-100, default 20): repeated small steps cannot add up to a large
-    /// change. Counted from `status.enforcement.actions`.
+    /// change. Counted in people, for the whole policy: enforcement
+    /// (`status.enforcement.actions`) and every access review of it (their
+    /// `status.recentRevocations`).
     #[serde(default = "default_max_changes_per_day")]
     #[schemars(range(min = 0, max = 100))]
     pub max_changes_per24_hours: i32,
@@ -501,7 +504,8 @@ pub struct EnforcementStatus {
     /// `maxPrivilegedPerEvaluation`).
     #[serde(default)]
     pub privileged_pending: i64,
-    /// Changes made in the 24 hours before this evaluation (against `maxChangesPer24Hours`).
+    /// People the policy changed in the 24 hours before this evaluation, by enforcement and
+    /// its access reviews (against `maxChangesPer24Hours`).
     #[serde(default)]
     pub changes_in_last24_hours: i64,
     /// Why the changes were refused (which limit), when they were.

@@ -200,6 +200,20 @@ pub struct AccessReviewStatus {
     /// The campaign that followed this one (recurrence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The logins whose access this campaign took away in the last 24 hours (one entry per
+    /// login, at most 100): with the policy's enforcement actions and its other campaigns',
+    /// what `maxChangesPer24Hours` counts, in people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub recent_revocations: Vec<RecentChange>,
+}
+
+/// A login changed at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentChange {
+    pub login_name: String,
+    pub at: Time,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

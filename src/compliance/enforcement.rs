@@ -8,16 +8,20 @@
 //!   for roles covered by an active grant, or for the owner;
 //! - a role is only ever lowered, to the least privileged role the organisational role allows
 //!   (`member` when it allows none or is not listed);
-//! - the whole plan is refused, and says why, when it would touch more than
-//!   `max_affected_percent` of the members (the blast-radius limit), more privileged accounts
-//!   than `max_privileged` (any role above member, where a wrong change hurts most), or would
-//!   bring the changes of the last 24 hours above `max_per_day` (so repeated small steps, say
-//!   from a directory edited bit by bit, cannot add up to a large change).
+//! - the whole plan is refused, and says why, when it would touch more people than
+//!   `max_affected_percent` of the members allows (the blast-radius limit; at least one person
+//!   unless it is 0), more privileged accounts than `max_privileged` (any role above member,
+//!   where a wrong change hurts most), or would bring the people changed in the last 24 hours
+//!   (by enforcement and by every access review of the policy) above `max_per_day` (so
+//!   repeated small steps, say from a directory edited bit by bit, cannot add up to a large
+//!   change). Limits count people ([`super::limits`]): suspending someone and removing their
+//!   entries is one person.
 
 use std::collections::{BTreeSet, HashSet};
 
 use super::checks::{allowed_roles, role_key, Inputs};
 use super::directory::{login_key, Directory, EmploymentStatus};
+use super::limits;
 use crate::policy_file::{self, Removed};
 
 /// Tailscale roles from least to most privileged.
@@ -70,11 +74,12 @@ impl Remedy {
 /// The limits enforcement works within (the policy's `spec.enforcement`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Most members one evaluation may change, in percent.
+    /// Most members one evaluation may change, in percent (at least one person unless 0).
     pub max_affected_percent: i32,
     /// Most accounts above member one evaluation may change.
     pub max_privileged: i32,
-    /// Most changes in any 24 hours, this evaluation's included.
+    /// Most people changed in any 24 hours, this evaluation's included, by enforcement and
+    /// the policy's access reviews together.
     pub max_per_day: i32,
 }
 
@@ -109,7 +114,9 @@ pub struct Plan {
     pub remedies: Vec<Remedy>,
     /// How many of the remedies change an account above member.
     pub privileged: usize,
-    /// Changes made in the 24 hours before this plan (as given).
+    /// The people the remedies change ([`super::limits::person_of`]).
+    pub people: BTreeSet<String>,
+    /// People changed in the 24 hours before this plan (as given).
     pub recent_changes: usize,
     /// Set when a limit refuses the whole plan.
     pub refused: Option<Refusal>,
@@ -146,14 +153,14 @@ pub fn deprovisioning(directory: &Directory, policy_file: &str) -> Vec<Remedy> {
         .collect()
 }
 
-/// Plan the remedies for the failing checks of `inputs`, within `limits`, given that
-/// `recent_changes` were made in the last 24 hours. With the `policy_file`, offboarded people
-/// are deprovisioned from it too ([`deprovisioning`]); each person's removal counts as one
-/// change.
+/// Plan the remedies for the failing checks of `inputs`, within `limits`, given the people
+/// changed in the last 24 hours (`recent`, as [`super::limits::person_of`] keys). With the
+/// `policy_file`, offboarded people are deprovisioned from it too ([`deprovisioning`]); a
+/// person suspended and deprovisioned counts once.
 pub fn plan(
     inputs: &Inputs,
     limits: &Limits,
-    recent_changes: usize,
+    recent: &BTreeSet<String>,
     policy_file: Option<&str>,
 ) -> Plan {
     let exempt: HashSet<String> = inputs
@@ -221,45 +228,44 @@ pub fn plan(
     if let Some(text) = policy_file {
         remedies.extend(deprovisioning(inputs.directory, text));
     }
-    let refused = refusal(
-        remedies.len(),
-        privileged,
-        members.len(),
-        limits,
-        recent_changes,
-    );
+    let people: BTreeSet<String> = remedies
+        .iter()
+        .map(|r| limits::person_of(inputs.directory, r.login()))
+        .collect();
+    let refused = refusal(&people, privileged, members.len(), limits, recent);
     Plan {
         remedies,
         privileged,
-        recent_changes,
+        people,
+        recent_changes: recent.len(),
         refused,
     }
 }
 
-/// The first limit a plan of `affected` changes (`privileged` of them above member) among
-/// `members` would break, if any.
-fn refusal(
-    affected: usize,
+/// The first limit a plan changing `people` (`privileged` accounts of them above member) among
+/// `members` would break, after `recent` people were changed in the last 24 hours, if any.
+pub fn refusal(
+    people: &BTreeSet<String>,
     privileged: usize,
     members: usize,
     limits: &Limits,
-    recent_changes: usize,
+    recent: &BTreeSet<String>,
 ) -> Option<Refusal> {
-    if affected == 0 {
+    if people.is_empty() {
         return None;
     }
-    let limit = |value: i32| value.clamp(0, 100) as usize;
-    let percent = limit(limits.max_affected_percent);
-    let share = (affected * 100).div_ceil(members.max(1));
-    if share > percent {
+    let affected = people.len();
+    let allowed = limits::blast_radius(members, limits.max_affected_percent);
+    if affected > allowed {
         return Some(Refusal {
             reason: RefusalReason::BlastRadiusExceeded,
             message: format!(
-                "enforcement would change {affected} of {members} members ({share}%), more than maxAffectedPercent {percent}%: nothing was changed; check the directory, or raise the limit if this is intended"
+                "enforcement would change {affected} of {members} members, more than the {allowed} maxAffectedPercent {}% allows: nothing was changed; check the directory, or raise the limit if this is intended",
+                limits.max_affected_percent.clamp(0, 100)
             ),
         });
     }
-    let most_privileged = limit(limits.max_privileged);
+    let most_privileged = limits.max_privileged.clamp(0, 100) as usize;
     if privileged > most_privileged {
         return Some(Refusal {
             reason: RefusalReason::PrivilegedLimitExceeded,
@@ -268,12 +274,26 @@ fn refusal(
             ),
         });
     }
-    let per_day = limit(limits.max_per_day);
-    if recent_changes + affected > per_day {
+    daily_refusal(people, limits, recent)
+}
+
+/// Whether changing `people` after `recent` were changed in the last 24 hours breaks the daily
+/// limit (people changed already count once).
+pub fn daily_refusal(
+    people: &BTreeSet<String>,
+    limits: &Limits,
+    recent: &BTreeSet<String>,
+) -> Option<Refusal> {
+    let new = people.difference(recent).count();
+    let room = limits::room_today(recent, limits.max_per_day);
+    if new > room {
         return Some(Refusal {
             reason: RefusalReason::DailyLimitExceeded,
             message: format!(
-                "enforcement would make {affected} changes after {recent_changes} in the last 24 hours, more than maxChangesPer24Hours {per_day}: nothing was changed; check the directory, or raise the limit if this is intended"
+                "enforcement would change {new} more {} after {} in the last 24 hours (by enforcement and access reviews of this policy), more than maxChangesPer24Hours {}: nothing was changed; check the directory, or raise the limit if this is intended",
+                if new == 1 { "person" } else { "people" },
+                recent.len(),
+                limits.max_per_day.clamp(0, 100)
             ),
         });
     }
@@ -345,7 +365,11 @@ mod tests {
             self.plan_within(&percent(limit), 0)
         }
 
+        /// With `recent_changes` other people changed in the last 24 hours.
         fn plan_within(&self, limits: &Limits, recent_changes: usize) -> Plan {
+            let recent: BTreeSet<String> = (0..recent_changes)
+                .map(|i| format!("earlier-{i}@x"))
+                .collect();
             let directory = Directory::build([("t", self.people.clone())]).expect("directory");
             let rules = rules();
             plan(
@@ -358,7 +382,7 @@ mod tests {
                     integration_connected: true,
                 },
                 limits,
-                recent_changes,
+                &recent,
                 None,
             )
         }
@@ -437,7 +461,7 @@ mod tests {
         assert_eq!(why.reason, RefusalReason::BlastRadiusExceeded);
         let why = why.message;
         assert!(
-            why.contains("4 of 10 members (40%)") && why.contains("maxAffectedPercent 39%"),
+            why.contains("4 of 10 members, more than the 3 maxAffectedPercent 39% allows"),
             "{why}"
         );
         assert_eq!(tailnet().plan(40).refused, None);
@@ -522,7 +546,7 @@ mod tests {
         assert_eq!(why.reason, RefusalReason::DailyLimitExceeded);
         assert!(
             why.message.contains(
-                "4 changes after 7 in the last 24 hours, more than maxChangesPer24Hours 10"
+                "4 more people after 7 in the last 24 hours (by enforcement and access reviews of this policy), more than maxChangesPer24Hours 10"
             ),
             "{}",
             why.message
@@ -610,7 +634,7 @@ mod tests {
                     integration_connected: true,
                 },
                 limits,
-                0,
+                &BTreeSet::new(),
                 file,
             )
         };
@@ -626,11 +650,102 @@ mod tests {
             with.privileged, without.privileged,
             "removing entries is no role change"
         );
-        let tight = daily(without.remedies.len() as i32 + 1);
+        // Carol is suspended and loses her entries: one person; gone loses his: one more.
+        assert_eq!(with.people.len(), without.people.len() + 1, "{with:?}");
+        assert!(with.people.contains("carol@x") && with.people.contains("gone@x"));
+        let tight = daily(without.people.len() as i32);
         assert_eq!(plan_with(&tight, None).refused, None);
         assert_eq!(
             plan_with(&tight, Some(FILE)).refused.map(|r| r.reason),
             Some(RefusalReason::DailyLimitExceeded)
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `active` engineers and `left` offboarded people, each with an account and an entry
+        /// of their own in the policy file.
+        fn tailnet_of(active: usize, left: usize) -> (Vec<TailscaleUser>, Vec<Person>, String) {
+            let mut users = Vec::new();
+            let mut people = Vec::new();
+            let mut logins = Vec::new();
+            for i in 0..active {
+                let login = format!("a{i}@x");
+                users.push(user(&login, "member", "active"));
+                people.push(person(&login, Some("engineer"), false));
+            }
+            for i in 0..left {
+                let login = format!("l{i}@x");
+                users.push(user(&login, "member", "active"));
+                people.push(person(&login, Some("engineer"), true));
+                logins.push(format!("\"{login}\""));
+            }
+            let file = format!("{{\"groups\": {{\"group:eng\": [{}]}}}}", logins.join(", "));
+            (users, people, file)
+        }
+
+        fn plan_for(
+            active: usize,
+            left: usize,
+            limits: &Limits,
+            recent: &BTreeSet<String>,
+        ) -> Plan {
+            let (users, people, file) = tailnet_of(active, left);
+            let directory = Directory::build([("t", people)]).expect("directory");
+            let rules = rules();
+            plan(
+                &Inputs {
+                    users: &users,
+                    directory: &directory,
+                    role_rules: &rules,
+                    exemptions: &[],
+                    active_role_grants: &[],
+                    integration_connected: true,
+                },
+                limits,
+                recent,
+                Some(&file),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn a_suspension_and_the_removal_of_entries_are_one_person(active in 0usize..30, left in 1usize..8) {
+                let plan = plan_for(active, left, &percent(100), &BTreeSet::new());
+                prop_assert_eq!(plan.remedies.len(), 2 * left);
+                prop_assert_eq!(plan.people.len(), left);
+            }
+
+            #[test]
+            fn one_person_may_leave_a_small_tailnet_unless_the_limit_is_zero(active in 0usize..40, limit in 0i32..=100) {
+                let plan = plan_for(active, 1, &percent(limit), &BTreeSet::new());
+                if limit == 0 {
+                    prop_assert_eq!(plan.refused.map(|r| r.reason), Some(RefusalReason::BlastRadiusExceeded));
+                } else {
+                    prop_assert_eq!(plan.refused, None);
+                }
+            }
+
+            #[test]
+            fn the_day_counts_each_person_once_whoever_changed_them(
+                left in 1usize..8,
+                earlier in prop::collection::btree_set(0usize..12, 0..10),
+                per_day in 0i32..20,
+            ) {
+                // Earlier changes by enforcement or a campaign: some of the same people, some others.
+                let recent: BTreeSet<String> = earlier.iter().map(|i| format!("l{i}@x")).collect();
+                let limits = Limits { max_per_day: per_day, ..percent(100) };
+                let plan = plan_for(0, left, &limits, &recent);
+                let all: BTreeSet<&String> = plan.people.iter().chain(&recent).collect();
+                let over = all.len() > per_day as usize && plan.people.difference(&recent).count() > 0;
+                prop_assert_eq!(
+                    plan.refused.map(|r| r.reason) == Some(RefusalReason::DailyLimitExceeded),
+                    over,
+                    "{} people planned, {} recent, limit {}", plan.people.len(), recent.len(), per_day
+                );
+            }
+        }
     }
 }

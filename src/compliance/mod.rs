@@ -13,6 +13,7 @@
 pub mod checks;
 pub mod directory;
 pub mod enforcement;
+pub mod limits;
 
 pub use checks::{
     evaluate, CheckName, CheckOutcome, CheckResult, Evaluation, Exemption, Finding, Inputs,

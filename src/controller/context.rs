@@ -113,6 +113,10 @@ pub struct Context {
     pub rotations: super::connection::Rotations,
     /// The grants whose revocation waits for a person to fix their integration.
     pub blocked_revocations: super::ledger::Blocked,
+    /// What each policy changed in the last day, and the lock its limits are taken under.
+    pub changes: super::changes::Journal,
+    /// The cache of access reviews.
+    reviews: std::sync::OnceLock<Store<crate::api::AccessReview>>,
 }
 
 impl Context {
@@ -144,6 +148,8 @@ impl Context {
             boundaries: Default::default(),
             rotations: Default::default(),
             blocked_revocations: Default::default(),
+            changes: Default::default(),
+            reviews: std::sync::OnceLock::new(),
             notifier,
         }
     }
@@ -211,6 +217,27 @@ impl Context {
             .get()?
             .0
             .get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn set_reviews(&self, store: Store<crate::api::AccessReview>) {
+        let _ = self.reviews.set(store);
+    }
+
+    /// The access reviews of policy `name` in `ns`, from the cache; `None` until it has been
+    /// listed.
+    pub fn reviews_of(&self, ns: &str, name: &str) -> Option<Vec<Arc<crate::api::AccessReview>>> {
+        use futures::FutureExt;
+        let store = self.reviews.get()?;
+        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            return None;
+        }
+        Some(
+            store
+                .state()
+                .into_iter()
+                .filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.policy_ref.name == name)
+                .collect(),
+        )
     }
 
     pub fn set_review_decisions(&self, store: Store<crate::api::AccessReviewDecision>) {

@@ -3,6 +3,7 @@
 
 mod admission;
 mod boundary;
+mod changes;
 mod connection;
 mod context;
 mod credentials;
@@ -450,6 +451,7 @@ pub async fn run(
     .default_backoff()
     .modify(|r| r.managed_fields_mut().clear());
     let (review_store, review_writer) = reflector::store::<AccessReview>();
+    ctx.set_reviews(review_store.clone());
     let reviews = reviews
         .reflect(review_writer)
         .applied_objects()

@@ -4,10 +4,11 @@
 //!
 //! Checks only report here: nothing is changed in Tailscale.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
@@ -194,7 +195,9 @@ pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Acti
                 people: dir.len() as i64,
                 sources: *sources,
             });
-            let (evaluation, planned) = evaluate(&obj, dir, inv, &role_grants, connected);
+            let recent = super::changes::recent_people(&ctx, &obj, dir, Timestamp::now())
+                .unwrap_or_default();
+            let (evaluation, planned) = evaluate(&obj, dir, inv, &role_grants, connected, &recent);
             plan = Some(planned);
             (evaluation, None)
         }
@@ -366,6 +369,7 @@ fn evaluate(
     inventory: &Inventory,
     role_grants: &[RoleGrant],
     connected: bool,
+    recent: &BTreeSet<String>,
 ) -> (Evaluation, Plan) {
     let users: Vec<compliance::TailscaleUser> = inventory
         .users
@@ -387,30 +391,24 @@ fn evaluate(
         active_role_grants: role_grants,
         integration_connected: connected,
     };
-    let spec = &obj.spec.enforcement;
-    let limits = Limits {
-        max_affected_percent: spec.max_affected_percent,
-        max_privileged: spec.max_privileged_per_evaluation,
-        max_per_day: spec.max_changes_per24_hours,
-    };
+    let limits = enforcement_limits(&obj.spec.enforcement);
     (
         compliance::evaluate(&inputs),
         enforcement::plan(
             &inputs,
             &limits,
-            recent_changes(obj, Timestamp::now()),
+            recent,
             inventory.policy_file.as_deref().ok().map(String::as_str),
         ),
     )
 }
 
-/// The changes enforcement made in the 24 hours before `now`, from the policy's status.
-fn recent_changes(obj: &AccessPolicy, now: Timestamp) -> usize {
-    let since = now - SignedDuration::from_hours(24);
-    obj.status
-        .as_ref()
-        .and_then(|s| s.enforcement.as_ref())
-        .map_or(0, |e| e.actions.iter().filter(|a| a.at.0 > since).count())
+fn enforcement_limits(spec: &crate::api::Enforcement) -> Limits {
+    Limits {
+        max_affected_percent: spec.max_affected_percent,
+        max_privileged: spec.max_privileged_per_evaluation,
+        max_per_day: spec.max_changes_per24_hours,
+    }
 }
 
 /// `AccessControlConfigured` reads only the policy and the connection, so it is evaluated even
@@ -833,6 +831,32 @@ async fn enforce(
             return status;
         }
     };
+    // The day's room is taken under the policy's lock, counted again now: a campaign of the
+    // policy may have used it since the plan was made.
+    let policy_key = key_of(obj);
+    let _limits = ctx.changes.lock(&policy_key).await;
+    let directory = ctx.directory(&policy_key);
+    let Some(directory) = directory.as_deref().and_then(|d| d.as_ref().ok()) else {
+        return status;
+    };
+    let Some(recent) = super::changes::recent_people(ctx, obj, directory, Timestamp::now()) else {
+        // The campaigns' revocations are not known yet: nothing is changed before they are.
+        return status;
+    };
+    if let Some(refusal) = enforcement::daily_refusal(
+        &plan.people,
+        &enforcement_limits(&obj.spec.enforcement),
+        &recent,
+    ) {
+        conditions.set(
+            "EnforcementRefused",
+            ConditionStatus::True,
+            refusal.reason.as_str(),
+            refusal.message.clone(),
+        );
+        status.refused = Some(refusal.message);
+        return status;
+    }
     let mut failures = Vec::new();
     for remedy in &plan.remedies {
         let mut removed = Vec::new();
@@ -886,6 +910,11 @@ async fn enforce(
                 // Someone removed them first: nothing was changed, nothing to record.
             }
             Ok(()) => {
+                ctx.changes.record(
+                    &policy_key,
+                    crate::compliance::limits::person_of(directory, remedy.login()),
+                    Timestamp::now(),
+                );
                 info!(%detail, "enforcement changed Tailscale");
                 ctx.publish(obj, EventType::Normal, action, "Enforce", detail.clone())
                     .await;

@@ -23,6 +23,7 @@ use crate::api::{
     AccessGrant, AccessPolicy, AccessReview, AccessReviewDecision, AccessReviewDecisionStatus,
     AccessReviewStatus, DecisionRecord, EvidenceRef, Refusal, ReviewPhase,
 };
+use crate::compliance::limits;
 use crate::entitlements::shards::encode_json;
 use crate::notifications;
 use crate::records::{self, ShardSet};
@@ -209,6 +210,7 @@ pub async fn reconcile(cached: Arc<AccessReview>, ctx: Arc<Context>) -> Result<A
 
     let phase = campaign::phase(&items);
     status.counts = Some(campaign::counts(&items));
+    status.recent_revocations = campaign::recent_revocations(&items, now);
     export_counts(&ctx, &ns, &name, status.counts.as_ref());
     status.reviewers = campaign::progress(&items, MAX_REVIEWERS);
     status.phase = Some(phase);
@@ -692,33 +694,57 @@ async fn revoke(
     if todo.is_empty() {
         return None;
     }
-    // The enforcement limits: changes in the last 24 hours (the policy's own and this
-    // campaign's), and privileged changes at a time.
+    // The enforcement limits, in people and per policy: the people the policy changed in the
+    // last 24 hours (enforcement and every campaign, this one's included) and privileged
+    // changes at a time. Taken under the policy's lock, so no other campaign or enforcement
+    // uses the same room meanwhile.
     let limits = &policy.spec.enforcement;
-    let day_ago = now - SignedDuration::from_hours(24);
-    let recent = policy
-        .status
-        .as_ref()
-        .and_then(|s| s.enforcement.as_ref())
-        .map_or(0, |e| e.actions.iter().filter(|a| a.at.0 > day_ago).count())
-        + items
+    let policy_key = key_of(policy);
+    let _limits = ctx.changes.lock(&policy_key).await;
+    let directory = ctx.directory(&policy_key);
+    let Some(directory) = directory.as_deref().and_then(|d| d.as_ref().ok()) else {
+        return Some("the policy's directory is not read yet: revocations wait".into());
+    };
+    let Some(mut recent) = super::changes::recent_people(ctx, policy, directory, now) else {
+        return Some("the policy's other campaigns are not known yet: revocations wait".into());
+    };
+    recent.extend(limits::changed_in_last_day(
+        directory,
+        campaign::recent_revocations(items, now)
             .iter()
-            .filter(|i| {
-                i.applied
-                    .as_ref()
-                    .is_some_and(|a| a.outcome == Outcome::Removed && a.at > day_ago)
-            })
-            .count();
-    let per_day = limits.max_changes_per24_hours.max(0) as usize;
-    let room = per_day.saturating_sub(recent);
+            .map(|c| (c.login_name.as_str(), c.at.0)),
+        now,
+    ));
+    let per_day = limits.max_changes_per24_hours;
+    let mut room = limits::room_today(&recent, per_day);
     let mut waiting = None;
-    if todo.len() > room {
+    let mut deferred = 0;
+    todo.retain(|(i, _)| {
+        let person = limits::person_of(directory, &items[*i].user);
+        if recent.contains(&person) {
+            return true;
+        }
+        if room == 0 {
+            deferred += 1;
+            return false;
+        }
+        room -= 1;
+        recent.insert(person);
+        true
+    });
+    if deferred > 0 {
         waiting = Some(format!(
-            "{} revocations wait: {recent} changes in the last 24 hours, and the policy's \
-             enforcement.maxChangesPer24Hours is {per_day}",
-            todo.len() - room
+            "{deferred} revocations wait: the policy changed {} {} in the last 24 hours \
+             (enforcement and access reviews together), and its \
+             enforcement.maxChangesPer24Hours is {}",
+            recent.len(),
+            if recent.len() == 1 {
+                "person"
+            } else {
+                "people"
+            },
+            per_day.clamp(0, 100)
         ));
-        todo.truncate(room);
     }
     let privileged_limit = limits.max_privileged_per_evaluation.max(0) as usize;
     let mut privileged = 0;
@@ -803,6 +829,17 @@ async fn revoke(
             )
             .await;
             waiting = Some(why);
+        }
+    }
+    // What was taken away now counts at once, before the status says so.
+    for item in items.iter() {
+        if item
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.outcome == Outcome::Removed && a.at >= now)
+        {
+            ctx.changes
+                .record(&policy_key, limits::person_of(directory, &item.user), now);
         }
     }
     waiting

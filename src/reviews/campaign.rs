@@ -316,6 +316,31 @@ pub fn needs_applying(item: &Item) -> bool {
             .is_some_and(|d| d.decision == ReviewDecision::Revoke)
 }
 
+/// The logins whose access the campaign took away in the day before `now` (each once, at its
+/// latest removal, most recent first, at most 100): what the policy's daily limit counts of it.
+pub fn recent_revocations(items: &[Item], now: Timestamp) -> Vec<crate::api::RecentChange> {
+    let since = now - crate::compliance::limits::DAY;
+    let mut latest: BTreeMap<String, Timestamp> = BTreeMap::new();
+    for item in items {
+        if let Some(a) = &item.applied {
+            if a.outcome == super::Outcome::Removed && a.at > since {
+                let at = latest.entry(item.user.to_ascii_lowercase()).or_insert(a.at);
+                *at = (*at).max(a.at);
+            }
+        }
+    }
+    let mut changes: Vec<crate::api::RecentChange> = latest
+        .into_iter()
+        .map(|(login_name, at)| crate::api::RecentChange {
+            login_name,
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+        })
+        .collect();
+    changes.sort_by_key(|c| std::cmp::Reverse(c.at.0));
+    changes.truncate(100);
+    changes
+}
+
 pub fn counts(items: &[Item]) -> ReviewCounts {
     let mut c = ReviewCounts {
         items: items.len() as i64,
@@ -569,6 +594,58 @@ mod tests {
             items,
             at: "2026-11-30T10:00:00Z".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn what_a_campaign_took_away_today_counts_each_login_once_at_its_latest() {
+        let everything = ReviewScope {
+            everything: true,
+            ..Default::default()
+        };
+        let mut items = snapshot(
+            &spec(everything, users(&["bob"])),
+            &inventory(),
+            Some(&directory()),
+        )
+        .unwrap();
+        let now: Timestamp = "2026-06-02T12:00:00Z".parse().unwrap();
+        let removed = |hours_ago: i64| {
+            Some(super::super::Applied {
+                outcome: Outcome::Removed,
+                at: now - jiff::SignedDuration::from_hours(hours_ago),
+                removed: Vec::new(),
+                message: String::new(),
+            })
+        };
+        let of = |items: &[Item], user: &str| -> Vec<usize> {
+            (0..items.len())
+                .filter(|&i| items[i].user == user)
+                .collect()
+        };
+        let alice = of(&items, "alice@example.com");
+        assert!(alice.len() >= 2, "alice holds several: {items:?}");
+        items[alice[0]].applied = removed(3);
+        items[alice[1]].applied = removed(1);
+        let frank = of(&items, "frank@example.com");
+        items[frank[0]].applied = removed(30);
+        let erin = of(&items, "erin@example.com");
+        items[erin[0]].applied = Some(super::super::Applied {
+            outcome: Outcome::NotApplicable,
+            ..removed(1).unwrap()
+        });
+        let recent = recent_revocations(&items, now);
+        let got: Vec<(&str, Timestamp)> = recent
+            .iter()
+            .map(|c| (c.login_name.as_str(), c.at.0))
+            .collect();
+        assert_eq!(
+            got,
+            [(
+                "alice@example.com",
+                now - jiff::SignedDuration::from_hours(1)
+            )],
+            "a day old and nothing taken away do not count"
+        );
     }
 
     #[test]
