@@ -78,6 +78,14 @@ struct RunArgs {
         default_value = "api.tailscale.com"
     )]
     allowed_api_hosts: Vec<String>,
+    /// How the API server names people who sign in with the identity provider: this prefix and
+    /// their e-mail (the `usernamePrefix` of its OIDC or structured authentication, with the
+    /// `email` claim), e.g. `oidc:`. With it, every person of a directory is also the
+    /// Kubernetes user `<prefix><login>` for each e-mail login, so their approvals and
+    /// decisions count as theirs without listing `kubernetesUsers`. Unset: only listed
+    /// identities map.
+    #[arg(long, env = "TAILKEEPER_IDENTITY_USERNAME_PREFIX")]
+    identity_username_prefix: Option<String>,
     /// Hosts notifications may be posted to over plain http (repeatable; `host` or
     /// `host:port`; for tests and local receivers). Every other receiver must be https.
     #[arg(
@@ -247,6 +255,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .filter(|h| !h.is_empty())
             .collect(),
         admission_policy_prefix: args.admission_policy_prefix,
+        identity_username_prefix: args.identity_username_prefix,
         ..Settings::default()
     };
     settings.retry.max_attempts = args.max_attempts.max(1);

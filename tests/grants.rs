@@ -54,6 +54,8 @@ spec:
       - {loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob]}
       - {loginNames: [mallory@example.com], orgRole: engineer}
       - {loginNames: [carol@example.com], orgRole: engineer, status: Offboarded}
+      # The approver carol (approvals count only from people the directory maps).
+      - {loginNames: [carol.lead@example.com], orgRole: engineer, kubernetesUsers: [carol]}
       # A person without a Tailscale account yet.
       - {loginNames: [ghost@example.com], orgRole: engineer}
   roles:
@@ -159,6 +161,7 @@ fn directory_without(offboarded: &[&str]) -> Value {
         ("bob@example.com", Some("bob")),
         ("mallory@example.com", None),
         ("carol@example.com", None),
+        ("carol.lead@example.com", Some("carol")),
         ("ghost@example.com", None),
     ]
     .into_iter()
@@ -2232,14 +2235,14 @@ async fn the_directory_decides_whether_an_approver_still_counts() {
                 "{loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob], status: Offboarded}",
             )
             .replace(
-                "      # A person without a Tailscale account yet.",
-                "      - {loginNames: [carol.k@example.com], orgRole: engineer, kubernetesUsers: [carol], kubernetesGroups: [dev]}\n      # A person without a Tailscale account yet.",
+                "{loginNames: [carol.lead@example.com], orgRole: engineer, kubernetesUsers: [carol]}",
+                "{loginNames: [carol.lead@example.com], orgRole: engineer, kubernetesUsers: [carol], kubernetesGroups: [dev]}",
             ),
     )
     .await;
     eventually("the policy to read the new directory", CONVERGE, || async {
         let p = env.policies().get("jit").await.ok()?;
-        (p.status?.directory?.people == 6).then_some(())
+        (p.status?.observed_generation == p.metadata.generation).then_some(())
     })
     .await;
     let oncall = json!({"group": "group:oncall"});
@@ -2272,6 +2275,44 @@ async fn the_directory_decides_whether_an_approver_still_counts() {
     let message = bob.status.unwrap().message.unwrap_or_default();
     assert!(
         message.contains("bob belongs to a person marked offboarded"),
+        "{message}"
+    );
+    assert!(group_members(&policy_text(&env), "group:oncall").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_from_an_identity_no_person_has_never_counts_and_says_how_to_map_it() {
+    let env = setup("unmapped", POLICY_FILE).await;
+    request(
+        &env,
+        "alice",
+        grant(
+            "g",
+            "alice@example.com",
+            json!({"group": "group:oncall"}),
+            "1h",
+            "alice",
+        ),
+    )
+    .await
+    .unwrap();
+    let waiting = env.grant_phase("g", GrantPhase::AwaitingApproval).await;
+    // dora is in the approver group as far as the API server knows, but no person of the
+    // directory has her identity: she could be alice's second account.
+    let dora = env
+        .cp
+        .client_impersonating("dora", &["approvers", "system:authenticated"])
+        .await;
+    let patch = json!({"spec": {"approval": {"approvedBy": "dora", "grantUID": waiting.metadata.uid, "group": "approvers"}}});
+    Api::<AccessGrant>::namespaced(dora, &env.ns)
+        .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("admission proves dora is dora and in approvers");
+    let denied = env.grant_phase("g", GrantPhase::Denied).await;
+    let message = denied.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("no person of the policy's directory has that Kubernetes identity")
+            && message.contains("kubernetesUsers"),
         "{message}"
     );
     assert!(group_members(&policy_text(&env), "group:oncall").is_empty());

@@ -239,6 +239,8 @@ spec:
     people:
       - {{loginNames: [alice@example.com], orgRole: engineer}}
       - {{loginNames: [bob@example.com], orgRole: engineer}}
+      # Approvals count only from people: carol approves as herself.
+      - {{loginNames: [carol@example.com], orgRole: engineer, kubernetesUsers: [carol]}}
   roles:
     - {{orgRole: engineer, tailscaleRoles: [member]}}
   grantable:

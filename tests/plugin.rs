@@ -44,6 +44,8 @@ spec:
       - {loginNames: [alice@example.com], orgRole: engineer, kubernetesUsers: [alice]}
       - {loginNames: [bob@example.com], orgRole: engineer, kubernetesUsers: [bob]}
       - {loginNames: [mallory@example.com], orgRole: engineer}
+      # Approvals count only from people: carol approves as herself.
+      - {loginNames: [carol@example.com], orgRole: engineer, kubernetesUsers: [carol]}
   roles:
     - {orgRole: engineer, tailscaleRoles: [member]}
   grantable:

@@ -411,6 +411,30 @@ pub fn parse_people(format: DirectoryFormat, text: &str) -> Result<Vec<Person>, 
     Ok(people)
 }
 
+/// People with the Kubernetes identities their logins map to under the cluster's rule: for
+/// every e-mail-like login, the user name `prefix` + login (as the API server's OIDC or
+/// structured authentication names users by their e-mail claim, e.g. `oidc:alice@example.com`),
+/// besides the identities listed for them. A derived name another person lists is refused when
+/// the directory is built, like any identity two people claim.
+pub fn with_login_identities(people: Vec<Person>, prefix: &str) -> Vec<Person> {
+    people
+        .into_iter()
+        .map(|mut person| {
+            for login in &person.login_names {
+                let login = login.trim();
+                if !login.contains('@') {
+                    continue;
+                }
+                let user = format!("{prefix}{}", login.to_lowercase());
+                if !person.kubernetes_users.contains(&user) {
+                    person.kubernetes_users.push(user);
+                }
+            }
+            person
+        })
+        .collect()
+}
+
 /// Why a directory source cannot be trusted to say who may hold which role: it lists active
 /// people but none of them has an organisational role (an HR export that lost its orgRole
 /// column). `None` when it can.
@@ -1169,5 +1193,43 @@ mod tests {
             );
             assert_eq!(people[1].manager, None, "blank is none: {format:?}");
         }
+    }
+
+    #[test]
+    fn identities_follow_from_e_mail_logins_under_the_clusters_rule() {
+        let people = parse_people(
+            DirectoryFormat::Yaml,
+            "
+- {loginName: Alice@Example.com, kubernetesUsers: [alice]}
+- {loginNames: [bob@example.com, bob@github]}
+- {loginName: robot}
+",
+        )
+        .expect("people");
+        let mapped = with_login_identities(people, "oidc:");
+        let users: Vec<Vec<String>> = mapped.iter().map(|p| p.kubernetes_users.clone()).collect();
+        assert_eq!(
+            users,
+            [
+                vec!["alice".to_string(), "oidc:alice@example.com".to_string()],
+                vec![
+                    "oidc:bob@example.com".to_string(),
+                    "oidc:bob@github".to_string()
+                ],
+                vec![],
+            ]
+        );
+        let d = Directory::build([("inline", mapped)]).expect("directory");
+        assert!(d.same_person("oidc:alice@example.com", "alice@example.com"));
+        // A derived identity another person lists is refused, as any identity two claim.
+        let clash = parse_people(
+            DirectoryFormat::Yaml,
+            "
+- {loginName: alice@example.com}
+- {loginName: eve@example.com, kubernetesUsers: ['oidc:alice@example.com']}
+",
+        )
+        .expect("people");
+        assert!(Directory::build([("inline", with_login_identities(clash, "oidc:"))]).is_err());
     }
 }

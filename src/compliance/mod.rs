@@ -20,6 +20,6 @@ pub use checks::{
     RoleGrant, RoleRule, TailscaleUser,
 };
 pub use directory::{
-    missing_org_roles, parse_people, Directory, DirectoryError, DirectoryFormat, EmploymentStatus,
-    Person, Place,
+    missing_org_roles, parse_people, with_login_identities, Directory, DirectoryError,
+    DirectoryFormat, EmploymentStatus, Person, Place,
 };

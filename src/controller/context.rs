@@ -42,6 +42,9 @@ pub struct Settings {
     pub admission_policy_prefix: String,
     /// How notifications are delivered.
     pub notifications: super::notify::NotificationSettings,
+    /// The cluster's rule mapping people to Kubernetes users: this prefix plus each e-mail
+    /// login (the API server's OIDC `usernamePrefix` with the `email` claim), if set.
+    pub identity_username_prefix: Option<String>,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
             allowed_api_hosts: vec![DEFAULT_API_HOST.to_string()],
             admission_policy_prefix: "tailkeeper".to_string(),
             notifications: Default::default(),
+            identity_username_prefix: None,
         }
     }
 }

@@ -552,6 +552,14 @@ pub(super) async fn load_directory(
         }
     }
     let count = sources.len() as i64;
+    // People's Kubernetes identities follow from their logins by the cluster's rule, if set.
+    let sources: Vec<_> = match &ctx.settings.identity_username_prefix {
+        Some(prefix) => sources
+            .into_iter()
+            .map(|(origin, people)| (origin, compliance::with_login_identities(people, prefix)))
+            .collect(),
+        None => sources,
+    };
     let directory = Directory::build(sources).map_err(|e| e.to_string())?;
     Ok((directory, count))
 }

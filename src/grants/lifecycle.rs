@@ -117,9 +117,11 @@ impl Beneficiary {
 /// `kubernetesUsers`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Approver {
-    /// No approving identity, or no person lists it.
+    /// No approving identity, or it was not looked up (the grant is past deciding).
     #[default]
     NotInDirectory,
+    /// An identity no person of the directory has: its word counts for nobody.
+    Unmapped,
     /// The same person as the beneficiary, under another identity.
     Beneficiary,
     /// A person marked offboarded.
@@ -136,7 +138,7 @@ impl Approver {
             return Approver::Beneficiary;
         }
         match directory.person_of_user(by) {
-            None => Approver::NotInDirectory,
+            None => Approver::Unmapped,
             Some(p) if p.status == EmploymentStatus::Offboarded => Approver::Offboarded,
             Some(p) => Approver::Person {
                 groups: p.kubernetes_groups.clone(),
@@ -485,14 +487,12 @@ fn anew(decision: Decision) -> &'static str {
 
 /// The step to take instead when the word that decides a grant does not count (yet): an
 /// approver's decision (approval or denial alike) or a GitOps requester's counts only if the
-/// directory does not object to the person behind it, and only where the cluster proves who
-/// gave it, given while it did. Denied for good, or wait for the proof; `None` when it counts.
+/// directory does not object to the person behind it (asked once the cluster proves who gave
+/// it and that the directory is out of requesters' reach), given while it did. Denied for good,
+/// or wait for the proof; `None` when it counts.
 fn not_counted(grant: &GrantState, by: &ApprovedBy, decision: Decision) -> Option<Step> {
     if !by.needs_proof() {
         return None;
-    }
-    if let Some(message) = approver_refused(grant, by, decision) {
-        return Some(deny(message));
     }
     let noun = decision.noun();
     match by {
@@ -537,7 +537,9 @@ fn not_counted(grant: &GrantState, by: &ApprovedBy, decision: Decision) -> Optio
             stalled: true,
         });
     }
-    None
+    // Only a proven boundary lets the directory's word decide (a forged directory must not
+    // deny someone else's grant either).
+    approver_refused(grant, by, decision).map(deny)
 }
 
 /// A grant an approver denied: once the denial is proven as an approval would be, the grant
@@ -608,6 +610,11 @@ fn approver_refused(
     };
     match &grant.approver {
         Approver::NotInDirectory => None,
+        // The GitOps identity stands for a reviewed pull request, not for a person.
+        Approver::Unmapped if matches!(approved_by, ApprovedBy::GitOps { .. }) => None,
+        Approver::Unmapped => Some(format!(
+            "{by} {as_what} access, but no person of the policy's directory has that Kubernetes identity: only people approve or deny, and without knowing who {by} is nobody can tell they are not the beneficiary; list {by} in kubernetesUsers of their directory entry (or set the operator's identityUsernamePrefix, so people's identities follow from their logins); {redo}"
+        )),
         Approver::Beneficiary => Some(format!(
             "{by} {as_what} access for themselves: the directory maps them to {}; {redo}",
             grant.spec.user
@@ -1197,6 +1204,12 @@ mod tests {
                 "{approver:?}"
             );
         }
+        // An identity no person has: nobody can tell it is not the beneficiary's. Refused,
+        // approvals and denials alike, saying how to map it.
+        g.approver = Approver::Unmapped;
+        assert!(
+            matches!(decide(&g, Some(&p), at(0)), Step::Deny { message, .. } if message.contains("no person of the policy's directory has that Kubernetes identity") && message.contains("kubernetesUsers"))
+        );
         // The directory says carol left sre: her identity provider's word no longer suffices.
         g.approver = Approver::Person {
             groups: vec!["oncall".into()],
@@ -1429,7 +1442,9 @@ mod tests {
     fn a_git_ops_requester_the_policy_lists_approves_once_admission_proves_it() {
         let p = standing_policy();
         let s = by_git_ops(GITOPS);
-        let g = state(&s, None);
+        let mut g = state(&s, None);
+        // The GitOps identity is no person, and needs to be none: it stands for a review.
+        g.approver = Approver::Unmapped;
         assert_eq!(
             decide(&g, Some(&p), at(0)),
             Step::Activate {
