@@ -148,8 +148,8 @@ async fn examples_reach_ready_and_report_the_four_checks() {
     assert_eq!(bob.manager.as_deref(), Some("alice@example.com"));
     assert_eq!(
         bob.reviewers,
-        ["group:platform-leads"],
-        "alice has no Kubernetes user listed"
+        ["group:platform-leads", "user:alice"],
+        "alice, bob's manager, reviews as the Kubernetes user the directory lists for her"
     );
 
     let metrics = env.operator.metrics().await;
@@ -185,7 +185,7 @@ async fn checks_follow_changes_in_tailscale_and_in_the_directory() {
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let mut cm = cms.get("people").await.unwrap();
     let csv = cm.data.as_mut().unwrap().get_mut("people.csv").unwrap();
-    csv.push_str("DAVE@example.com,Dave Example,engineer,active,alice@example.com\n");
+    csv.push_str("DAVE@example.com,Dave Example,engineer,active,alice@example.com,\n");
     cms.replace("people", &Default::default(), &cm)
         .await
         .unwrap();

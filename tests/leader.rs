@@ -118,7 +118,7 @@ async fn one_replica_leads_and_a_standby_takes_over_on_death_and_on_shutdown() {
     env.operator.wait_ready().await;
     assert!(env.operator.logs().contains("became leader"));
     edit_people(&env, |csv| {
-        csv.push_str("dave@example.com,Dave Example,engineer,active,alice@example.com\n")
+        csv.push_str("dave@example.com,Dave Example,engineer,active,alice@example.com,\n")
     })
     .await;
     env.check("corp", "UserIdentified", CheckResultValue::Pass)

@@ -39,10 +39,17 @@ use crate::metrics::CheckLabels;
 /// At most this many failing users are listed per check; `failingCount` has the total.
 pub const MAX_FAILING_USERS: usize = 100;
 
-#[instrument(skip_all, fields(namespace = %obj.namespace().unwrap_or_default(), policy = %obj.name_any()))]
-pub async fn reconcile(obj: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (ns, name) = key_of(obj.as_ref());
+#[instrument(skip_all, fields(namespace = %cached.namespace().unwrap_or_default(), policy = %cached.name_any()))]
+pub async fn reconcile(cached: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (ns, name) = key_of(cached.as_ref());
     let api: Api<AccessPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    // The status is the policy's memory (enforcement's actions, which the daily limit counts,
+    // and the trust boundary's verdict): read it from the API server, never from a cache that
+    // may not show the last pass's write yet. One GET per pass.
+    let Some(obj) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let obj = Arc::new(obj);
     let now = Timestamp::now();
     let previous = obj.status.clone().unwrap_or_default();
     let mut conditions = Conditions::new(&previous.conditions, obj.metadata.generation, now);
