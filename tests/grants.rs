@@ -2998,6 +2998,44 @@ subjects:
         (check.result == tailkeeper::api::CheckResultValue::Fail).then_some(())
     })
     .await;
+    // The rewrite is said, person by person, with the source written and by what.
+    let said = eventually("the directory change to be reported", CONVERGE, || async {
+        let change = policies
+            .get("jit")
+            .await
+            .ok()?
+            .status?
+            .directory?
+            .last_change?;
+        change
+            .summary
+            .contains("carol@example.com")
+            .then_some(change)
+    })
+    .await;
+    assert!(
+        said.summary
+            .contains("alice@example.com: kubernetesUsers alice;mallory -> alice")
+            && said
+                .summary
+                .contains("carol@example.com: status Active -> Offboarded"),
+        "{said:?}"
+    );
+    assert!(
+        said.written_by
+            .as_deref()
+            .is_some_and(|by| by.contains("to ConfigMap people")),
+        "{said:?}"
+    );
+    let events = env.events("DirectoryChanged").await;
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("2 people changed")),
+        "{events:?}"
+    );
     // ...and alice approves her own grant as mallory, which admission cannot tell apart.
     let approval = serde_json::json!({"spec": {"approval": {"approvedBy": "mallory", "grantUID": created.metadata.uid}}});
     Api::<AccessGrant>::namespaced(env.cp.client_as("mallory").await, &env.ns)

@@ -590,4 +590,25 @@ pub struct DirectoryStatus {
     pub people: i64,
     /// Sources read (inline entries count as one).
     pub sources: i64,
+    /// SHA-256 of the people as read (to tell a change made while the operator was away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The last change to who is who, person by person, and who wrote it as far as the
+    /// cluster says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<DirectoryChange>,
+}
+
+/// A change to the people directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryChange {
+    /// When the operator read it.
+    pub at: Time,
+    /// What changed for which people (at most 20 spelled out).
+    pub summary: String,
+    /// The latest writer of the directory's sources, from their managedFields (the field
+    /// manager, its operation and when), when the cluster records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
 }

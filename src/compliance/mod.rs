@@ -10,6 +10,7 @@
 //! - [`checks`]: the inputs ([`TailscaleUser`], [`RoleRule`], [`Exemption`], [`RoleGrant`]) and
 //!   the four checks, whose exact semantics are documented there.
 
+pub mod changes;
 pub mod checks;
 pub mod directory;
 pub mod enforcement;

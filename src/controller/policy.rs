@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -24,9 +24,9 @@ use super::status::apply_status;
 use super::Error;
 use crate::api::{
     find_condition, AccessGrant, AccessPolicy, AccessPolicyStatus, CheckResultValue, CheckStatus,
-    ConditionStatus, Conditions, DirectoryFileFormat, DirectoryStatus, EnforcementAction,
-    EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState, RemovedEntry,
-    TailscaleIntegration,
+    ConditionStatus, Conditions, DirectoryChange, DirectoryFileFormat, DirectoryStatus,
+    EnforcementAction, EnforcementMode, EnforcementStatus, FailingUser, GrantPhase, KState,
+    RemovedEntry, TailscaleIntegration,
 };
 use crate::compliance::enforcement::{self, Limits, Plan, RefusalReason, Remedy};
 use crate::compliance::{
@@ -86,6 +86,21 @@ pub async fn reconcile(cached: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
             .is_none()
     });
     let directory = load_directory(&obj, &ctx).await;
+    // Who is who decides everything: every change is said, person by person.
+    let directory_report = match &directory {
+        Ok((dir, _)) => Some(
+            report_directory_change(
+                &ctx,
+                &obj,
+                ctx.directory(&key_of(obj.as_ref())).as_deref(),
+                dir,
+                previous.directory.as_ref(),
+                now,
+            )
+            .await,
+        ),
+        Err(_) => None,
+    };
     // Grants read it too: access is for people the directory knows. Active grants of people it
     // says have left (or no longer knows) end now, not at their expiry (standing: never).
     ctx.set_directory(key_of(obj.as_ref()), directory.clone().map(|(d, _)| d));
@@ -198,9 +213,12 @@ pub async fn reconcile(cached: Arc<AccessPolicy>, ctx: Arc<Context>) -> Result<A
     // Unknown (never a false Fail: a broken directory must not report everyone as a stranger).
     let (evaluation, unknown_reason) = match (&directory, &inventory) {
         (Ok((dir, sources)), Some(inv)) => {
+            let (digest, last_change) = directory_report.clone().unwrap_or_default();
             directory_status = Some(DirectoryStatus {
                 people: dir.len() as i64,
                 sources: *sources,
+                digest: Some(digest),
+                last_change,
             });
             let recent = super::changes::recent_people(&ctx, &obj, dir, Timestamp::now())
                 .unwrap_or_default();
@@ -494,6 +512,117 @@ const BOUNDARY_CLOSED: &str = "ExposureClosed";
 const BOUNDARY_UNCHECKED: &str = "CheckFailed";
 /// `TrustBoundaryProven` False (and its Warning Event; `EnforcementRefused`'s reason then).
 const BOUNDARY_EXPOSED: &str = "InputsExposed";
+
+/// At most this many people are spelled out in a directory change's report.
+const CHANGED_PEOPLE_SHOWN: usize = 20;
+
+/// The directory's digest, and its last change: reported now (Event, log) when this reading
+/// differs from the last one (in memory, or by digest after a restart), else as it was.
+async fn report_directory_change(
+    ctx: &Context,
+    obj: &AccessPolicy,
+    before: Option<&Result<Directory, String>>,
+    after: &Directory,
+    previous: Option<&DirectoryStatus>,
+    now: Timestamp,
+) -> (String, Option<DirectoryChange>) {
+    let digest = hex_digest(&serde_json::to_vec(after.people()).unwrap_or_default());
+    let kept = previous.and_then(|p| p.last_change.clone());
+    let summary = match before {
+        Some(Ok(before)) => {
+            let changes = compliance::changes::between(before, after);
+            if changes.is_empty() {
+                return (digest, kept);
+            }
+            format!(
+                "{} {} changed: {}",
+                changes.len(),
+                if changes.len() == 1 { "person" } else { "people" },
+                compliance::changes::summary(&changes, CHANGED_PEOPLE_SHOWN)
+            )
+        }
+        // First reading since the operator started: compare with what the status recorded.
+        _ => match previous.and_then(|p| p.digest.as_deref()) {
+            Some(seen) if seen != digest => {
+                "the directory changed while Tailkeeper was not reading it (what changed for whom is not known; compare the sources' history)".to_string()
+            }
+            _ => return (digest, kept),
+        },
+    };
+    let written_by = last_writer(ctx, obj).await;
+    let message = match &written_by {
+        Some(by) => format!("{summary} (last written by {by})"),
+        None => summary.clone(),
+    };
+    info!(%message, "people directory changed");
+    ctx.publish(
+        obj,
+        EventType::Normal,
+        "DirectoryChanged",
+        "ReadDirectory",
+        truncate(&message, EVENT_DETAIL_CHARS),
+    )
+    .await;
+    (
+        digest,
+        Some(DirectoryChange {
+            at: Time(now),
+            summary: truncate(&summary, EVENT_DETAIL_CHARS),
+            written_by,
+        }),
+    )
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The latest write to the directory's sources (the policy's spec, its ConfigMaps) the cluster
+/// records in managedFields: `manager (operation) at time`, with the object it wrote.
+async fn last_writer(ctx: &Context, obj: &AccessPolicy) -> Option<String> {
+    let ns = obj.namespace().unwrap_or_default();
+    let mut entries: Vec<(String, ManagedFieldsEntry)> = obj
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.subresource.is_none())
+        .map(|e| (format!("AccessPolicy {}", obj.name_any()), e.clone()))
+        .collect();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    for source in &obj.spec.directory.config_maps {
+        if let Ok(Some(cm)) = config_maps.get_metadata_opt(&source.name).await {
+            entries.extend(
+                cm.metadata
+                    .managed_fields
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (format!("ConfigMap {}", source.name), e)),
+            );
+        }
+    }
+    writer_of(entries)
+}
+
+/// The most recent of `entries` (by time), in words.
+fn writer_of(entries: Vec<(String, ManagedFieldsEntry)>) -> Option<String> {
+    entries
+        .into_iter()
+        .filter(|(_, e)| e.time.is_some())
+        .max_by_key(|(_, e)| e.time.as_ref().map(|t| t.0))
+        .map(|(object, e)| {
+            format!(
+                "{} ({}) to {object} at {}",
+                e.manager.unwrap_or_else(|| "an unnamed manager".into()),
+                e.operation.unwrap_or_else(|| "a write".into()),
+                e.time.map(|t| t.0.to_string()).unwrap_or_default()
+            )
+        })
+}
 
 pub(super) async fn load_directory(
     obj: &AccessPolicy,
@@ -967,4 +1096,38 @@ async fn enforce(
         &failures.join("; "),
     );
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_write_to_a_source_names_its_manager_and_object() {
+        let entry = |manager: &str, at: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            time: Some(Time(at.parse().unwrap())),
+            ..Default::default()
+        };
+        let said = writer_of(vec![
+            (
+                "AccessPolicy corp".into(),
+                entry("helm", "2026-01-01T00:00:00Z"),
+            ),
+            (
+                "ConfigMap people".into(),
+                entry("kubectl-edit", "2026-02-01T00:00:00Z"),
+            ),
+            (
+                "ConfigMap old".into(),
+                entry("hr-sync", "2025-12-01T00:00:00Z"),
+            ),
+        ]);
+        assert_eq!(
+            said.as_deref(),
+            Some("kubectl-edit (Update) to ConfigMap people at 2026-02-01T00:00:00Z")
+        );
+        assert_eq!(writer_of(Vec::new()), None);
+    }
 }
