@@ -14,7 +14,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The header Tailscale signs deliveries with.
 pub const SIGNATURE_HEADER: &str = "Tailscale-Webhook-Signature";
@@ -219,33 +219,45 @@ pub fn effect(events: &[Event]) -> Effect {
     effect
 }
 
-/// Signatures accepted within the tolerance window, to refuse a delivery sent twice (the
-/// timestamp alone would let a captured delivery be replayed for five minutes).
+/// Deliveries accepted within the tolerance window, to refuse one sent twice (the timestamp
+/// alone would let a captured delivery be replayed for five minutes). A delivery is its
+/// timestamp and the SHA-256 of its body, whatever signature values it carries: a replay with
+/// an extra or reordered `v1` is the same delivery.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    /// Accepted (timestamp, first v1) in arrival order.
-    seen: VecDeque<(i64, Vec<u8>)>,
+    /// Accepted (timestamp, body digest) in arrival order, at most [`MAX_REMEMBERED`].
+    seen: VecDeque<(i64, [u8; 32])>,
 }
 
+/// At most this many deliveries are remembered per integration (far above what the signed
+/// deliveries' rate limit lets through in the tolerance window).
+pub const MAX_REMEMBERED: usize = 10_000;
+
 impl ReplayGuard {
-    /// Remember `signature` unless seen before; forget those older than the tolerance.
-    pub fn admit(&mut self, signature: &Signature, now: Timestamp) -> Result<(), Rejection> {
+    /// Remember the delivery of `body` signed at `signature`'s time unless seen before; forget
+    /// those older than the tolerance.
+    pub fn admit(
+        &mut self,
+        signature: &Signature,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
         let horizon = now.as_second() - TOLERANCE.as_secs() as i64;
         self.seen.retain(|(t, _)| *t >= horizon);
-        let key = (
-            signature.timestamp,
-            signature.v1.first().cloned().unwrap_or_default(),
-        );
+        let key = (signature.timestamp, <[u8; 32]>::from(Sha256::digest(body)));
         if self.seen.contains(&key) {
             return Err(Rejection::Replayed);
+        }
+        if self.seen.len() >= MAX_REMEMBERED {
+            self.seen.pop_front();
         }
         self.seen.push_back(key);
         Ok(())
     }
 }
 
-/// A token bucket per integration: a flood of deliveries (authentic or not) costs a 429, not
-/// a sync each.
+/// A token bucket per key (an integration's signed deliveries, or its unauthenticated
+/// requests, apart): a flood costs a 429, not a sync each.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: f64,
@@ -385,9 +397,20 @@ mod tests {
     fn a_delivery_is_accepted_once() {
         let secret: &[u8] = b"s";
         let mut guard = ReplayGuard::default();
-        let first = verify(Some(&sign(BODY, &[secret], NOW)), BODY, &[secret], now()).unwrap();
-        assert_eq!(guard.admit(&first, now()), Ok(()));
-        assert_eq!(guard.admit(&first, now()), Err(Rejection::Replayed));
+        let header = sign(BODY, &[secret], NOW);
+        let first = verify(Some(&header), BODY, &[secret], now()).unwrap();
+        assert_eq!(guard.admit(&first, BODY, now()), Ok(()));
+        assert_eq!(guard.admit(&first, BODY, now()), Err(Rejection::Replayed));
+        // The same delivery with a garbage v1 put in front of the real one (verification
+        // accepts any matching value) is the same delivery: refused.
+        let v1 = header.split_once(",v1=").unwrap().1;
+        let disguised = format!("t={NOW},v1={},v1={v1}", "00".repeat(32));
+        let again = verify(Some(&disguised), BODY, &[secret], now()).expect("still verifies");
+        assert_eq!(guard.admit(&again, BODY, now()), Err(Rejection::Replayed));
+        // Another delivery in the same second is another delivery.
+        let other: &[u8] = br#"[{"type":"nodeCreated"}]"#;
+        let second = verify(Some(&sign(other, &[secret], NOW)), other, &[secret], now()).unwrap();
+        assert_eq!(guard.admit(&second, other, now()), Ok(()));
         // A retry is signed afresh: accepted.
         let retry = verify(
             Some(&sign(BODY, &[secret], NOW + 1)),
@@ -396,11 +419,26 @@ mod tests {
             now(),
         )
         .unwrap();
-        assert_eq!(guard.admit(&retry, now()), Ok(()));
+        assert_eq!(guard.admit(&retry, BODY, now()), Ok(()));
         // Old entries are forgotten once their timestamp could no longer pass verification.
         let later = Timestamp::from_second(NOW + 600).unwrap();
-        assert_eq!(guard.admit(&first, later), Ok(()));
+        assert_eq!(guard.admit(&first, BODY, later), Ok(()));
         assert_eq!(guard.seen.len(), 1);
+    }
+
+    #[test]
+    fn the_replay_guard_is_bounded() {
+        let mut guard = ReplayGuard::default();
+        for i in 0..(MAX_REMEMBERED + 5) {
+            let signature = Signature {
+                timestamp: NOW,
+                v1: Vec::new(),
+            };
+            guard
+                .admit(&signature, i.to_string().as_bytes(), now())
+                .unwrap();
+        }
+        assert_eq!(guard.seen.len(), MAX_REMEMBERED);
     }
 
     #[test]

@@ -132,9 +132,39 @@ async fn only_authentic_fresh_new_deliveries_trigger_a_sync() {
     })
     .await;
     assert_eq!(
-        post(&env, "t", signed, body).await,
+        post(&env, "t", signed.clone(), body.clone()).await,
         409,
         "the same delivery again is a replay"
+    );
+    // Disguised with a garbage v1 in front of the real one: still the same delivery.
+    let real = signed.as_deref().unwrap().split_once(",v1=").unwrap().1;
+    let disguised = format!("t={now},v1={},v1={real}", "00".repeat(32));
+    assert_eq!(
+        post(&env, "t", Some(disguised), body).await,
+        409,
+        "a replay with another signature value in front is a replay"
+    );
+
+    // A flood of unsigned requests costs them 429s, never an authentic delivery its turn.
+    let mut unsigned = Vec::new();
+    for n in 0..200 {
+        unsigned.push(post(&env, "t", None, event("userCreated", 100 + n)).await);
+    }
+    assert!(unsigned.contains(&429), "{unsigned:?}");
+    assert!(
+        unsigned.iter().all(|s| *s == 401 || *s == 429),
+        "{unsigned:?}"
+    );
+    let authentic = event("userCreated", 999);
+    let signature = Some(sign(
+        &authentic,
+        &[SECRET.as_bytes()],
+        Timestamp::now().as_second(),
+    ));
+    assert_eq!(
+        post(&env, "t", signature, authentic).await,
+        200,
+        "a signed delivery is never refused because of unsigned traffic"
     );
 
     // A flood is limited: some deliveries are answered 429.

@@ -29,6 +29,10 @@ use crate::webhook::{self, RateLimiter, Rejection, ReplayGuard};
 /// Deliveries an integration may send per second on average, and in a burst.
 const RATE_PER_SECOND: f64 = 5.0;
 const RATE_BURST: f64 = 20.0;
+/// The rate-limit bucket of an integration's signed deliveries.
+const SIGNED: &str = "signed";
+/// The rate-limit bucket of everything else sent to it (unsigned, stale, wrongly signed).
+const UNAUTHENTICATED: &str = "unauthenticated";
 
 /// What the endpoint needs.
 pub struct Receiver {
@@ -109,18 +113,22 @@ async fn deliver(
             .inc();
     };
     let now = Timestamp::now();
-    let allowed = receiver
-        .limiter
-        .lock()
-        .map(|mut l| l.allow(&format!("{namespace}/{name}"), now))
-        .unwrap_or(false);
-    if !allowed {
-        outcome("RateLimited");
-        return answer(
+    // Signed deliveries and everything else are limited in buckets of their own: unsigned
+    // traffic never costs an authentic delivery its turn. (Verifying first costs one HMAC over
+    // a body of bounded size.)
+    let take = |bucket: &str| {
+        receiver
+            .limiter
+            .lock()
+            .map(|mut l| l.allow(&format!("{namespace}/{name}/{bucket}"), now))
+            .unwrap_or(false)
+    };
+    let limited = || {
+        answer(
             StatusCode::TOO_MANY_REQUESTS,
             "too many deliveries; retry later",
-        );
-    }
+        )
+    };
     let Some(secrets) = receiver.ctx.webhook_secrets(&key) else {
         outcome("NotReady");
         return answer(
@@ -142,8 +150,18 @@ async fn deliver(
     };
     let verified = match webhook::verify(signature, &body, &secrets, now) {
         Ok(v) => v,
-        Err(e) => return refused(e),
+        Err(e) => {
+            if !take(UNAUTHENTICATED) {
+                outcome("RateLimited");
+                return limited();
+            }
+            return refused(e);
+        }
     };
+    if !take(SIGNED) {
+        outcome("RateLimited");
+        return limited();
+    }
     let events = match webhook::parse_events(&body) {
         Ok(events) => events,
         Err(e) => return refused(e),
@@ -152,7 +170,7 @@ async fn deliver(
         .replays
         .lock()
         .map_err(|_| Rejection::Replayed)
-        .and_then(|mut guards| guards.entry(key).or_default().admit(&verified, now));
+        .and_then(|mut guards| guards.entry(key).or_default().admit(&verified, &body, now));
     if let Err(e) = fresh {
         return refused(e);
     }
