@@ -1640,7 +1640,8 @@ async fn deleting_the_policy_and_the_integration_does_not_stop_revocation() {
             "g",
             "alice@example.com",
             json!({"group": "group:prod"}),
-            "6s",
+            // Long enough that the checks below happen before it lapses, even on a busy machine.
+            "20s",
             "alice",
         ),
     )
