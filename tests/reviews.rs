@@ -103,6 +103,16 @@ async fn setup(prefix: &str) -> Env {
     env
 }
 
+/// Once the operator has evaluated the policy's latest spec (its cache holds what campaigns
+/// read).
+async fn evaluated_again(env: &Env) {
+    eventually("the policy to be evaluated again", CONVERGE, || async {
+        let p = env.policies().get("uar").await.ok()?;
+        (p.status?.observed_generation == p.metadata.generation).then_some(())
+    })
+    .await;
+}
+
 fn reviews(env: &Env) -> Api<AccessReview> {
     Api::namespaced(env.client.clone(), &env.ns)
 }
@@ -548,12 +558,7 @@ async fn evidence_outlives_its_campaign_and_nobody_deletes_it_before_its_retenti
         )
         .await
         .expect("retention");
-    // The operator has seen it (its cache holds the policy a campaign reads).
-    eventually("the policy to be evaluated again", CONVERGE, || async {
-        let p = env.policies().get("uar").await.ok()?;
-        (p.status?.observed_generation == p.metadata.generation).then_some(())
-    })
-    .await;
+    evaluated_again(&env).await;
     env.apply(
         r#"
 apiVersion: tailkeeper.io/v1alpha1
@@ -716,11 +721,7 @@ async fn the_daily_limit_is_the_policys_across_its_campaigns_and_counts_people()
         )
         .await
         .expect("limit");
-    eventually("the policy to be evaluated again", CONVERGE, || async {
-        let p = env.policies().get("uar").await.ok()?;
-        (p.status?.observed_generation == p.metadata.generation).then_some(())
-    })
-    .await;
+    evaluated_again(&env).await;
     for name in ["first", "second"] {
         env.apply(&format!(
             r#"

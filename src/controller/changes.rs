@@ -6,7 +6,7 @@
 //! so two campaigns, or a campaign and enforcement, cannot both take the last of the day's room.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -19,20 +19,13 @@ use crate::compliance::Directory;
 #[derive(Default)]
 pub struct Journal {
     changed: Mutex<HashMap<Key, Vec<(String, Timestamp)>>>,
-    locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    locks: super::ledger::Locks,
 }
 
 impl Journal {
     /// Hold the policy's limits while changing Tailscale under them.
     pub async fn lock(&self, policy: &Key) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = match self.locks.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            locks.entry(policy.clone()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.locks.lock(policy).await
     }
 
     /// Note that the policy changed `person` (a [`limits::person_of`] key) at `at`.

@@ -254,7 +254,7 @@ pub struct Locks {
 }
 
 impl Locks {
-    async fn lock(&self, key: &Key) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn lock(&self, key: &Key) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut map = match self.map.lock() {
                 Ok(m) => m,
